@@ -1,0 +1,120 @@
+"""A thin, timed layer over diffusers' ``WanPipeline``.
+
+Reads top to bottom like the pipeline: set the scheduler, encode the prompt (timed on
+its own), denoise with a step clock, decode (the time from the last step to the frames).
+The pipeline is loaded once per process (``harness.models``) and reused.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from harness.models import LoadedPipeline
+from harness.presets import VideoShape
+from harness.solvers import build_scheduler
+from harness.timing import PeakMemory, StepClock, now
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One video to generate."""
+
+    prompt: str
+    seed: int
+    shape: VideoShape
+    steps: int
+    guidance: float
+    solver: str
+    shift: float
+    negative_prompt: str = ""
+
+
+@dataclass
+class Generation:
+    """A generated video and what it cost."""
+
+    frames: np.ndarray  # (F, H, W, 3) uint8
+    text_encode_s: float
+    denoise_s: float
+    decode_s: float
+    step_times: list[float] = field(default_factory=list)
+    peak_memory_mb: float = 0.0
+    memory_kind: str = ""
+    scheduler: str = ""
+
+    @property
+    def wall_s(self) -> float:
+        """Generation time of one video: text encoding + denoising + decoding."""
+        return self.text_encode_s + self.denoise_s + self.decode_s
+
+    @property
+    def step_median_s(self) -> float:
+        return statistics.median(self.step_times) if self.step_times else 0.0
+
+
+def generate(loaded: LoadedPipeline, request: GenerationRequest, solvers: Mapping[str, Any]) -> Generation:
+    """Generate one video and time each stage.
+
+    Args:
+        loaded: the pipeline (``harness.models.load_pipeline``).
+        request: prompt, seed, resolved shape and sampler settings.
+        solvers: the solver mapping (``conf/solver``).
+
+    Returns:
+        The frames as uint8 (F, H, W, 3) and the stage times.
+
+    Raises:
+        ValueError: an unknown solver.
+        RuntimeError: the video came out NaN or blank.
+    """
+    pipe, device = loaded.pipe, loaded.device
+    # 1. Scheduler for this solver and shift (cheap; schedulers hold no weights).
+    pipe.scheduler = build_scheduler(request.solver, request.shift, solvers)
+    guided = request.guidance > 1.0
+    with PeakMemory(device) as memory, torch.inference_mode():
+        # 2. Text encoding, timed on its own and passed to the pipeline as embeddings.
+        start = now(device)
+        prompt_embeds, negative_embeds = pipe.encode_prompt(
+            prompt=request.prompt,
+            negative_prompt=request.negative_prompt,
+            do_classifier_free_guidance=guided,
+            device=device,
+        )
+        encoded = now(device)
+        # 3-4. Denoising (step clock) then VAE decoding, in the pipeline's own call.
+        clock = StepClock(device, start=encoded)
+        output = pipe(
+            prompt_embeds=prompt_embeds,
+            negative_prompt_embeds=negative_embeds,
+            height=request.shape.height,
+            width=request.shape.width,
+            num_frames=request.shape.num_frames,
+            num_inference_steps=request.steps,
+            guidance_scale=request.guidance,
+            generator=torch.Generator("cpu").manual_seed(request.seed),
+            output_type="np",
+            callback_on_step_end=clock,
+        )
+        finished = now(device)
+    video = np.asarray(output.frames[0])
+    if not np.isfinite(video).all():
+        raise RuntimeError("the generated video contains NaN or inf values")
+    frames = np.clip(np.round(video * 255.0), 0, 255).astype(np.uint8)
+    if frames.max() == frames.min():
+        raise RuntimeError(f"the generated video is blank (every pixel is {int(frames.max())})")
+    last_step = clock.ends[-1] if clock.ends else encoded
+    return Generation(
+        frames=frames,
+        text_encode_s=encoded - start,
+        denoise_s=last_step - encoded,
+        decode_s=finished - last_step,
+        step_times=clock.step_times,
+        peak_memory_mb=memory.peak_mb,
+        memory_kind=memory.kind,
+        scheduler=type(pipe.scheduler).__name__,
+    )

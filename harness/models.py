@@ -1,0 +1,197 @@
+"""Loading the text-to-video pipeline and the CLIP scorer's model, once per process.
+
+Both load with ``from_pretrained`` from a hub id or a local folder. Small models the
+harness builds itself (``build: tiny``) are built once into that folder first, so they
+go through the same loader as real weights.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from diffusers.utils import logging as diffusers_logging
+from transformers.utils import logging as transformers_logging
+
+log = logging.getLogger(__name__)
+
+# Per-component loading bars add nothing for models that load in seconds.
+diffusers_logging.disable_progress_bar()
+transformers_logging.disable_progress_bar()
+
+_PIPELINES: dict[tuple, "LoadedPipeline"] = {}
+_CLIPS: dict[str, tuple[Any, Any]] = {}
+LOAD_COUNT = {"pipeline": 0, "clip": 0}
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class ModelUnavailableError(RuntimeError):
+    """The model's weights are neither on disk nor reachable."""
+
+
+@dataclass
+class LoadedPipeline:
+    """A loaded ``WanPipeline`` and where it runs."""
+
+    pipe: Any
+    device: torch.device
+    dtype: torch.dtype
+    name: str
+    source: str
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> cuda when available, else cpu; otherwise the named device.
+
+    Raises:
+        ValueError: a device torch does not know, or cuda asked for where there is none.
+    """
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"model.device={device!r} is not a torch device; allowed: auto, cpu, cuda") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("model.device='cuda' but no CUDA device is available; use model.device=cpu or auto")
+    return resolved
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """``auto`` -> bfloat16 on cuda, float32 elsewhere; otherwise the named dtype.
+
+    Raises:
+        ValueError: a dtype outside float32, bfloat16, float16.
+    """
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype not in DTYPES:
+        raise ValueError(f"model.dtype={dtype!r} is not allowed; allowed: auto, {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def _build_if_missing(kind: str, build: str | None, folder: Path, seed: int) -> None:
+    if build is None or (folder / ("model_index.json" if kind == "wan" else "config.json")).exists():
+        return
+    from harness import small_models
+
+    builders = {("wan", "tiny"): small_models.build_tiny_wan, ("clip", "tiny"): small_models.build_tiny_clip}
+    if (kind, build) not in builders:
+        raise ValueError(f"model build={build!r} is not something the harness can build; allowed: tiny")
+    log.info("building the %s %s model into %s (once)", build, kind, folder)
+    builders[(kind, build)](folder, seed=seed)
+
+
+def _unavailable(what: str, path: str, error: Exception) -> ModelUnavailableError:
+    return ModelUnavailableError(
+        f"cannot load {what} from {path!r}: no such local folder and the hub is unreachable or lacks it "
+        f"({type(error).__name__}). Download it where there is network "
+        f"(huggingface-cli download {path} --local-dir DIR) and pass its folder "
+        f"(model.path=DIR for Wan, model.clip=DIR for CLIP), or run the small model: model=tiny"
+    )
+
+
+def load_pipeline(model: Mapping[str, Any]) -> LoadedPipeline:
+    """Load (or reuse) the ``WanPipeline`` a model config names.
+
+    Args:
+        model: the ``model`` node (path, build, seed, device, dtype, vae_dtype).
+
+    Returns:
+        The pipeline on its device, loaded once per process and config.
+
+    Raises:
+        ValueError: bad device or dtype.
+        ModelUnavailableError: weights neither on disk nor on a reachable hub.
+    """
+    device = resolve_device(str(model["device"]))
+    dtype = resolve_dtype(str(model["dtype"]), device)
+    vae_dtype = resolve_dtype(str(model.get("vae_dtype", "float32")), device)
+    key = (str(model["path"]), str(device), str(dtype), str(vae_dtype))
+    if key in _PIPELINES:
+        return _PIPELINES[key]
+
+    from diffusers import AutoencoderKLWan, WanPipeline
+
+    path = str(model["path"])
+    _build_if_missing("wan", model.get("build"), Path(path), int(model.get("seed", 0)))
+    try:
+        vae = AutoencoderKLWan.from_pretrained(path, subfolder="vae", dtype=vae_dtype)
+        pipe = WanPipeline.from_pretrained(path, vae=vae, dtype=dtype)
+    except OSError as error:
+        raise _unavailable(f"model {model['name']!r}", path, error) from error
+    pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    LOAD_COUNT["pipeline"] += 1
+    loaded = LoadedPipeline(pipe=pipe, device=device, dtype=dtype, name=str(model["name"]), source=path)
+    _PIPELINES[key] = loaded
+    log.info("loaded %s from %s on %s (%s)", loaded.name, path, device, str(dtype).removeprefix("torch."))
+    return loaded
+
+
+class PooledCLIP(torch.nn.Module):
+    """``CLIPModel`` whose feature methods return tensors, as torchmetrics' CLIPScore expects.
+
+    transformers 5 returns model-output objects from ``get_image_features`` and
+    ``get_text_features``; CLIPScore 1.9 calls ``.norm`` on them.
+    """
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    @staticmethod
+    def _tensor(output: Any) -> torch.Tensor:
+        return output if torch.is_tensor(output) else output.pooler_output
+
+    def get_image_features(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return self._tensor(self.model.get_image_features(*args, **kwargs))
+
+    def get_text_features(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return self._tensor(self.model.get_text_features(*args, **kwargs))
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.model(*args, **kwargs)
+
+    @property
+    def config(self) -> Any:
+        return self.model.config
+
+
+def load_clip(model: Mapping[str, Any]) -> tuple[PooledCLIP, Any]:
+    """Load (or reuse) the CLIP model and processor the model config names for scoring.
+
+    Args:
+        model: the ``model`` node (``clip``: hub id or folder; ``clip_build``; ``seed``).
+
+    Returns:
+        ``(model, processor)`` as torchmetrics' ``CLIPScore`` takes from a callable.
+
+    Raises:
+        ModelUnavailableError: weights neither on disk nor on a reachable hub.
+    """
+    path = str(model["clip"])
+    if path in _CLIPS:
+        return _CLIPS[path]
+    from transformers import CLIPModel, CLIPProcessor
+
+    _build_if_missing("clip", model.get("clip_build"), Path(path), int(model.get("seed", 0)))
+    try:
+        clip = CLIPModel.from_pretrained(path).eval()
+        # Without torchvision transformers falls back to its PIL image processor (same
+        # results) and says so at warning level on every load.
+        verbosity = transformers_logging.get_verbosity()
+        transformers_logging.set_verbosity_error()
+        try:
+            processor = CLIPProcessor.from_pretrained(path)
+        finally:
+            transformers_logging.set_verbosity(verbosity)
+    except OSError as error:
+        raise _unavailable("CLIP", path, error) from error
+    LOAD_COUNT["clip"] += 1
+    _CLIPS[path] = (PooledCLIP(clip), processor)
+    return _CLIPS[path]

@@ -1,0 +1,250 @@
+"""The worker's preset: its keys, validation, and the video shape it resolves to.
+
+Wan's conventions (official Wan-Video/Wan2.1):
+- ``size`` is ``width*height``: ``'480*832'`` is 480 wide, 832 high (portrait).
+- frame counts are 4n+1; the official code makes ``(F-1)//4+1`` latent frames, so 83 asks
+  for 81 frames and 64 for 61. diffusers would instead round 64 up to 65; the harness
+  applies the official rule and passes diffusers a count it leaves alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+log = logging.getLogger(__name__)
+
+WORKER_KEYS = (
+    "task",
+    "size",
+    "sample_steps",
+    "sample_guide_scale",
+    "sample_solver",
+    "sample_shift",
+    "frame_num",
+    "enhance_prompt",
+    "expected_time",
+    "content_type",
+    "file_extension",
+)
+SAMPLER_KEYS = ("sample_steps", "sample_solver", "sample_shift", "sample_guide_scale")
+VAE_TEMPORAL_STRIDE = 4
+SIZE_MULTIPLE = 16
+FRAME_RULE = "official: latent frames (F-1)//4+1, generated (latent-1)*4+1"
+_SIZE_PATTERN = re.compile(r"^\s*(\d+)\s*\*\s*(\d+)\s*$")
+
+
+def parse_size(size: Any) -> tuple[int, int]:
+    """Parse a Wan ``size`` string.
+
+    Args:
+        size: ``'W*H'``, e.g. ``'480*832'`` (480 wide, 832 high).
+
+    Returns:
+        ``(width, height)``.
+
+    Raises:
+        ValueError: not of the form ``W*H``, or a side not a positive multiple of 16.
+    """
+    match = _SIZE_PATTERN.match(str(size))
+    if not match:
+        raise ValueError(
+            f"preset.size={size!r} is not 'W*H' (width*height, e.g. '480*832' for portrait)"
+        )
+    width, height = int(match.group(1)), int(match.group(2))
+    for side_name, side in (("width", width), ("height", height)):
+        if side < SIZE_MULTIPLE or side % SIZE_MULTIPLE:
+            raise ValueError(
+                f"preset.size={size!r}: {side_name} {side} must be a positive multiple of "
+                f"{SIZE_MULTIPLE} (e.g. '480*832', '832*480', '384*640')"
+            )
+    return width, height
+
+
+def official_frame_count(frame_num: int) -> int:
+    """Frames the official Wan code generates when asked for ``frame_num``.
+
+    Args:
+        frame_num: requested frames (>= 1).
+
+    Returns:
+        ``((frame_num - 1) // 4) * 4 + 1``: 83 -> 81, 64 -> 61, 81 -> 81.
+    """
+    latent_frames = (frame_num - 1) // VAE_TEMPORAL_STRIDE + 1
+    return (latent_frames - 1) * VAE_TEMPORAL_STRIDE + 1
+
+
+def _as_int(key: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"preset.{key}={value!r} must be an integer >= {minimum}")
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"preset.{key}={value!r} must be an integer >= {minimum}") from None
+    if not number.is_integer() or number < minimum:
+        raise ValueError(f"preset.{key}={value!r} must be an integer >= {minimum}")
+    return int(number)
+
+
+def _as_float(key: str, value: Any, allowed: str, minimum: float, strict: bool) -> float:
+    if isinstance(value, bool):
+        raise ValueError(f"preset.{key}={value!r} must be a number {allowed}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"preset.{key}={value!r} must be a number {allowed}") from None
+    if number != number or number < minimum or (strict and number == minimum):
+        raise ValueError(f"preset.{key}={value!r} must be a number {allowed}")
+    return number
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A validated worker preset (values typed, keys as in the worker)."""
+
+    task: str
+    size: str
+    sample_steps: int
+    sample_guide_scale: float
+    sample_solver: str
+    sample_shift: float
+    frame_num: int
+    enhance_prompt: bool
+    expected_time: float
+    content_type: str
+    file_extension: str
+
+    @property
+    def width(self) -> int:
+        return parse_size(self.size)[0]
+
+    @property
+    def height(self) -> int:
+        return parse_size(self.size)[1]
+
+    def to_worker(self) -> dict[str, Any]:
+        """The preset in the worker's format (same keys, same order)."""
+        return {key: getattr(self, key) for key in WORKER_KEYS}
+
+
+def validate_preset(raw: Mapping[str, Any], solvers: Mapping[str, Any]) -> Preset:
+    """Check a preset and type its values.
+
+    Args:
+        raw: the ``preset`` node (worker keys).
+        solvers: the solver mapping (``conf/solver``); its keys are the allowed solvers.
+
+    Returns:
+        The typed preset.
+
+    Raises:
+        ValueError: a missing or unknown key, or a value outside what is allowed; the
+            message names the key, the value and what is allowed.
+    """
+    missing = [key for key in WORKER_KEYS if key not in raw]
+    if missing:
+        raise ValueError(f"preset is missing key(s) {missing}; a preset has {list(WORKER_KEYS)}")
+    unknown = [key for key in raw if key not in WORKER_KEYS]
+    if unknown:
+        raise ValueError(f"preset has unknown key(s) {unknown}; allowed: {list(WORKER_KEYS)}")
+    parse_size(raw["size"])
+    solver = str(raw["sample_solver"])
+    if solver not in solvers:
+        raise ValueError(
+            f"preset.sample_solver={raw['sample_solver']!r} is not a known solver; "
+            f"allowed: {sorted(solvers)}"
+        )
+    if str(raw["file_extension"]) != "mp4":
+        raise ValueError(f"preset.file_extension={raw['file_extension']!r}: only 'mp4' is written")
+    if str(raw["content_type"]) != "video":
+        raise ValueError(f"preset.content_type={raw['content_type']!r}: only 'video' is allowed")
+    if not isinstance(raw["enhance_prompt"], bool):
+        raise ValueError(f"preset.enhance_prompt={raw['enhance_prompt']!r} must be true or false")
+    preset = Preset(
+        task=str(raw["task"]),
+        size=str(raw["size"]).replace(" ", ""),
+        sample_steps=_as_int("sample_steps", raw["sample_steps"], 1),
+        sample_guide_scale=_as_float(
+            "sample_guide_scale", raw["sample_guide_scale"], ">= 0 (1 = no guidance)", 0.0, False
+        ),
+        sample_solver=solver,
+        sample_shift=_as_float("sample_shift", raw["sample_shift"], "> 0", 0.0, True),
+        frame_num=_as_int("frame_num", raw["frame_num"], 1),
+        enhance_prompt=raw["enhance_prompt"],
+        expected_time=_as_float("expected_time", raw["expected_time"], ">= 0 (seconds)", 0, False),
+        content_type="video",
+        file_extension="mp4",
+    )
+    if preset.enhance_prompt:
+        log.warning("enhance_prompt=true is recorded but not applied: prompts are used as given")
+    return preset
+
+
+@dataclass(frozen=True)
+class VideoShape:
+    """What a preset asks for and what the model generates."""
+
+    width: int
+    height: int
+    num_frames: int
+    frames_requested: int
+    frames_official: int
+    latent_frames: int
+    preset_width: int
+    preset_height: int
+
+    @property
+    def tokens(self) -> int:
+        """Transformer tokens at Wan's patch (1, 2, 2) over the VAE's (4, 8, 8) stride."""
+        return self.latent_frames * (self.height // 16) * (self.width // 16)
+
+
+def _scale_side(side: int, factor: float) -> int:
+    # Round half up to the nearest multiple of 16, at least 16 (diffusers' constraint).
+    return max(SIZE_MULTIPLE, int(side / factor / SIZE_MULTIPLE + 0.5) * SIZE_MULTIPLE)
+
+
+def resolve_shape(preset: Preset, spatial_scale: float = 1, temporal_scale: float = 1) -> VideoShape:
+    """Resolve a preset's size and frames to the video the model generates.
+
+    The official frame rule applies first (warned when it changes the count); then a
+    model's scale divides width and height (rounded to multiples of 16) and latent frames
+    (at least 1), so small models keep the presets' relative costs.
+
+    Args:
+        preset: a validated preset.
+        spatial_scale: divisor of width and height (1 for the real model).
+        temporal_scale: divisor of latent frames (1 for the real model).
+
+    Returns:
+        The resolved shape.
+    """
+    for name, value in (("spatial", spatial_scale), ("temporal", temporal_scale)):
+        if not value or value <= 0:
+            raise ValueError(f"model.scale.{name}={value!r} must be a number > 0")
+    width, height = parse_size(preset.size)
+    frames_official = official_frame_count(preset.frame_num)
+    if frames_official != preset.frame_num:
+        log.warning(
+            "frame_num=%d is not 4n+1: generating %d frames (%s)",
+            preset.frame_num,
+            frames_official,
+            FRAME_RULE,
+        )
+    latent_frames = (frames_official - 1) // VAE_TEMPORAL_STRIDE + 1
+    if temporal_scale != 1:
+        latent_frames = max(1, int(latent_frames / temporal_scale + 0.5))
+    if spatial_scale != 1:
+        width, height = _scale_side(width, spatial_scale), _scale_side(height, spatial_scale)
+    return VideoShape(
+        width=width,
+        height=height,
+        num_frames=(latent_frames - 1) * VAE_TEMPORAL_STRIDE + 1,
+        frames_requested=preset.frame_num,
+        frames_official=frames_official,
+        latent_frames=latent_frames,
+        preset_width=parse_size(preset.size)[0],
+        preset_height=parse_size(preset.size)[1],
+    )
