@@ -87,12 +87,52 @@ def _build_if_missing(kind: str, build: str | None, folder: Path, seed: int) -> 
 
 
 def _unavailable(what: str, path: str, error: Exception) -> ModelUnavailableError:
-    return ModelUnavailableError(
-        f"cannot load {what} from {path!r}: no such local folder and the hub is unreachable or lacks it "
-        f"({type(error).__name__}). Download it where there is network "
-        f"(huggingface-cli download {path} --local-dir DIR) and pass its folder "
-        f"(model.path=DIR for Wan, model.clip=DIR for CLIP), or run the small model: model=tiny"
-    )
+    setting = "model.clip" if what == "CLIP" else "model.path"
+    if isinstance(error, FileNotFoundError):
+        problem = f"there is no folder {path!r}"
+        fix = f"point {setting} at a downloaded folder in the from_pretrained layout"
+    else:
+        problem = f"it is not in the local hub cache and the hub is unreachable ({type(error).__name__})"
+        fix = (f"download it where there is network (huggingface-cli download {path} --local-dir DIR) "
+               f"and pass {setting}=DIR")
+    return ModelUnavailableError(f"cannot load {what} from {path!r}: {problem}; {fix}, or run the small model: model=tiny")
+
+
+def locate(path: str, what: str) -> str:
+    """Where to load weights from: a local folder, the local hub cache, or the hub itself.
+
+    The hub is asked once, with a short timeout, so a machine without network fails in
+    seconds instead of retrying for a minute.
+
+    Args:
+        path: a local folder or a hub id (``owner/name``).
+        what: the model's name, for the error message.
+
+    Returns:
+        A local folder, or the hub id when the hub answers.
+
+    Raises:
+        ModelUnavailableError: not on disk, not cached, hub unreachable.
+    """
+    if Path(path).exists():
+        return path
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    looks_like_hub_id = path.count("/") == 1 and not path.startswith((".", "/", "~"))
+    if looks_like_hub_id:
+        try:
+            return huggingface_hub.snapshot_download(path, local_files_only=True)
+        except Exception:  # not cached (the hub client raises several kinds)
+            pass
+        if constants.HF_HUB_OFFLINE:
+            raise _unavailable(what, path, ConnectionError("HF_HUB_OFFLINE is set"))
+        try:
+            huggingface_hub.model_info(path, timeout=5)
+            return path
+        except Exception as error:
+            raise _unavailable(what, path, error) from error
+    raise _unavailable(what, path, FileNotFoundError(path))
 
 
 def load_pipeline(model: Mapping[str, Any]) -> LoadedPipeline:
@@ -119,6 +159,7 @@ def load_pipeline(model: Mapping[str, Any]) -> LoadedPipeline:
 
     path = str(model["path"])
     _build_if_missing("wan", model.get("build"), Path(path), int(model.get("seed", 0)))
+    path = locate(path, f"model {model['name']!r}")
     try:
         vae = AutoencoderKLWan.from_pretrained(path, subfolder="vae", dtype=vae_dtype)
         pipe = WanPipeline.from_pretrained(path, vae=vae, dtype=dtype)
@@ -177,9 +218,11 @@ def load_clip(model: Mapping[str, Any]) -> tuple[PooledCLIP, Any]:
     path = str(model["clip"])
     if path in _CLIPS:
         return _CLIPS[path]
+    key = path
     from transformers import CLIPModel, CLIPProcessor
 
     _build_if_missing("clip", model.get("clip_build"), Path(path), int(model.get("seed", 0)))
+    path = locate(path, "CLIP")
     try:
         clip = CLIPModel.from_pretrained(path).eval()
         # Without torchvision transformers falls back to its PIL image processor (same
@@ -193,5 +236,5 @@ def load_clip(model: Mapping[str, Any]) -> tuple[PooledCLIP, Any]:
     except OSError as error:
         raise _unavailable("CLIP", path, error) from error
     LOAD_COUNT["clip"] += 1
-    _CLIPS[path] = (PooledCLIP(clip), processor)
-    return _CLIPS[path]
+    _CLIPS[key] = (PooledCLIP(clip), processor)
+    return _CLIPS[key]

@@ -1,0 +1,44 @@
+"""Shared fixtures: the real composed config, shrunk and pointed at temporary folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+EXPERIMENTS = sorted(path.stem for path in (CONF_DIR / "experiment").glob("*.yaml"))
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One folder for the built small models, shared by every test (they build once)."""
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture
+def make_cfg(tmp_path: Path, model_dir: Path):
+    """Compose ``conf/config.yaml`` with overrides, on the tiny model, outputs in tmp_path."""
+
+    def _make(*overrides: str, model: str = "tiny") -> DictConfig:
+        GlobalHydra.instance().clear()
+        base = [f"paths.root_dir={tmp_path}", f"model={model}"]
+        if model == "tiny":
+            base += [f"model.path={model_dir}/tiny-wan", f"model.clip={model_dir}/tiny-clip"]
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose("config", overrides=[*base, "prompts=smoke", *overrides])
+
+    yield _make
+    GlobalHydra.instance().clear()
+    mlflow.end_run()
+
+
+def store_client(root: Path) -> mlflow.MlflowClient:
+    """A client on the MLflow store under ``root/mlruns``."""
+    from harness.tracking import tracking_uri
+
+    return mlflow.MlflowClient(tracking_uri(root / "mlruns"))

@@ -1,0 +1,99 @@
+"""A preset measured end to end into a temporary MLflow store: runs, params, metrics, mp4s."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.measure import measure_preset
+from harness.models import ModelUnavailableError
+from harness.video import read_video
+
+from conftest import store_client
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def children(client, parent):
+    return client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+
+
+def test_a_preset_is_logged_with_params_metrics_and_a_readable_mp4(make_cfg, tmp_path):
+    cfg = make_cfg("+experiment=balanced", "prompts.seeds=[0,1]")
+    summary = measure_preset(cfg)
+    client = store_client(tmp_path)
+    parent = client.get_run(summary["run_id"])
+    assert parent.info.status == "FINISHED" and parent.info.run_name == "balanced"
+    assert {"median_wall_time_s", "mean_clip_score", "mean_psnr_db", "mean_ssim"} <= set(parent.data.metrics)
+    runs = children(client, parent)
+    assert len(runs) == 2
+    for child in runs:
+        params, metrics = child.data.params, child.data.metrics
+        assert params["sample_solver"] == "euler" and params["size"] == "480*832" and params["frame_num"] == "64"
+        assert params["scheduler"] == "FlowMatchEulerDiscreteScheduler"
+        assert (params["width"], params["height"], params["num_frames"]) == ("64", "112", "13")
+        assert params["frames_official"] == "61" and params["model"] == "tiny" and params["device"] == "cpu"
+        for key in ("time_text_encode_s", "time_denoise_s", "time_decode_s", "time_video_write_s",
+                    "time_step_median_s", "wall_time_s", "peak_memory_mb", "clip_score", "psnr_db", "ssim"):
+            assert key in metrics, key
+        assert 0 <= metrics["clip_score"] <= 100 and metrics["psnr_db"] < 100  # euler 18 != reference
+        assert len(client.get_metric_history(child.info.run_id, "time_step_s")) == 18
+        names = {item.path for item in client.list_artifacts(child.info.run_id)}
+        assert names == {"video.mp4", "frames.png", "config.yaml"}
+        video = read_video(Path(client.download_artifacts(child.info.run_id, "video.mp4", str(tmp_path / child.info.run_id))))
+        frames, height, width = video.shape[:3]
+        assert (frames, height, width) == (int(params["num_frames"]), int(params["height"]), int(params["width"]))
+        assert width < height  # '480*832' is portrait
+
+
+def test_the_baseline_is_its_own_reference(make_cfg, tmp_path):
+    summary = measure_preset(make_cfg("+experiment=baseline"))
+    assert summary["mean_psnr_db"] == 100.0 and summary["mean_ssim"] == pytest.approx(1.0)
+
+
+def test_bad_input_opens_no_run(make_cfg, tmp_path):
+    with pytest.raises(ValueError, match="preset.sample_steps=0"):
+        measure_preset(make_cfg("preset.sample_steps=0"))
+    assert not (tmp_path / "mlruns" / "mlflow.db").exists()
+
+
+def test_real_model_without_weights_says_how_to_fix_it(make_cfg, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # never reach for 1.3B weights in a test
+    cfg = make_cfg(model="wan2.1-t2v-1.3b")
+    with pytest.raises(ModelUnavailableError) as error:
+        measure_preset(cfg)
+    message = str(error.value)
+    assert "Wan-AI/Wan2.1-T2V-1.3B-Diffusers" in message and "model.path=DIR" in message and "model=tiny" in message
+    missing = make_cfg(f"model.path={tmp_path}/nowhere", model="wan2.1-t2v-1.3b")
+    with pytest.raises(ModelUnavailableError, match="there is no folder"):
+        measure_preset(missing)
+    assert not (tmp_path / "mlruns" / "mlflow.db").exists()
+
+
+def cli(tmp_path, *args, multirun=False):
+    command = [sys.executable, "-m", "harness.run", *(["-m"] if multirun else []), f"paths.root_dir={tmp_path}", "model=tiny",
+               f"model.path={tmp_path}/tiny-wan", f"model.clip={tmp_path}/tiny-clip", "prompts=smoke", *args]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_cli_bad_input_is_one_line_and_non_zero(tmp_path):
+    result = cli(tmp_path, "preset.size=480x832")
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == ["error: preset.size='480x832' is not 'W*H' (width*height, e.g. '480*832' for portrait)"]
+    assert not (tmp_path / "mlruns" / "mlflow.db").exists()
+
+
+def test_cli_multirun_compares_the_four_proposal_presets(tmp_path):
+    result = cli(tmp_path, "+experiment=baseline,balanced,aggressive,quality_first", multirun=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "presets compared" in result.stdout
+    client = store_client(tmp_path)
+    experiment = client.get_experiment_by_name("wan-presets")
+    parents = client.search_runs([experiment.experiment_id], "tags.kind = 'preset'")
+    assert sorted(run.info.run_name for run in parents) == ["aggressive", "balanced", "baseline", "quality_first"]
+    for parent in parents:
+        assert parent.info.status == "FINISHED"
+        assert len(children(client, parent)) == 1
