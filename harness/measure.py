@@ -12,7 +12,7 @@ import platform
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import diffusers
 import mlflow
@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from harness import tracking
 from harness.generation import Generation, GenerationRequest, generate
 from harness.models import LoadedPipeline, load_pipeline
-from harness.presets import FRAME_RULE, Preset, VideoShape, resolve_shape, validate_preset
+from harness.presets import FRAME_RULE, Preset, VideoShape, read_preset_file, resolve_shape, validate_preset
 from harness.quality import ClipScorer, ReferenceVideos, fidelity, same_sampler
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,10 @@ def plan(cfg: DictConfig) -> Plan:
         ValueError: any bad value, named with what is allowed.
     """
     solvers = OmegaConf.to_container(cfg.solver, resolve=True)
-    preset = validate_preset(OmegaConf.to_container(cfg.preset, resolve=True), solvers)
+    raw_preset = OmegaConf.to_container(cfg.preset, resolve=True)
+    if cfg.get("preset_file"):
+        raw_preset = read_preset_file(cfg.preset_file)
+    preset = validate_preset(raw_preset, solvers)
     reference = validate_preset(OmegaConf.to_container(cfg.reference, resolve=True), solvers)
     shape = resolve_shape(preset, cfg.model.scale.spatial, cfg.model.scale.temporal)
     prompts = list(cfg.prompts.texts)
@@ -160,6 +163,29 @@ def _params(plan_: Plan, loaded: LoadedPipeline, cfg: DictConfig, scheduler: str
     }
 
 
+@dataclass
+class Session:
+    """What measuring needs, loaded once per process: pipeline, CLIP scorer, references."""
+
+    loaded: LoadedPipeline
+    scorer: ClipScorer | None
+    references: ReferenceVideos
+    solvers: dict
+
+
+def open_session(cfg: DictConfig, plan_: Plan) -> Session:
+    """Load the pipeline and scorer (reused across calls) for a config.
+
+    Raises:
+        harness.models.ModelUnavailableError: the weights cannot be found.
+    """
+    solvers = OmegaConf.to_container(cfg.solver, resolve=True)
+    loaded = load_pipeline(cfg.model)
+    scorer = ClipScorer(cfg.model) if cfg.quality.clip else None
+    references = ReferenceVideos(Path(cfg.paths.cache_dir) / "references", loaded, plan_.reference, solvers)
+    return Session(loaded=loaded, scorer=scorer, references=references, solvers=solvers)
+
+
 def measure_preset(cfg: DictConfig) -> dict[str, Any]:
     """Measure the configured preset on every prompt x seed and log it all to MLflow.
 
@@ -167,19 +193,41 @@ def measure_preset(cfg: DictConfig) -> dict[str, Any]:
         cfg: the composed config.
 
     Returns:
-        The parent run's summary: name, run id, shape, median wall time, mean scores.
+        The parent run's summary (see ``measure_in_run``).
 
     Raises:
         ValueError: bad input (before anything is logged).
         harness.models.ModelUnavailableError: the model's weights cannot be found.
     """
     plan_ = plan(cfg)
-    solvers = OmegaConf.to_container(cfg.solver, resolve=True)
-    loaded = load_pipeline(cfg.model)
-    scorer = ClipScorer(cfg.model) if cfg.quality.clip else None
-    paths = cfg.paths
-    references = ReferenceVideos(Path(paths.cache_dir) / "references", loaded, plan_.reference, solvers)
-    shape = plan_.shape
+    session = open_session(cfg, plan_)
+    tracking.use_store(Path(cfg.paths.mlruns_dir), str(cfg.tracking.experiment))
+    with tracking.run(plan_.name, tags={"kind": "preset", "preset_name": plan_.name}):
+        return measure_in_run(cfg, plan_, session)
+
+
+def measure_in_run(
+    cfg: DictConfig,
+    plan_: Plan,
+    session: Session,
+    on_video: Callable[[int, dict[str, float]], None] | None = None,
+    video_tags: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Measure a plan into the active MLflow run, one nested run per prompt x seed.
+
+    Args:
+        cfg: the composed config (logged as the run's config).
+        plan_: the validated plan.
+        session: pipeline, scorer, references.
+        on_video: called after each video with its index and metrics; may raise (e.g. to
+            prune a trial), which ends the runs as the exception dictates.
+        video_tags: extra tags for each video's run.
+
+    Returns:
+        Summary: name, run id, generated shape, sampler, median wall time, mean scores.
+    """
+    parent = mlflow.active_run()
+    loaded, solvers, shape = session.loaded, session.solvers, plan_.shape
     videos = len(plan_.prompts) * len(plan_.seeds)
     log.info(
         "%s: %d prompt(s) x %d seed(s) x %d repeat(s) = %d generation(s) at %dx%d (WxH), %d frames (asked %d), %d steps %s",
@@ -187,13 +235,10 @@ def measure_preset(cfg: DictConfig) -> dict[str, Any]:
         shape.width, shape.height, shape.num_frames, shape.frames_requested,
         plan_.preset.sample_steps, plan_.preset.sample_solver,
     )
-
-    tracking.use_store(Path(paths.mlruns_dir), str(cfg.tracking.experiment))
     rows: list[dict[str, float]] = []
-    with tracking.run(plan_.name, tags={"kind": "preset", "preset_name": plan_.name}) as parent:
-        params = None
-        tracking.log_config(cfg)
-        progress = tqdm(total=videos, desc=plan_.name, unit="video")
+    params = None
+    tracking.log_config(cfg)
+    with tqdm(total=videos, desc=plan_.name, unit="video") as progress:
         for prompt in plan_.prompts:
             for seed in plan_.seeds:
                 request = _request(plan_, prompt, seed)
@@ -202,15 +247,16 @@ def measure_preset(cfg: DictConfig) -> dict[str, Any]:
                 if params is None:
                     params = _params(plan_, loaded, cfg, generation.scheduler)
                     mlflow.log_params(params)
-                with tracking.run(f"{plan_.name} seed {seed}: {prompt[:48]}", nested=True, tags={"kind": "video"}):
+                tags = {"kind": "video", **(video_tags or {})}
+                with tracking.run(f"{plan_.name} seed {seed}: {prompt[:48]}", nested=True, tags=tags):
                     mlflow.log_params({**params, "prompt": prompt, "seed": seed, "negative_prompt": plan_.negative_prompt})
                     metrics = dict(times)
                     metrics["time_video_write_s"] = tracking.log_video(generation.frames, int(cfg.tracking.fps), int(cfg.tracking.grid_frames))
-                    if scorer is not None:
-                        metrics["clip_score"] = scorer.score(generation.frames, prompt)
+                    if session.scorer is not None:
+                        metrics["clip_score"] = session.scorer.score(generation.frames, prompt)
                     if cfg.quality.fidelity:
                         own = generation.frames if same_sampler(plan_.preset, plan_.reference) else None
-                        reference = references.get(request, own_frames=own)
+                        reference = session.references.get(request, own_frames=own)
                         metrics.update(fidelity(generation.frames, reference, float(cfg.quality.psnr_cap_db)))
                     mlflow.log_metrics(metrics)
                     tracking.log_step_times(generation.step_times)
@@ -218,13 +264,14 @@ def measure_preset(cfg: DictConfig) -> dict[str, Any]:
                     mlflow.set_tag("memory_kind", generation.memory_kind)
                 rows.append(metrics)
                 progress.update()
-        progress.close()
-        summary = _aggregate(rows)
-        mlflow.log_metrics(summary)
-        mlflow.log_metric("videos", len(rows))
+                if on_video is not None:
+                    on_video(len(rows) - 1, metrics)
+    summary = _aggregate(rows)
+    mlflow.log_metrics(summary)
+    mlflow.log_metric("videos", len(rows))
     return {
         "name": plan_.name,
-        "run_id": parent.info.run_id,
+        "run_id": parent.info.run_id if parent else None,
         "size": f"{shape.width}*{shape.height}",
         "frames": shape.num_frames,
         "steps": plan_.preset.sample_steps,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping
 
 log = logging.getLogger(__name__)
@@ -248,3 +249,55 @@ def resolve_shape(preset: Preset, spatial_scale: float = 1, temporal_scale: floa
         preset_width=parse_size(preset.size)[0],
         preset_height=parse_size(preset.size)[1],
     )
+
+
+def read_preset_file(path: str | Path) -> dict[str, Any]:
+    """Read a worker preset from YAML or JSON (keys starting with ``_`` are notes, skipped).
+
+    Args:
+        path: a ``.yaml``/``.yml`` or ``.json`` file holding the worker's keys.
+
+    Returns:
+        The preset's keys and values.
+
+    Raises:
+        ValueError: missing file, unknown suffix, or not a mapping.
+    """
+    import json
+
+    import yaml
+
+    file = Path(path)
+    if not file.is_file():
+        raise ValueError(f"preset_file={str(path)!r} does not exist")
+    if file.suffix not in (".yaml", ".yml", ".json"):
+        raise ValueError(f"preset_file={str(path)!r} must be .yaml, .yml or .json")
+    data = json.loads(file.read_text()) if file.suffix == ".json" else yaml.safe_load(file.read_text())
+    if not isinstance(data, dict):
+        raise ValueError(f"preset_file={str(path)!r} must hold a mapping of the worker's keys")
+    return {key: value for key, value in data.items() if not str(key).startswith("_")}
+
+
+def write_preset_files(preset: Preset, folder: Path, name: str, notes: list[str]) -> tuple[Path, Path]:
+    """Write a preset as ``<name>.yaml`` and ``<name>.json`` in the worker's key format.
+
+    Args:
+        preset: the preset.
+        folder: destination folder (created).
+        name: file stem, e.g. ``video_fast``.
+        notes: lines for the reader (comments in YAML, a ``_notes`` list in JSON).
+
+    Returns:
+        The two paths.
+    """
+    import json
+
+    import yaml
+
+    folder.mkdir(parents=True, exist_ok=True)
+    values = preset.to_worker()
+    yaml_path, json_path = folder / f"{name}.yaml", folder / f"{name}.json"
+    header = "".join(f"# {line}\n" for line in notes)
+    yaml_path.write_text(header + yaml.safe_dump(values, sort_keys=False))
+    json_path.write_text(json.dumps({**values, "_notes": notes}, indent=2) + "\n")
+    return yaml_path, json_path

@@ -52,11 +52,27 @@ def use_store(mlruns_dir: Path, experiment: str) -> str:
     return experiment_id
 
 
+class Stopped(Exception):
+    """Raised to stop a run on purpose (e.g. a pruned trial): its MLflow run ends KILLED."""
+
+
 @contextmanager
 def run(name: str, nested: bool = False, tags: Mapping[str, str] | None = None) -> Iterator[Any]:
-    """An MLflow run that ends FINISHED, or FAILED when the block raises (never left RUNNING)."""
-    with mlflow.start_run(run_name=name, nested=nested, tags=dict(tags or {})) as active:
+    """An MLflow run that is never left RUNNING by an exception.
+
+    It ends FINISHED, KILLED when the block is stopped on purpose (``Stopped``, Ctrl-C),
+    or FAILED when the block raises anything else; the exception propagates.
+    """
+    active = mlflow.start_run(run_name=name, nested=nested, tags=dict(tags or {}))
+    try:
         yield active
+    except (Stopped, KeyboardInterrupt):
+        mlflow.end_run("KILLED")
+        raise
+    except BaseException:
+        mlflow.end_run("FAILED")
+        raise
+    mlflow.end_run("FINISHED")
 
 
 def log_config(cfg: DictConfig, name: str = "config.yaml") -> None:

@@ -1,0 +1,110 @@
+"""The search space (``conf/search``): worker preset keys and the values Optuna may pick."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import optuna
+
+from harness.presets import Preset, official_frame_count, parse_size
+
+KINDS = ("int", "float", "categorical")
+SEARCHABLE = ("sample_steps", "sample_solver", "sample_shift", "sample_guide_scale", "frame_num", "size")
+
+
+def distributions(space: Mapping[str, Mapping[str, Any]], solvers: Mapping[str, Any]) -> dict[str, optuna.distributions.BaseDistribution]:
+    """Turn the configured space into Optuna distributions, checking every entry.
+
+    Args:
+        space: ``search.space`` (key -> {type, low, high} or {type: categorical, choices}).
+        solvers: the solver mapping, the allowed ``sample_solver`` choices.
+
+    Returns:
+        Key -> distribution.
+
+    Raises:
+        ValueError: unknown key or type, empty or inverted range, a choice that is not a
+            valid value of its key (unknown solver, size not W*H, frames not 4n+1).
+    """
+    result: dict[str, optuna.distributions.BaseDistribution] = {}
+    for key, spec in space.items():
+        if key not in SEARCHABLE:
+            raise ValueError(f"search.space.{key} is not searchable; allowed: {list(SEARCHABLE)}")
+        kind = spec.get("type")
+        if kind not in KINDS:
+            raise ValueError(f"search.space.{key}.type={kind!r}; allowed: {list(KINDS)}")
+        if kind == "categorical":
+            choices = list(spec.get("choices") or [])
+            if not choices:
+                raise ValueError(f"search.space.{key}.choices is empty; list at least one value")
+            for choice in choices:
+                _check_choice(key, choice, solvers)
+            result[key] = optuna.distributions.CategoricalDistribution(choices)
+            continue
+        low, high = spec.get("low"), spec.get("high")
+        if low is None or high is None or not low <= high:
+            raise ValueError(f"search.space.{key}: low={low!r}, high={high!r} must be numbers with low <= high")
+        if key == "sample_steps" and (kind != "int" or low < 1):
+            raise ValueError(f"search.space.sample_steps must be type int with low >= 1, got {kind} low={low}")
+        if key in ("sample_shift",) and low <= 0:
+            raise ValueError(f"search.space.sample_shift.low={low} must be > 0")
+        if key == "sample_guide_scale" and low < 0:
+            raise ValueError(f"search.space.sample_guide_scale.low={low} must be >= 0")
+        if key in ("sample_solver", "size", "frame_num"):
+            raise ValueError(f"search.space.{key} must be type categorical (choices)")
+        result[key] = (
+            optuna.distributions.IntDistribution(int(low), int(high))
+            if kind == "int"
+            else optuna.distributions.FloatDistribution(float(low), float(high))
+        )
+    return result
+
+
+def _check_choice(key: str, choice: Any, solvers: Mapping[str, Any]) -> None:
+    if key == "sample_solver" and choice not in solvers:
+        raise ValueError(f"search.space.sample_solver choice {choice!r} is not a known solver; allowed: {sorted(solvers)}")
+    if key == "size":
+        parse_size(choice)
+    if key == "frame_num" and (not isinstance(choice, int) or choice < 1 or official_frame_count(choice) != choice):
+        raise ValueError(f"search.space.frame_num choice {choice!r} must be a frame count 4n+1 (e.g. 81, 61, 45)")
+
+
+def suggest(trial: optuna.Trial, dists: Mapping[str, optuna.distributions.BaseDistribution]) -> dict[str, Any]:
+    """Ask the trial for a value of every key in the space."""
+    params: dict[str, Any] = {}
+    for key, dist in dists.items():
+        if isinstance(dist, optuna.distributions.CategoricalDistribution):
+            params[key] = trial.suggest_categorical(key, dist.choices)
+        elif isinstance(dist, optuna.distributions.IntDistribution):
+            params[key] = trial.suggest_int(key, dist.low, dist.high)
+        else:
+            params[key] = trial.suggest_float(key, dist.low, dist.high)
+    return params
+
+
+def params_of(preset: Preset, dists: Mapping[str, optuna.distributions.BaseDistribution], name: str) -> dict[str, Any]:
+    """A preset's values for the searched keys, to enqueue it as a trial.
+
+    ``frame_num`` is given as the count the official rule generates (64 -> 61), which
+    makes the same video.
+
+    Raises:
+        ValueError: the preset lies outside the space (it could not be compared fairly).
+    """
+    values = preset.to_worker()
+    values["frame_num"] = official_frame_count(preset.frame_num)
+    params = {key: values[key] for key in dists}
+    for key, value in params.items():
+        dist = dists[key]
+        if isinstance(dist, optuna.distributions.CategoricalDistribution):
+            inside = value in dist.choices
+        else:
+            inside = dist.low <= value <= dist.high
+        if not inside:
+            raise ValueError(f"preset {name!r} has {key}={value!r}, outside search.space.{key}; widen the space or drop it from search.enqueue")
+    return params
+
+
+def overrides(params: Mapping[str, Any]) -> list[str]:
+    """Hydra overrides that set a trial's values on the ``preset`` node."""
+    return [f"preset.{key}='{value}'" if key == "size" else f"preset.{key}={value}" for key, value in params.items()]
