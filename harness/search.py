@@ -13,6 +13,7 @@ same machine. The pipeline is loaded once for the whole study.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any, Callable
 import hydra
 import mlflow
 import optuna
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
@@ -32,8 +34,6 @@ from harness.measure import measure_in_run, open_session, plan
 log = logging.getLogger(__name__)
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
-HEARTBEAT_S = 5      # a running trial writes a heartbeat this often...
-GRACE_S = 15         # ...and is failed as stale when none came for this long (killed process)
 FLOOR_METRICS = ("clip_score", "psnr_db", "ssim")
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
 
@@ -91,7 +91,9 @@ def storage_url(cfg: DictConfig) -> str:
 
 def open_study(cfg: DictConfig) -> optuna.Study:
     """Create the study, or load it when it exists, and fail trials a killed process left RUNNING."""
-    storage = optuna.storages.RDBStorage(storage_url(cfg), heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
+    storage = optuna.storages.RDBStorage(
+        storage_url(cfg), heartbeat_interval=int(cfg.search.heartbeat_s), grace_period=int(cfg.search.grace_s)
+    )
     sampler = optuna.samplers.TPESampler(
         seed=int(cfg.search.sampler.seed), n_startup_trials=int(cfg.search.sampler.n_startup_trials)
     )
@@ -224,11 +226,12 @@ class Objective:
         return summary["median_wall_time_s"]
 
 
-def estimate(base_overrides: list[str]) -> tuple[float, float]:
+def estimate(base_overrides: list[str]) -> tuple[float, float, str]:
     """Time a 1-step and a 3-step generation at the baseline's shape (also a warm-up).
 
     Returns:
-        (seconds per step, fixed seconds per video) at the baseline's shape.
+        (seconds per step, fixed seconds per video) at the baseline's shape, and a line
+        naming the model and machine.
     """
     base = compose_trial(base_overrides)
     plan_ = plan(base)
@@ -238,17 +241,29 @@ def estimate(base_overrides: list[str]) -> tuple[float, float]:
     one = generate(session.loaded, request, session.solvers).wall_s
     three = generate(session.loaded, GenerationRequest(**{**request.__dict__, "steps": 3}), session.solvers).wall_s
     per_step = max((three - one) / 2, 1e-6)
-    return per_step, max(one - per_step, 0.0)
+    loaded = session.loaded
+    device = torch.cuda.get_device_name(loaded.device) if loaded.device.type == "cuda" else f"CPU ({os.cpu_count()} cores)"
+    machine = f"Measured with model `{loaded.name}` ({str(loaded.dtype).removeprefix('torch.')}) on {device}."
+    return per_step, max(one - per_step, 0.0), machine
 
 
-def enqueue_presets(study: optuna.Study, cfg: DictConfig, base_overrides: list[str], dists: dict) -> None:
-    """Enqueue the baseline and the proposal's presets, first, when the study is new."""
-    if study.get_trials(deepcopy=False):
-        return
+def enqueue_presets(study: optuna.Study, cfg: DictConfig, base_overrides: list[str], dists: dict, room: int) -> None:
+    """Enqueue the baseline and the proposal's presets that the study still lacks.
+
+    A preset counts as measured once it has a trial that is waiting, running, complete,
+    pruned, or failed for a reason; one whose process was killed mid-trial is enqueued
+    again, so the report always shows it. At most ``room`` presets are enqueued.
+    """
     from harness.presets import validate_preset
 
     solvers = OmegaConf.to_container(cfg.solver, resolve=True)
-    for name in cfg.search.enqueue or []:
+    had_a_chance = {
+        t.user_attrs.get("preset_name")
+        for t in study.get_trials(deepcopy=False)
+        if t.state != optuna.trial.TrialState.FAIL or "fail_reason" in t.user_attrs
+    }
+    missing = [name for name in (cfg.search.enqueue or []) if name not in had_a_chance]
+    for name in missing[: max(room, 0)]:
         preset_cfg = compose_trial([*base_overrides, f"+experiment={name}"])
         preset = validate_preset(OmegaConf.to_container(preset_cfg.preset, resolve=True), solvers)
         study.enqueue_trial(space.params_of(preset, dists, name), user_attrs={"preset_name": name})
@@ -312,16 +327,19 @@ def search_presets(cfg: DictConfig, base_overrides: list[str]) -> optuna.Study:
     closed = _close_orphans(client, experiment_id, study)
     if closed:
         log.info("closed %d MLflow run(s) a killed process left RUNNING", closed)
-    enqueue_presets(study, cfg, base_overrides, dists)
     done = len(study.get_trials(deepcopy=False, states=FINISHED))
     remaining = n_trials - done
+    waiting = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
+    enqueue_presets(study, cfg, base_overrides, dists, remaining - waiting)
+    study.set_user_attr("floors", [f.describe() for f in floor_list])
     prompts, seeds = len(cfg.prompts.texts), len(cfg.search.seeds)
     if remaining <= 0:
         print(f"study {study_name} already has {done} trials (search.n_trials={n_trials}); raise it to continue")
         print_outcome(study)
         return study
 
-    per_step, fixed = estimate(base_overrides)
+    per_step, fixed, machine = estimate(base_overrides)
+    study.set_user_attr("machine", machine)
     steps = dists.get("sample_steps")
     mean_steps = (steps.low + steps.high) / 2 if isinstance(steps, optuna.distributions.IntDistribution) else cfg.preset.sample_steps
     per_video = fixed + per_step * mean_steps

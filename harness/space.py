@@ -52,10 +52,13 @@ def distributions(space: Mapping[str, Mapping[str, Any]], solvers: Mapping[str, 
             raise ValueError(f"search.space.sample_guide_scale.low={low} must be >= 0")
         if key in ("sample_solver", "size", "frame_num"):
             raise ValueError(f"search.space.{key} must be type categorical (choices)")
+        step = spec.get("step")
+        if step is not None and not step > 0:
+            raise ValueError(f"search.space.{key}.step={step!r} must be > 0")
         result[key] = (
-            optuna.distributions.IntDistribution(int(low), int(high))
+            optuna.distributions.IntDistribution(int(low), int(high), step=int(step or 1))
             if kind == "int"
-            else optuna.distributions.FloatDistribution(float(low), float(high))
+            else optuna.distributions.FloatDistribution(float(low), float(high), step=None if step is None else float(step))
         )
     return result
 
@@ -76,9 +79,9 @@ def suggest(trial: optuna.Trial, dists: Mapping[str, optuna.distributions.BaseDi
         if isinstance(dist, optuna.distributions.CategoricalDistribution):
             params[key] = trial.suggest_categorical(key, dist.choices)
         elif isinstance(dist, optuna.distributions.IntDistribution):
-            params[key] = trial.suggest_int(key, dist.low, dist.high)
+            params[key] = trial.suggest_int(key, dist.low, dist.high, step=dist.step)
         else:
-            params[key] = trial.suggest_float(key, dist.low, dist.high)
+            params[key] = trial.suggest_float(key, dist.low, dist.high, step=dist.step)
     return params
 
 

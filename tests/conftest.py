@@ -21,6 +21,13 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
+def base_overrides(tmp_path: Path, model_dir: Path) -> list[str]:
+    """Overrides every test config starts from: tiny model, one prompt, outputs in tmp_path."""
+    return [f"paths.root_dir={tmp_path}", "model=tiny", f"model.path={model_dir}/tiny-wan",
+            f"model.clip={model_dir}/tiny-clip", "prompts=smoke"]
+
+
+@pytest.fixture
 def make_cfg(tmp_path: Path, model_dir: Path):
     """Compose ``conf/config.yaml`` with overrides, on the tiny model, outputs in tmp_path."""
 

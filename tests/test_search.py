@@ -1,0 +1,228 @@
+"""The Optuna study on the tiny model: trials, floors, pruning, failures, resume, kill, export."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import optuna
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from harness import generation
+from harness.measure import plan
+from harness.report import write_report
+from harness.search import best_feasible, feasible, search_presets, storage_url
+from harness.select import choose, select_preset
+
+from conftest import CONF_DIR, store_client
+
+ROOT = Path(__file__).resolve().parents[1]
+STATES = optuna.trial.TrialState
+
+
+def compose_cfg(overrides):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=overrides)
+
+
+def load(cfg):
+    return optuna.load_study(study_name=str(cfg.search.study_name), storage=storage_url(cfg))
+
+
+def mlflow_runs(root, kind):
+    client = store_client(root)
+    experiment = client.get_experiment_by_name("wan-presets")
+    return client.search_runs([experiment.experiment_id], f"tags.kind = '{kind}'")
+
+
+@pytest.fixture(scope="module")
+def study_root(tmp_path_factory, model_dir):
+    """A 5-trial study (4 enqueued presets + 1 searched), then continued to 6 trials."""
+    root = tmp_path_factory.mktemp("study")
+    overrides = [f"paths.root_dir={root}", "model=tiny", f"model.path={model_dir}/tiny-wan",
+                 f"model.clip={model_dir}/tiny-clip", "prompts=smoke", "search.n_trials=5"]
+    search_presets(compose_cfg(overrides), overrides)
+    first = [(t.number, t.state, t.value) for t in load(compose_cfg(overrides)).trials]
+    more = [*overrides[:-1], "search.n_trials=6"]
+    search_presets(compose_cfg(more), more)
+    GlobalHydra.instance().clear()
+    return root, more, first
+
+
+def test_the_study_measures_the_baseline_and_proposal_presets_first(study_root):
+    root, overrides, _ = study_root
+    study = load(compose_cfg(overrides))
+    names = [t.user_attrs.get("preset_name") for t in study.trials[:4]]
+    assert names == ["baseline", "balanced", "aggressive", "quality_first"]
+    assert study.trials[0].params["sample_steps"] == 25 and study.trials[0].params["frame_num"] == 81
+    assert study.user_attrs["baseline_clip_score"] > 0
+
+
+def test_re_running_with_more_trials_continues_the_same_study(study_root):
+    root, overrides, first = study_root
+    study = load(compose_cfg(overrides))
+    assert len(study.trials) == 6
+    assert [(t.number, t.state, t.value) for t in study.trials[:5]] == first  # nothing lost or redone
+    assert all(t.state in (STATES.COMPLETE, STATES.PRUNED, STATES.FAIL) for t in study.trials)
+
+
+def test_every_complete_trial_has_one_constraint_per_floor(study_root):
+    root, overrides, _ = study_root
+    study = load(compose_cfg(overrides))
+    baseline = study.trials[0]
+    assert set(baseline.constraints) == {"floor_clip_score", "floor_psnr_db"}
+    assert feasible(baseline)  # it is its own reference and its own CLIP ratio
+    for trial in study.trials:
+        if trial.state == STATES.COMPLETE:
+            expected = 30.0 - trial.user_attrs["mean_psnr_db"]
+            assert trial.constraints["floor_psnr_db"] == pytest.approx(expected)
+    best = best_feasible(study)
+    assert best is not None and best.value == min(t.value for t in study.trials if feasible(t))
+
+
+def test_mlflow_has_a_study_run_and_a_run_per_trial(study_root):
+    root, overrides, _ = study_root
+    studies = mlflow_runs(root, "study")
+    assert len(studies) == 1 and studies[0].info.status == "FINISHED"  # resumed, not duplicated
+    trials = mlflow_runs(root, "trial")
+    assert len(trials) == 6
+    expected = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
+    for run in trials:
+        assert run.data.tags["mlflow.parentRunId"] == studies[0].info.run_id
+        assert run.data.tags["optuna_storage"].startswith("sqlite:///")
+        assert run.info.status == expected[run.data.tags["state"]]
+        if run.data.tags["state"] == "COMPLETE":
+            assert {"constraint_clip_score", "constraint_psnr_db", "median_wall_time_s"} <= set(run.data.metrics)
+
+
+def test_report_writes_markdown_and_pictures_and_logs_them(study_root):
+    root, overrides, _ = study_root
+    cfg = compose_cfg([*overrides, "study=video_fast"])
+    report = write_report(cfg)
+    text = report.read_text()
+    for needle in ("| baseline |", "| balanced |", "| aggressive |", "| quality_first |", "## All trials", "pareto.png", "optuna-dashboard"):
+        assert needle in text
+    for picture in ("pareto.png", "history.png"):
+        assert (report.parent / picture).stat().st_size > 5000
+    client = store_client(root)
+    logged = {a.path for a in client.list_artifacts(mlflow_runs(root, "study")[0].info.run_id, "report")}
+    assert {"report/report.md", "report/pareto.png", "report/history.png"} <= logged
+
+
+def test_select_exports_the_worker_format_and_it_loads_back(study_root):
+    root, overrides, _ = study_root
+    cfg = compose_cfg([*overrides, "study=video_fast", "search.select.repeats=1"])
+    yaml_path, json_path = select_preset(cfg, [*overrides, "study=video_fast"])
+    exported = yaml.safe_load(yaml_path.read_text())
+    assert list(exported) == ["task", "size", "sample_steps", "sample_guide_scale", "sample_solver", "sample_shift",
+                              "frame_num", "enhance_prompt", "expected_time", "content_type", "file_extension"]
+    as_json = json.loads(json_path.read_text())
+    assert {k: v for k, v in as_json.items() if not k.startswith("_")} == exported
+    study = load(cfg)
+    winner = choose(study, 0.05)
+    assert exported["sample_steps"] == winner.params["sample_steps"] and exported["size"] == winner.params["size"]
+    assert exported["expected_time"] > 0
+    warned = "WARNING: sample_solver='euler'" in yaml_path.read_text()
+    assert warned == (exported["sample_solver"] == "euler")
+    production = mlflow_runs(root, "production")
+    assert len(production) == 1 and production[0].data.tags["preset"] == "production"
+    assert {p["seed"] for p in [r.data.params for r in mlflow_runs(root, "video")] if "seed" in p} >= {"100", "101"}
+    reloaded = plan(compose_cfg([*overrides, f"preset_file={yaml_path}"]))
+    assert reloaded.preset.to_worker() == exported
+
+
+def test_choose_prefers_fidelity_among_equally_fast_trials():
+    study = optuna.create_study()
+    for value, psnr, slack in [(1.00, 31.0, -1.0), (1.03, 45.0, -1.0), (0.50, 20.0, 5.0), (1.20, 60.0, -1.0)]:
+        trial = study.ask()
+        trial.set_user_attr("mean_psnr_db", psnr)
+        trial.set_constraint("floor_psnr_db", slack)
+        study.tell(trial, value)
+    assert choose(study, noise=0.05).user_attrs["mean_psnr_db"] == 45.0  # 1.03 is within 5% of 1.00
+    assert choose(study, noise=0.01).user_attrs["mean_psnr_db"] == 31.0
+    with pytest.raises(ValueError, match="has no feasible trial"):
+        choose(optuna.create_study(), 0.05)
+
+
+def test_a_failing_trial_is_recorded_and_the_study_goes_on(tmp_path, base_overrides, monkeypatch):
+    real_generate = generation.generate
+
+    def generate_or_fail(loaded, request, solvers):  # inject a fault into one preset's generations
+        if request.solver == "dpm++" and request.steps == 20:
+            raise RuntimeError("the generated video contains NaN or inf values")
+        return real_generate(loaded, request, solvers)
+
+    monkeypatch.setattr("harness.measure.generate", generate_or_fail)
+    overrides = [*base_overrides, "search.n_trials=4", "search.enqueue=[baseline,quality_first,balanced]"]
+    study = search_presets(compose_cfg(overrides), overrides)
+    states = [t.state for t in study.trials]
+    assert states[1] == STATES.FAIL and states.count(STATES.FAIL) == 1 and len(states) == 4
+    assert "NaN" in study.trials[1].user_attrs["fail_reason"]
+    failed = [r for r in mlflow_runs(tmp_path, "trial") if r.data.tags["state"] == "FAIL"]
+    assert len(failed) == 1 and failed[0].info.status == "FAILED" and "NaN" in failed[0].data.tags["fail_reason"]
+
+
+def test_an_impossible_floor_leaves_no_feasible_trial(tmp_path, base_overrides):
+    overrides = [*base_overrides, "search.n_trials=2", "search.enqueue=[baseline,balanced]", "search.floors.psnr_db.value=1000"]
+    study = search_presets(compose_cfg(overrides), overrides)
+    assert best_feasible(study) is None
+    assert all(t.constraints["floor_psnr_db"] > 0 for t in study.trials)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("+search.floors.lpips.value=0.1", "search.floors.lpips: unknown metric"),
+    ("search.floors.psnr_db.ratio=0.9", "must set exactly one of value, ratio"),
+    ("search.n_trials=0", "search.n_trials=0 must be an integer >= 1"),
+    ("search.space.frame_num.choices=[64]", "frame_num choice 64 must be a frame count 4n+1"),
+])
+def test_bad_search_settings_fail_before_any_trial(tmp_path, base_overrides, override, message):
+    overrides = [*base_overrides, override]
+    with pytest.raises(ValueError, match=message.replace("+", r"\+")):
+        search_presets(compose_cfg(overrides), overrides)
+    assert not (tmp_path / "mlruns" / "optuna.db").exists() or not optuna.get_all_study_summaries(storage_url(compose_cfg(overrides)))
+
+
+def test_sigkill_mid_study_loses_nothing_and_leaves_nothing_running(tmp_path, model_dir):
+    args = [f"paths.root_dir={tmp_path}", "model=tiny", f"model.path={model_dir}/tiny-wan", f"model.clip={model_dir}/tiny-clip",
+            "prompts=smoke", "search.seeds=[0,1,2]", "search.heartbeat_s=1", "search.grace_s=2"]
+    command = [sys.executable, "-m", "harness.search", *args, "search.n_trials=3"]
+    storage = f"sqlite:///{tmp_path / 'mlruns' / 'optuna.db'}"
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 600
+    try:
+        while time.time() < deadline:  # wait for one complete trial and one running
+            time.sleep(0.2)
+            try:
+                trials = optuna.load_study(study_name="video_fast", storage=storage).trials
+            except (KeyError, Exception):
+                continue
+            if any(t.state == STATES.COMPLETE for t in trials) and any(t.state == STATES.RUNNING for t in trials):
+                break
+        else:
+            pytest.fail("the study never reached a running second trial")
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    completed = [t.number for t in optuna.load_study(study_name="video_fast", storage=storage).trials if t.state == STATES.COMPLETE]
+    time.sleep(3)  # past the grace period: the killed trial's heartbeat is stale
+    result = subprocess.run([sys.executable, "-m", "harness.search", *args, "search.n_trials=4"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    trials = optuna.load_study(study_name="video_fast", storage=storage).trials
+    assert set(completed) <= {t.number for t in trials if t.state == STATES.COMPLETE}
+    assert not [t for t in trials if t.state in (STATES.RUNNING, STATES.WAITING)]
+    killed = [t for t in trials if t.state == STATES.FAIL]
+    assert killed and all("fail_reason" not in t.user_attrs for t in killed)  # failed as stale, not by an error
+    measured = {t.user_attrs.get("preset_name") for t in trials if t.state == STATES.COMPLETE}
+    assert {"baseline", "balanced", "aggressive"} <= measured  # the killed preset was measured again
+    client = store_client(tmp_path)
+    experiment = client.get_experiment_by_name("wan-presets")
+    assert not client.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'")
