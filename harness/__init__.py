@@ -1,0 +1,11 @@
+"""Measure Wan 2.1 text-to-video presets: time, quality, and the fastest preset that keeps quality."""
+
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+# ${pkg:models/toy/wan} in a config names a folder shipped inside the package.
+if not OmegaConf.has_resolver("pkg"):
+    OmegaConf.register_new_resolver("pkg", lambda relative: str(PACKAGE_DIR / relative))

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from harness import tracking
 from harness.generation import Generation, GenerationRequest, generate
-from harness.models import LoadedPipeline, load_pipeline
+from harness.models import LoadedPipeline, load_pipeline, resolve_model
 from harness.presets import FRAME_RULE, Preset, VideoShape, read_preset_file, resolve_shape, validate_preset
 from harness.quality import ClipScorer, ReferenceVideos, fidelity, same_sampler
 
@@ -64,6 +64,7 @@ def plan(cfg: DictConfig) -> Plan:
     Raises:
         ValueError: any bad value, named with what is allowed.
     """
+    resolve_model(cfg)  # model=auto becomes the model for this machine (in place)
     solvers = OmegaConf.to_container(cfg.solver, resolve=True)
     raw_preset = OmegaConf.to_container(cfg.preset, resolve=True)
     if cfg.get("preset_file"):
@@ -254,6 +255,8 @@ def measure_in_run(
                     metrics["time_video_write_s"] = tracking.log_video(generation.frames, int(cfg.tracking.fps), int(cfg.tracking.grid_frames))
                     if session.scorer is not None:
                         metrics["clip_score"] = session.scorer.score(generation.frames, prompt)
+                    if cfg.model.get("world") == "toy":
+                        metrics.update(toy_adherence(generation.frames, prompt))
                     if cfg.quality.fidelity:
                         own = generation.frames if same_sampler(plan_.preset, plan_.reference) else None
                         reference = session.references.get(request, own_frames=own)
@@ -282,13 +285,24 @@ def measure_in_run(
     }
 
 
+def toy_adherence(frames: Any, prompt: str) -> dict[str, float]:
+    """1/0 per named colour, shape and direction shown (toy world captions only)."""
+    from harness import toy_world
+
+    try:
+        found = toy_world.adherence(frames, prompt)
+    except ValueError:  # not a world caption: nothing to check against
+        return {}
+    return {f"adherence_{key}": float(found[f"{key}_ok"]) for key in ("color", "shape", "direction")}
+
+
 def _aggregate(rows: list[dict[str, float]]) -> dict[str, float]:
     summary = {
         "median_wall_time_s": statistics.median(r["wall_time_s"] for r in rows),
         "median_step_time_s": statistics.median(r["time_step_median_s"] for r in rows),
         "max_peak_memory_mb": max(r["peak_memory_mb"] for r in rows),
     }
-    for metric in ("clip_score", "psnr_db", "ssim"):
+    for metric in ("clip_score", "psnr_db", "ssim", "adherence_color", "adherence_shape", "adherence_direction"):
         if all(metric in r for r in rows):
             summary[f"mean_{metric}"] = statistics.fmean(r[metric] for r in rows)
     return summary

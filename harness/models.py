@@ -44,6 +44,34 @@ class LoadedPipeline:
     source: str
 
 
+_AUTO_LOGGED: set[str] = set()
+
+
+def resolve_model(cfg: Any) -> None:
+    """Replace ``model=auto`` in a composed config by the model for this machine, in place.
+
+    ``auto`` picks ``choices.cuda`` when a CUDA device is present, else ``choices.cpu``,
+    reading ``conf/model/<choice>.yaml`` (its interpolations resolve against ``cfg``).
+
+    Args:
+        cfg: a composed config whose ``model`` node may be ``auto``.
+    """
+    from omegaconf import OmegaConf, open_dict
+
+    if cfg.model.get("name") != "auto":
+        return
+    kind = "cuda" if torch.cuda.is_available() else "cpu"
+    choice = str(cfg.model.choices[kind])
+    other = str(cfg.model.choices["cpu" if kind == "cuda" else "cuda"])
+    node = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "model" / f"{choice}.yaml")
+    with open_dict(cfg):
+        cfg.model = node
+    if choice not in _AUTO_LOGGED:
+        _AUTO_LOGGED.add(choice)
+        log.info("model=auto chose %s (%s); choose the other with model=%s", choice,
+                 "CUDA device present" if kind == "cuda" else "no CUDA device", other)
+
+
 def resolve_device(device: str) -> torch.device:
     """``auto`` -> cuda when available, else cpu; otherwise the named device.
 
