@@ -7,6 +7,7 @@ The pipeline is loaded once per process (``harness.models``) and reused.
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -32,6 +33,14 @@ class GenerationRequest:
     solver: str
     shift: float
     negative_prompt: str = ""
+    guidance_stop: float = 1.0  # fraction of steps with guidance; later steps run one pass
+
+    @property
+    def guided_steps(self) -> int:
+        """Steps that run both the conditional and the unconditional pass."""
+        if self.guidance <= 1.0:
+            return 0
+        return max(1, math.ceil(self.guidance_stop * self.steps - 1e-9))
 
 
 @dataclass
@@ -46,6 +55,7 @@ class Generation:
     peak_memory_mb: float = 0.0
     memory_kind: str = ""
     scheduler: str = ""
+    guided_steps: int = 0
 
     @property
     def wall_s(self) -> float:
@@ -88,6 +98,15 @@ def generate(loaded: LoadedPipeline, request: GenerationRequest, solvers: Mappin
         encoded = now(device)
         # 3-4. Denoising (step clock) then VAE decoding, in the pipeline's own call.
         clock = StepClock(device, start=encoded)
+        guided_steps = request.guided_steps
+
+        def on_step_end(pipeline: Any, step: int, timestep: Any, tensors: dict) -> dict:
+            clock(pipeline, step, timestep, tensors)
+            if step + 1 == guided_steps and guided_steps < request.steps:
+                # The loop reads do_classifier_free_guidance (guidance > 1) every step.
+                pipeline._guidance_scale = 1.0
+            return tensors
+
         output = pipe(
             prompt_embeds=prompt_embeds,
             negative_prompt_embeds=negative_embeds,
@@ -98,7 +117,7 @@ def generate(loaded: LoadedPipeline, request: GenerationRequest, solvers: Mappin
             guidance_scale=request.guidance,
             generator=torch.Generator("cpu").manual_seed(request.seed),
             output_type="np",
-            callback_on_step_end=clock,
+            callback_on_step_end=on_step_end,
         )
         finished = now(device)
     video = np.asarray(output.frames[0])
@@ -117,4 +136,5 @@ def generate(loaded: LoadedPipeline, request: GenerationRequest, solvers: Mappin
         peak_memory_mb=memory.peak_mb,
         memory_kind=memory.kind,
         scheduler=type(pipe.scheduler).__name__,
+        guided_steps=guided_steps,
     )

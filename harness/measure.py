@@ -44,6 +44,7 @@ class Plan:
     negative_prompt: str
     repeats: int
     warmup_steps: int  # 0: no warm-up
+    guidance_stop: float = 1.0
 
 
 def _positive_int(key: str, value: Any, minimum: int) -> int:
@@ -81,6 +82,9 @@ def plan(cfg: DictConfig) -> Plan:
     for seed in seeds:
         _positive_int("prompts.seeds[]", seed, 0)
     repeats = _positive_int("timing.repeats", cfg.timing.repeats, 1)
+    guidance_stop = cfg.speed.guidance_stop
+    if isinstance(guidance_stop, bool) or not isinstance(guidance_stop, (int, float)) or not 0 < guidance_stop <= 1:
+        raise ValueError(f"speed.guidance_stop={guidance_stop!r} must be a fraction of the steps in (0, 1] (1 = guide every step)")
     warmup_steps = _positive_int("timing.warmup_steps", cfg.timing.warmup_steps, 1) if cfg.timing.warmup else 0
     return Plan(
         name=str(cfg.name),
@@ -92,6 +96,7 @@ def plan(cfg: DictConfig) -> Plan:
         negative_prompt=str(cfg.prompts.negative_prompt or ""),
         repeats=repeats,
         warmup_steps=warmup_steps,
+        guidance_stop=float(guidance_stop),
     )
 
 
@@ -105,6 +110,7 @@ def _request(plan_: Plan, prompt: str, seed: int) -> GenerationRequest:
         guidance=plan_.preset.sample_guide_scale,
         solver=plan_.preset.sample_solver,
         shift=plan_.preset.sample_shift,
+        guidance_stop=plan_.guidance_stop,
     )
 
 
@@ -158,6 +164,7 @@ def _params(plan_: Plan, loaded: LoadedPipeline, cfg: DictConfig, scheduler: str
         "dtype": str(loaded.dtype).removeprefix("torch."),
         "torch_version": torch.__version__,
         "diffusers_version": diffusers.__version__,
+        "guidance_stop": plan_.guidance_stop,
         "repeats": plan_.repeats,
         "warmup_steps": plan_.warmup_steps,
         "reference_sampler": "{sample_steps} {sample_solver} shift {sample_shift} guide {sample_guide_scale}".format(**plan_.reference.to_worker()),
@@ -258,13 +265,15 @@ def measure_in_run(
                     if cfg.model.get("world") == "toy":
                         metrics.update(toy_adherence(generation.frames, prompt))
                     if cfg.quality.fidelity:
-                        own = generation.frames if same_sampler(plan_.preset, plan_.reference) else None
+                        is_reference = same_sampler(plan_.preset, plan_.reference) and plan_.guidance_stop == 1.0
+                        own = generation.frames if is_reference else None
                         reference = session.references.get(request, own_frames=own)
                         metrics.update(fidelity(generation.frames, reference, float(cfg.quality.psnr_cap_db)))
                     mlflow.log_metrics(metrics)
                     tracking.log_step_times(generation.step_times)
                     tracking.log_config(cfg)
                     mlflow.set_tag("memory_kind", generation.memory_kind)
+                    mlflow.log_metric("guided_steps", generation.guided_steps)
                 rows.append(metrics)
                 progress.update()
                 if on_video is not None:

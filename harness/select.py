@@ -99,6 +99,12 @@ def select_preset(cfg: DictConfig, base_overrides: list[str]) -> tuple[Path, Pat
             f"WARNING: sample_solver={preset.sample_solver!r} exists only through diffusers; the official "
             f"Wan code path (generate.py) offers only unipc and dpm++."
         )
+    if plan_.guidance_stop < 1.0:
+        notes.append(
+            f"WARNING: measured with guidance truncation (speed.guidance_stop={plan_.guidance_stop:g}: "
+            f"guidance on the first {plan_.guidance_stop:.0%} of the steps), which is not a worker key; "
+            f"the worker must implement it to reach expected_time."
+        )
     folder = Path(cfg.paths.root_dir) / "experiments" / study.study_name
     return write_preset_files(preset, folder, "video_fast", notes)
 

@@ -9,7 +9,10 @@ import optuna
 from harness.presets import Preset, official_frame_count, parse_size
 
 KINDS = ("int", "float", "categorical")
-SEARCHABLE = ("sample_steps", "sample_solver", "sample_shift", "sample_guide_scale", "frame_num", "size")
+SEARCHABLE = ("sample_steps", "sample_solver", "sample_shift", "sample_guide_scale", "frame_num", "size", "guidance_stop")
+# Searchable keys that are not the worker's: where they live in the config, and their value
+# in a preset that does not set them.
+LEVERS = {"guidance_stop": ("speed.guidance_stop", 1.0)}
 
 
 def distributions(space: Mapping[str, Mapping[str, Any]], solvers: Mapping[str, Any]) -> dict[str, optuna.distributions.BaseDistribution]:
@@ -48,6 +51,8 @@ def distributions(space: Mapping[str, Mapping[str, Any]], solvers: Mapping[str, 
             raise ValueError(f"search.space.sample_steps must be type int with low >= 1, got {kind} low={low}")
         if key in ("sample_shift",) and low <= 0:
             raise ValueError(f"search.space.sample_shift.low={low} must be > 0")
+        if key == "guidance_stop" and not 0 < low <= high <= 1:
+            raise ValueError(f"search.space.guidance_stop: low={low}, high={high} must lie in (0, 1]")
         if key == "sample_guide_scale" and low < 0:
             raise ValueError(f"search.space.sample_guide_scale.low={low} must be >= 0")
         if key in ("sample_solver", "size", "frame_num"):
@@ -94,7 +99,7 @@ def params_of(preset: Preset, dists: Mapping[str, optuna.distributions.BaseDistr
     Raises:
         ValueError: the preset lies outside the space (it could not be compared fairly).
     """
-    values = preset.to_worker()
+    values = {**preset.to_worker(), **{key: default for key, (_, default) in LEVERS.items()}}
     values["frame_num"] = official_frame_count(preset.frame_num)
     params = {key: values[key] for key in dists}
     for key, value in params.items():
@@ -109,5 +114,9 @@ def params_of(preset: Preset, dists: Mapping[str, optuna.distributions.BaseDistr
 
 
 def overrides(params: Mapping[str, Any]) -> list[str]:
-    """Hydra overrides that set a trial's values on the ``preset`` node."""
-    return [f"preset.{key}='{value}'" if key == "size" else f"preset.{key}={value}" for key, value in params.items()]
+    """Hydra overrides that set a trial's values (worker keys on the ``preset`` node)."""
+    result = []
+    for key, value in params.items():
+        path = LEVERS[key][0] if key in LEVERS else f"preset.{key}"
+        result.append(f"{path}='{value}'" if key == "size" else f"{path}={value}")
+    return result

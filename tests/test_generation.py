@@ -76,3 +76,15 @@ def test_pipeline_loads_once_per_process(make_cfg, setup):
     cfg = make_cfg("+experiment=aggressive")
     assert load_pipeline(cfg.model) is setup[0]
     assert LOAD_COUNT["pipeline"] == before
+
+
+@pytest.mark.parametrize("stop, calls", [(1.0, 8), (0.5, 6), (0.25, 5)])
+def test_guidance_truncation_drops_the_unconditional_pass(setup, stop, calls):
+    loaded, shape, solvers = setup
+    counted, handle = count_transformer_calls(loaded.pipe)
+    try:
+        video = generate(loaded, GenerationRequest(**{**request(shape).__dict__, "guidance_stop": stop}), solvers)
+    finally:
+        handle.remove()
+    assert len(counted) == calls  # 4 steps: 2 passes while guided, 1 after
+    assert video.guided_steps == calls - 4

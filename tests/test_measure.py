@@ -97,3 +97,19 @@ def test_cli_multirun_compares_the_four_proposal_presets(tmp_path):
     for parent in parents:
         assert parent.info.status == "FINISHED"
         assert len(children(client, parent)) == 1
+
+
+@pytest.mark.parametrize("value", ["0", "1.5", "-0.5"])
+def test_guidance_stop_outside_its_range_is_refused(make_cfg, value):
+    from harness.measure import plan
+
+    with pytest.raises(ValueError, match=rf"speed.guidance_stop={value} must be a fraction of the steps in \(0, 1\]"):
+        plan(make_cfg(f"speed.guidance_stop={value}"))
+
+
+def test_truncated_guidance_is_logged_and_scored_against_the_full_baseline(make_cfg, tmp_path):
+    summary = measure_preset(make_cfg("+experiment=baseline", "speed.guidance_stop=0.5"))
+    client = store_client(tmp_path)
+    child = children(client, client.get_run(summary["run_id"]))[0]
+    assert child.data.params["guidance_stop"] == "0.5" and child.data.metrics["guided_steps"] == 13
+    assert summary["mean_psnr_db"] < 100  # not its own reference: the baseline guides every step

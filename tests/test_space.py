@@ -62,3 +62,12 @@ def test_suggestions_stay_on_the_grid(dists):
 
 def test_overrides_quote_the_size():
     assert space.overrides({"size": "480*832", "sample_steps": 9}) == ["preset.size='480*832'", "preset.sample_steps=9"]
+
+
+def test_levers_search_adds_guidance_stop_outside_the_preset(make_cfg):
+    cfg = make_cfg("search=levers")
+    dists = space.distributions(OmegaConf.to_container(cfg.search.space), SOLVERS)
+    assert dists["guidance_stop"].step == 0.25 and cfg.search.study_name == "video_fast_levers"
+    assert space.overrides({"guidance_stop": 0.5}) == ["speed.guidance_stop=0.5"]
+    preset = validate_preset(OmegaConf.to_container(cfg.preset), SOLVERS)
+    assert space.params_of(preset, dists, "baseline")["guidance_stop"] == 1.0
