@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from harness import tracking
-from harness.generation import Generation, GenerationRequest, generate
+from harness.generation import Generation, GenerationRequest, cache_config, generate
 from harness.models import LoadedPipeline, load_pipeline, resolve_model
 from harness.presets import FRAME_RULE, Preset, VideoShape, read_preset_file, resolve_shape, validate_preset
 from harness.quality import ClipScorer, ReferenceVideos, fidelity, same_sampler
@@ -45,6 +45,9 @@ class Plan:
     repeats: int
     warmup_steps: int  # 0: no warm-up
     guidance_stop: float = 1.0
+    cache: str = "none"
+    cache_threshold: float = 0.05
+    cache_interval: int = 5
 
 
 def _positive_int(key: str, value: Any, minimum: int) -> int:
@@ -86,7 +89,7 @@ def plan(cfg: DictConfig) -> Plan:
     if isinstance(guidance_stop, bool) or not isinstance(guidance_stop, (int, float)) or not 0 < guidance_stop <= 1:
         raise ValueError(f"speed.guidance_stop={guidance_stop!r} must be a fraction of the steps in (0, 1] (1 = guide every step)")
     warmup_steps = _positive_int("timing.warmup_steps", cfg.timing.warmup_steps, 1) if cfg.timing.warmup else 0
-    return Plan(
+    result = Plan(
         name=str(cfg.name),
         preset=preset,
         reference=reference,
@@ -97,7 +100,12 @@ def plan(cfg: DictConfig) -> Plan:
         repeats=repeats,
         warmup_steps=warmup_steps,
         guidance_stop=float(guidance_stop),
+        cache=str(cfg.speed.cache),
+        cache_threshold=cfg.speed.cache_threshold,
+        cache_interval=cfg.speed.cache_interval,
     )
+    cache_config(_request(result, result.prompts[0], result.seeds[0]))  # checks the cache settings
+    return result
 
 
 def _request(plan_: Plan, prompt: str, seed: int) -> GenerationRequest:
@@ -111,6 +119,9 @@ def _request(plan_: Plan, prompt: str, seed: int) -> GenerationRequest:
         solver=plan_.preset.sample_solver,
         shift=plan_.preset.sample_shift,
         guidance_stop=plan_.guidance_stop,
+        cache=plan_.cache,
+        cache_threshold=plan_.cache_threshold,
+        cache_interval=plan_.cache_interval,
     )
 
 
@@ -165,6 +176,9 @@ def _params(plan_: Plan, loaded: LoadedPipeline, cfg: DictConfig, scheduler: str
         "torch_version": torch.__version__,
         "diffusers_version": diffusers.__version__,
         "guidance_stop": plan_.guidance_stop,
+        "cache": plan_.cache,
+        "cache_threshold": plan_.cache_threshold,
+        "cache_interval": plan_.cache_interval,
         "repeats": plan_.repeats,
         "warmup_steps": plan_.warmup_steps,
         "reference_sampler": "{sample_steps} {sample_solver} shift {sample_shift} guide {sample_guide_scale}".format(**plan_.reference.to_worker()),
@@ -265,7 +279,8 @@ def measure_in_run(
                     if cfg.model.get("world") == "toy":
                         metrics.update(toy_adherence(generation.frames, prompt))
                     if cfg.quality.fidelity:
-                        is_reference = same_sampler(plan_.preset, plan_.reference) and plan_.guidance_stop == 1.0
+                        is_reference = (same_sampler(plan_.preset, plan_.reference)
+                                        and plan_.guidance_stop == 1.0 and plan_.cache == "none")
                         own = generation.frames if is_reference else None
                         reference = session.references.get(request, own_frames=own)
                         metrics.update(fidelity(generation.frames, reference, float(cfg.quality.psnr_cap_db)))

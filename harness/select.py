@@ -105,6 +105,11 @@ def select_preset(cfg: DictConfig, base_overrides: list[str]) -> tuple[Path, Pat
             f"guidance on the first {plan_.guidance_stop:.0%} of the steps), which is not a worker key; "
             f"the worker must implement it to reach expected_time."
         )
+    if plan_.cache != "none":
+        notes.append(
+            f"WARNING: measured with the diffusers cache speed.cache={plan_.cache} (threshold "
+            f"{plan_.cache_threshold:g}), which is not a worker key; the worker must enable it."
+        )
     folder = Path(cfg.paths.root_dir) / "experiments" / study.study_name
     return write_preset_files(preset, folder, "video_fast", notes)
 

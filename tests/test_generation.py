@@ -88,3 +88,45 @@ def test_guidance_truncation_drops_the_unconditional_pass(setup, stop, calls):
         handle.remove()
     assert len(counted) == calls  # 4 steps: 2 passes while guided, 1 after
     assert video.guided_steps == calls - 4
+
+
+def count_block_calls(pipe, part, index=1):
+    # A cache hook short-circuits a module's forward, which torch's own forward hooks on that
+    # module would still see: count a submodule that runs only when the work is really done.
+    calls = []
+    handle = pipe.transformer.blocks[index].get_submodule(part).register_forward_hook(lambda *args: calls.append(1))
+    return calls, handle
+
+
+@pytest.mark.parametrize("cache, settings, part", [
+    ("first_block", {"cache_threshold": 0.9}, "ffn"),      # skips whole blocks after the first
+    ("taylorseer", {"cache_interval": 2}, "ffn"),          # predicts whole blocks between full steps
+])
+def test_a_cache_skips_transformer_work_and_is_removed_afterwards(setup, cache, settings, part):
+    loaded, shape, solvers = setup
+    plain = request(shape, steps=8)
+    calls, handle = count_block_calls(loaded.pipe, part)
+    try:
+        generate(loaded, plain, solvers)
+        uncached = len(calls)
+        cached = generate(loaded, GenerationRequest(**{**plain.__dict__, "cache": cache, **settings}), solvers)
+        with_cache = len(calls) - uncached
+        generate(loaded, plain, solvers)
+        after = len(calls) - uncached - with_cache
+    finally:
+        handle.remove()
+    assert uncached == 16 and with_cache < uncached  # 8 steps x 2 passes, fewer with the cache
+    assert after == uncached and not loaded.pipe.transformer.is_cache_enabled
+    assert cached.frames.shape == (shape.num_frames, shape.height, shape.width, 3)
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"cache": "magcache"}, "speed.cache='magcache' is not a cache; allowed: ['none', 'first_block', 'taylorseer']"),
+    ({"cache": "first_block", "cache_threshold": 1.5}, "speed.cache_threshold=1.5 must be in (0, 1)"),
+    ({"cache": "taylorseer", "cache_interval": 1}, "speed.cache_interval=1 must be an integer >= 2"),
+])
+def test_bad_cache_settings(setup, settings, message):
+    loaded, shape, solvers = setup
+    with pytest.raises(ValueError) as error:
+        generate(loaded, GenerationRequest(**{**request(shape).__dict__, **settings}), solvers)
+    assert str(error.value) == message
