@@ -114,8 +114,7 @@ def _build_if_missing(kind: str, build: str | None, folder: Path, seed: int) -> 
     builders[(kind, build)](folder, seed=seed)
 
 
-def _unavailable(what: str, path: str, error: Exception) -> ModelUnavailableError:
-    setting = "model.clip" if what == "CLIP" else "model.path"
+def _unavailable(what: str, path: str, error: Exception, setting: str) -> ModelUnavailableError:
     if isinstance(error, FileNotFoundError):
         problem = f"there is no folder {path!r}"
         fix = f"point {setting} at a downloaded folder in the from_pretrained layout"
@@ -126,7 +125,7 @@ def _unavailable(what: str, path: str, error: Exception) -> ModelUnavailableErro
     return ModelUnavailableError(f"cannot load {what} from {path!r}: {problem}; {fix}, or run the small model: model=tiny")
 
 
-def locate(path: str, what: str) -> str:
+def locate(path: str, what: str, setting: str) -> str:
     """Where to load weights from: a local folder, the local hub cache, or the hub itself.
 
     The hub is asked once, with a short timeout, so a machine without network fails in
@@ -135,6 +134,7 @@ def locate(path: str, what: str) -> str:
     Args:
         path: a local folder or a hub id (``owner/name``).
         what: the model's name, for the error message.
+        setting: the override that points at a folder, for the error message.
 
     Returns:
         A local folder, or the hub id when the hub answers.
@@ -154,13 +154,13 @@ def locate(path: str, what: str) -> str:
         except Exception:  # not cached (the hub client raises several kinds)
             pass
         if constants.HF_HUB_OFFLINE:
-            raise _unavailable(what, path, ConnectionError("HF_HUB_OFFLINE is set"))
+            raise _unavailable(what, path, ConnectionError("HF_HUB_OFFLINE is set"), setting)
         try:
             huggingface_hub.model_info(path, timeout=5)
             return path
         except Exception as error:
-            raise _unavailable(what, path, error) from error
-    raise _unavailable(what, path, FileNotFoundError(path))
+            raise _unavailable(what, path, error, setting) from error
+    raise _unavailable(what, path, FileNotFoundError(path), setting)
 
 
 def load_pipeline(model: Mapping[str, Any]) -> LoadedPipeline:
@@ -187,12 +187,12 @@ def load_pipeline(model: Mapping[str, Any]) -> LoadedPipeline:
 
     path = str(model["path"])
     _build_if_missing("wan", model.get("build"), Path(path), int(model.get("seed", 0)))
-    path = locate(path, f"model {model['name']!r}")
+    path = locate(path, f"model {model['name']!r}", f"model={model['name']} model.path")
     try:
         vae = AutoencoderKLWan.from_pretrained(path, subfolder="vae", dtype=vae_dtype)
         pipe = WanPipeline.from_pretrained(path, vae=vae, dtype=dtype)
     except OSError as error:
-        raise _unavailable(f"model {model['name']!r}", path, error) from error
+        raise _unavailable(f"model {model['name']!r}", path, error, f"model={model['name']} model.path") from error
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     LOAD_COUNT["pipeline"] += 1
@@ -250,7 +250,7 @@ def load_clip(model: Mapping[str, Any]) -> tuple[PooledCLIP, Any]:
     from transformers import CLIPModel, CLIPProcessor
 
     _build_if_missing("clip", model.get("clip_build"), Path(path), int(model.get("seed", 0)))
-    path = locate(path, "CLIP")
+    path = locate(path, "CLIP", f"model={model['name']} model.clip")
     try:
         clip = CLIPModel.from_pretrained(path).eval()
         # Without torchvision transformers falls back to its PIL image processor (same
@@ -262,7 +262,7 @@ def load_clip(model: Mapping[str, Any]) -> tuple[PooledCLIP, Any]:
         finally:
             transformers_logging.set_verbosity(verbosity)
     except OSError as error:
-        raise _unavailable("CLIP", path, error) from error
+        raise _unavailable("CLIP", path, error, f"model={model['name']} model.clip") from error
     LOAD_COUNT["clip"] += 1
     _CLIPS[key] = (PooledCLIP(clip), processor)
     return _CLIPS[key]

@@ -39,7 +39,22 @@ def test_overrides_reach_the_preset_but_not_the_reference(make_cfg):
     assert cfg.reference.sample_steps == 25 and cfg.reference.sample_solver == "unipc"
 
 
-def test_default_model_is_the_real_wan(make_cfg):
+def test_real_model_option(make_cfg):
     cfg = make_cfg(model="wan2.1-t2v-1.3b")
     assert cfg.model.path == "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
     assert OmegaConf.to_container(cfg.model.scale) == {"spatial": 1, "temporal": 1}
+
+
+def test_default_model_is_real_wan_on_cuda_and_the_toy_world_elsewhere(make_cfg, caplog):
+    import logging
+
+    import torch
+
+    cfg = make_cfg(model="auto")
+    with caplog.at_level(logging.INFO):
+        plan(cfg)
+    expected = "wan2.1-t2v-1.3b" if torch.cuda.is_available() else "toy"
+    assert cfg.model.name == expected
+    if expected == "toy":
+        assert cfg.model.path.endswith("harness/models/toy/wan") and cfg.model.scale.spatial == 10
+    assert cfg.model.name in caplog.text and "choose the other with model=" in caplog.text

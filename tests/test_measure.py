@@ -66,7 +66,7 @@ def test_real_model_without_weights_says_how_to_fix_it(make_cfg, tmp_path, monke
     with pytest.raises(ModelUnavailableError) as error:
         measure_preset(cfg)
     message = str(error.value)
-    assert "Wan-AI/Wan2.1-T2V-1.3B-Diffusers" in message and "model.path=DIR" in message and "model=tiny" in message
+    assert "Wan-AI/Wan2.1-T2V-1.3B-Diffusers" in message and "model=wan2.1-t2v-1.3b model.path=DIR" in message and "model=tiny" in message
     missing = make_cfg(f"model.path={tmp_path}/nowhere", model="wan2.1-t2v-1.3b")
     with pytest.raises(ModelUnavailableError, match="there is no folder"):
         measure_preset(missing)
@@ -113,3 +113,14 @@ def test_truncated_guidance_is_logged_and_scored_against_the_full_baseline(make_
     child = children(client, client.get_run(summary["run_id"]))[0]
     assert child.data.params["guidance_stop"] == "0.5" and child.data.metrics["guided_steps"] == 13
     assert summary["mean_psnr_db"] < 100  # not its own reference: the baseline guides every step
+
+
+def test_the_toy_world_logs_prompt_adherence_beside_clip(make_cfg, tmp_path):
+    cfg = make_cfg("+experiment=aggressive", "quality.fidelity=false", model="toy")
+    summary = measure_preset(cfg)
+    assert summary["size"] == "32*64" and summary["frames"] == 9  # 384*640 x 48 frames on the toy scale
+    client = store_client(tmp_path)
+    child = children(client, client.get_run(summary["run_id"]))[0]
+    for key in ("adherence_color", "adherence_shape", "adherence_direction", "clip_score"):
+        assert key in child.data.metrics, key
+    assert child.data.params["model"] == "toy"
