@@ -1,0 +1,42 @@
+"""Stage 2: the text encoder, a frozen random small ``UMT5EncoderModel`` with the harness's
+word tokenizer (its vocabulary holds every word of the toy world). Nothing is trained:
+random word embeddings already tell the captions apart, and the transformer learns to
+read them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import UMT5Config, UMT5EncoderModel
+
+from harness.small_models import build_word_tokenizer
+
+
+def build_text_encoder(out: Path, seed: int = 0) -> dict:
+    """Build tokenizer and encoder with a fixed seed and save them.
+
+    Args:
+        out: folder; ``tokenizer/`` and ``text_encoder/`` are written under it.
+        seed: seed of the random weights.
+
+    Returns:
+        Summary: parameters, d_model.
+    """
+    torch.manual_seed(seed)
+    tokenizer = build_word_tokenizer()
+    encoder = UMT5EncoderModel(
+        UMT5Config(
+            vocab_size=len(tokenizer),
+            d_model=32,
+            d_kv=8,
+            d_ff=64,
+            num_layers=2,
+            num_heads=4,
+            relative_attention_num_buckets=8,
+        )
+    ).eval()
+    tokenizer.save_pretrained(str(out / "tokenizer"))
+    encoder.save_pretrained(str(out / "text_encoder"), safe_serialization=True)
+    return {"params": sum(p.numel() for p in encoder.parameters()), "d_model": 32}
