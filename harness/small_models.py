@@ -53,6 +53,30 @@ def build_word_tokenizer(words: list[str] | tuple[str, ...] = WORDS):
     )
 
 
+def build_small_text_encoder(vocab_size: int):
+    """A random 2-layer ``UMT5EncoderModel`` (d_model 32), the small models' text encoder.
+
+    Args:
+        vocab_size: the tokenizer's vocabulary size.
+
+    Returns:
+        The encoder (seed torch first for reproducible weights).
+    """
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    return UMT5EncoderModel(
+        UMT5Config(
+            vocab_size=vocab_size,
+            d_model=32,
+            d_kv=8,
+            d_ff=64,
+            num_layers=2,
+            num_heads=4,
+            relative_attention_num_buckets=8,
+        )
+    )
+
+
 def build_char_clip_tokenizer(folder: Path):
     """A real ``CLIPTokenizer`` over single characters (a BPE with no merges).
 
@@ -94,21 +118,9 @@ def build_tiny_wan(folder: Path, seed: int = 0) -> Path:
         WanPipeline,
         WanTransformer3DModel,
     )
-    from transformers import UMT5Config, UMT5EncoderModel
-
     torch.manual_seed(seed)
     tokenizer = build_word_tokenizer()
-    text_encoder = UMT5EncoderModel(
-        UMT5Config(
-            vocab_size=len(tokenizer),
-            d_model=32,
-            d_kv=8,
-            d_ff=64,
-            num_layers=2,
-            num_heads=4,
-            relative_attention_num_buckets=8,
-        )
-    )
+    text_encoder = build_small_text_encoder(len(tokenizer))
     vae = AutoencoderKLWan(
         base_dim=8,
         z_dim=16,

@@ -192,7 +192,7 @@ def test_bad_search_settings_fail_before_any_trial(tmp_path, base_overrides, ove
 
 def test_sigkill_mid_study_loses_nothing_and_leaves_nothing_running(tmp_path, model_dir):
     args = [f"paths.root_dir={tmp_path}", "model=tiny", f"model.path={model_dir}/tiny-wan", f"model.clip={model_dir}/tiny-clip",
-            "prompts=smoke", "search.seeds=[0,1,2]", "search.heartbeat_s=1", "search.grace_s=2"]
+            "prompts=smoke", "search.seeds=[0,1,2,3,4,5]", "search.heartbeat_s=1", "search.grace_s=2"]
     command = [sys.executable, "-m", "harness.search", *args, "search.n_trials=3"]
     storage = f"sqlite:///{tmp_path / 'mlruns' / 'optuna.db'}"
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)

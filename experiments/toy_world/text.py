@@ -9,9 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from transformers import UMT5Config, UMT5EncoderModel
 
-from harness.small_models import build_word_tokenizer
+from harness.small_models import build_small_text_encoder, build_word_tokenizer
 
 
 def build_text_encoder(out: Path, seed: int = 0) -> dict:
@@ -26,17 +25,7 @@ def build_text_encoder(out: Path, seed: int = 0) -> dict:
     """
     torch.manual_seed(seed)
     tokenizer = build_word_tokenizer()
-    encoder = UMT5EncoderModel(
-        UMT5Config(
-            vocab_size=len(tokenizer),
-            d_model=32,
-            d_kv=8,
-            d_ff=64,
-            num_layers=2,
-            num_heads=4,
-            relative_attention_num_buckets=8,
-        )
-    ).eval()
+    encoder = build_small_text_encoder(len(tokenizer)).eval()
     tokenizer.save_pretrained(str(out / "tokenizer"))
     encoder.save_pretrained(str(out / "text_encoder"), safe_serialization=True)
     return {"params": sum(p.numel() for p in encoder.parameters()), "d_model": 32}
