@@ -15,7 +15,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from harness.models import LoadedPipeline
+from harness.models import LoadedPipeline, use_attention
 from harness.presets import VideoShape
 from harness.solvers import build_scheduler
 from harness.timing import PeakMemory, StepClock, now
@@ -37,6 +37,7 @@ class GenerationRequest:
     cache: str = "none"  # see CACHES
     cache_threshold: float = 0.05
     cache_interval: int = 5
+    attention: str = "native"  # diffusers attention backend (harness.models.check_attention)
 
     @property
     def guided_steps(self) -> int:
@@ -118,6 +119,7 @@ def generate(loaded: LoadedPipeline, request: GenerationRequest, solvers: Mappin
     pipe, device = loaded.pipe, loaded.device
     # 1. Scheduler for this solver and shift (cheap; schedulers hold no weights).
     pipe.scheduler = build_scheduler(request.solver, request.shift, solvers)
+    use_attention(loaded, request.attention)
     cache = cache_config(request)
     # Caches hold state across steps: enabled for this generation only, so the shared
     # pipeline always starts clean.

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from harness import tracking
 from harness.generation import Generation, GenerationRequest, cache_config, generate
-from harness.models import LoadedPipeline, load_pipeline, resolve_model
+from harness.models import LoadedPipeline, check_attention, load_pipeline, resolve_model
 from harness.presets import FRAME_RULE, Preset, VideoShape, read_preset_file, resolve_shape, validate_preset
 from harness.quality import ClipScorer, ReferenceVideos, fidelity, same_sampler
 
@@ -48,6 +48,7 @@ class Plan:
     cache: str = "none"
     cache_threshold: float = 0.05
     cache_interval: int = 5
+    attention: str = "native"
 
 
 def _positive_int(key: str, value: Any, minimum: int) -> int:
@@ -103,6 +104,7 @@ def plan(cfg: DictConfig) -> Plan:
         cache=str(cfg.speed.cache),
         cache_threshold=cfg.speed.cache_threshold,
         cache_interval=cfg.speed.cache_interval,
+        attention=str(cfg.speed.attention),
     )
     cache_config(_request(result, result.prompts[0], result.seeds[0]))  # checks the cache settings
     return result
@@ -122,6 +124,7 @@ def _request(plan_: Plan, prompt: str, seed: int) -> GenerationRequest:
         cache=plan_.cache,
         cache_threshold=plan_.cache_threshold,
         cache_interval=plan_.cache_interval,
+        attention=plan_.attention,
     )
 
 
@@ -179,6 +182,7 @@ def _params(plan_: Plan, loaded: LoadedPipeline, cfg: DictConfig, scheduler: str
         "cache": plan_.cache,
         "cache_threshold": plan_.cache_threshold,
         "cache_interval": plan_.cache_interval,
+        "attention": plan_.attention,
         "repeats": plan_.repeats,
         "warmup_steps": plan_.warmup_steps,
         "reference_sampler": "{sample_steps} {sample_solver} shift {sample_shift} guide {sample_guide_scale}".format(**plan_.reference.to_worker()),
@@ -203,6 +207,7 @@ def open_session(cfg: DictConfig, plan_: Plan) -> Session:
     """
     solvers = OmegaConf.to_container(cfg.solver, resolve=True)
     loaded = load_pipeline(cfg.model)
+    check_attention(plan_.attention, loaded.device)  # before any run is opened
     scorer = ClipScorer(cfg.model) if cfg.quality.clip else None
     references = ReferenceVideos(Path(cfg.paths.cache_dir) / "references", loaded, plan_.reference, solvers)
     return Session(loaded=loaded, scorer=scorer, references=references, solvers=solvers)

@@ -42,6 +42,7 @@ class LoadedPipeline:
     dtype: torch.dtype
     name: str
     source: str
+    attention: str = "native"
 
 
 _AUTO_LOGGED: set[str] = set()
@@ -99,7 +100,43 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
         return torch.bfloat16 if device.type == "cuda" else torch.float32
     if dtype not in DTYPES:
         raise ValueError(f"model.dtype={dtype!r} is not allowed; allowed: auto, {', '.join(DTYPES)}")
+    if device.type == "cpu" and dtype == "float16":
+        raise ValueError("model.dtype='float16' is not supported on cpu (half-precision kernels are missing "
+                         "or slow there); allowed on cpu: float32, bfloat16")
+    if device.type == "cuda" and dtype == "bfloat16" and not torch.cuda.is_bf16_supported():
+        raise ValueError(f"model.dtype='bfloat16' is not supported by {torch.cuda.get_device_name(device)}; "
+                         "allowed here: float32, float16")
     return DTYPES[dtype]
+
+
+CPU_ATTENTION = ("native", "_native_math")
+
+
+def check_attention(backend: str, device: torch.device) -> None:
+    """Check that an attention backend exists and can run on this device without downloads.
+
+    Raises:
+        ValueError: unknown backend, one that downloads kernels from a hub, one this device
+            cannot run, or one whose package is missing; the message lists what is allowed.
+    """
+    from diffusers.models.attention_dispatch import AttentionBackendName, _check_attention_backend_requirements
+
+    names = [b.value for b in AttentionBackendName if "hub" not in b.value]
+    if backend not in names:
+        raise ValueError(f"speed.attention={backend!r} is not a local diffusers attention backend; allowed: {names}")
+    if device.type == "cpu" and backend not in CPU_ATTENTION:
+        raise ValueError(f"speed.attention={backend!r} needs a GPU; allowed on cpu: {list(CPU_ATTENTION)}")
+    try:
+        _check_attention_backend_requirements(AttentionBackendName(backend))
+    except (RuntimeError, ImportError) as error:
+        raise ValueError(f"speed.attention={backend!r} is not available here: {str(error).splitlines()[0]}") from None
+
+
+def use_attention(loaded: "LoadedPipeline", backend: str) -> None:
+    """Switch the shared transformer's attention backend when a generation asks for another."""
+    if loaded.attention != backend:
+        loaded.pipe.transformer.set_attention_backend(backend)
+        loaded.attention = backend
 
 
 def _build_if_missing(kind: str, build: str | None, folder: Path, seed: int) -> None:

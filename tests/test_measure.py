@@ -124,3 +124,23 @@ def test_the_toy_world_logs_prompt_adherence_beside_clip(make_cfg, tmp_path):
     for key in ("adherence_color", "adherence_shape", "adherence_direction", "clip_score"):
         assert key in child.data.metrics, key
     assert child.data.params["model"] == "toy"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("speed.attention=flash_hub", "speed.attention='flash_hub' is not a local diffusers attention backend"),
+    ("speed.attention=_native_flash", "speed.attention='_native_flash' needs a GPU; allowed on cpu: ['native', '_native_math']"),
+    ("model.dtype=float16", "model.dtype='float16' is not supported on cpu"),
+    ("model.dtype=float64", "model.dtype='float64' is not allowed; allowed: auto, float32, bfloat16, float16"),
+])
+def test_precision_and_attention_are_checked_before_any_run(make_cfg, tmp_path, override, message):
+    with pytest.raises(ValueError) as error:
+        measure_preset(make_cfg(override))
+    assert message in str(error.value)
+    assert not (tmp_path / "mlruns" / "mlflow.db").exists()
+
+
+def test_math_attention_and_bfloat16_run_and_are_logged(make_cfg, tmp_path):
+    summary = measure_preset(make_cfg("speed.attention=_native_math", "model.dtype=bfloat16", "model.path=" + str(tmp_path / "bf16-wan")))
+    client = store_client(tmp_path)
+    params = children(client, client.get_run(summary["run_id"]))[0].data.params
+    assert params["attention"] == "_native_math" and params["dtype"] == "bfloat16"
