@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import platform
 import statistics
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -22,7 +23,7 @@ from tqdm.auto import tqdm
 
 from harness import tracking
 from harness.generation import Generation, GenerationRequest, cache_config, generate
-from harness.models import LoadedPipeline, check_attention, load_pipeline, resolve_model
+from harness.models import COMPILE_MODES, LoadedPipeline, check_attention, load_pipeline, resolve_model
 from harness.presets import FRAME_RULE, Preset, VideoShape, read_preset_file, resolve_shape, validate_preset
 from harness.quality import ClipScorer, ReferenceVideos, fidelity, same_sampler
 
@@ -49,6 +50,7 @@ class Plan:
     cache_threshold: float = 0.05
     cache_interval: int = 5
     attention: str = "native"
+    compile: str = "off"
 
 
 def _positive_int(key: str, value: Any, minimum: int) -> int:
@@ -105,7 +107,12 @@ def plan(cfg: DictConfig) -> Plan:
         cache_threshold=cfg.speed.cache_threshold,
         cache_interval=cfg.speed.cache_interval,
         attention=str(cfg.speed.attention),
+        compile=str(cfg.speed.compile),
     )
+    if result.compile not in COMPILE_MODES:
+        raise ValueError(f"speed.compile={result.compile!r} is not allowed; allowed: {list(COMPILE_MODES)}")
+    if result.compile != "off" and not result.warmup_steps:
+        raise ValueError(f"speed.compile={result.compile!r} needs timing.warmup=true: compilation would be timed as generation")
     cache_config(_request(result, result.prompts[0], result.seeds[0]))  # checks the cache settings
     return result
 
@@ -128,14 +135,21 @@ def _request(plan_: Plan, prompt: str, seed: int) -> GenerationRequest:
     )
 
 
-def warm_up(loaded: LoadedPipeline, request: GenerationRequest, steps: int, solvers: dict) -> None:
-    """One short, unmeasured generation per video shape and process (kernels, allocator, caches)."""
+def warm_up(loaded: LoadedPipeline, request: GenerationRequest, steps: int, solvers: dict) -> float:
+    """One short, unmeasured generation per video shape and process (kernels, allocator,
+    caches, and compilation when the pipeline is compiled).
+
+    Returns:
+        Its seconds (0 when this shape was already warm).
+    """
     key = (id(loaded.pipe), request.shape.width, request.shape.height, request.shape.num_frames)
     if steps <= 0 or key in _WARMED:
-        return
+        return 0.0
     short = GenerationRequest(**{**request.__dict__, "steps": steps})
+    started = time.perf_counter()
     generate(loaded, short, solvers)
     _WARMED.add(key)
+    return time.perf_counter() - started
 
 
 def measure_video(loaded: LoadedPipeline, request: GenerationRequest, repeats: int, solvers: dict) -> tuple[Generation, dict[str, float]]:
@@ -183,6 +197,7 @@ def _params(plan_: Plan, loaded: LoadedPipeline, cfg: DictConfig, scheduler: str
         "cache_threshold": plan_.cache_threshold,
         "cache_interval": plan_.cache_interval,
         "attention": plan_.attention,
+        "compile": plan_.compile,
         "repeats": plan_.repeats,
         "warmup_steps": plan_.warmup_steps,
         "reference_sampler": "{sample_steps} {sample_solver} shift {sample_shift} guide {sample_guide_scale}".format(**plan_.reference.to_worker()),
@@ -206,7 +221,7 @@ def open_session(cfg: DictConfig, plan_: Plan) -> Session:
         harness.models.ModelUnavailableError: the weights cannot be found.
     """
     solvers = OmegaConf.to_container(cfg.solver, resolve=True)
-    loaded = load_pipeline(cfg.model)
+    loaded = load_pipeline(cfg.model, plan_.compile)
     check_attention(plan_.attention, loaded.device)  # before any run is opened
     scorer = ClipScorer(cfg.model) if cfg.quality.clip else None
     references = ReferenceVideos(Path(cfg.paths.cache_dir) / "references", loaded, plan_.reference, solvers)
@@ -263,13 +278,14 @@ def measure_in_run(
         plan_.preset.sample_steps, plan_.preset.sample_solver,
     )
     rows: list[dict[str, float]] = []
+    warmup_s = 0.0
     params = None
     tracking.log_config(cfg)
     with tqdm(total=videos, desc=plan_.name, unit="video") as progress:
         for prompt in plan_.prompts:
             for seed in plan_.seeds:
                 request = _request(plan_, prompt, seed)
-                warm_up(loaded, request, plan_.warmup_steps, solvers)
+                warmup_s += warm_up(loaded, request, plan_.warmup_steps, solvers)
                 generation, times = measure_video(loaded, request, plan_.repeats, solvers)
                 if params is None:
                     params = _params(plan_, loaded, cfg, generation.scheduler)
@@ -300,6 +316,7 @@ def measure_in_run(
                     on_video(len(rows) - 1, metrics)
     summary = _aggregate(rows)
     mlflow.log_metrics(summary)
+    mlflow.log_metric("time_warmup_s", warmup_s)  # includes compilation; never in wall time
     mlflow.log_metric("videos", len(rows))
     return {
         "name": plan_.name,

@@ -200,11 +200,17 @@ def locate(path: str, what: str, setting: str) -> str:
     raise _unavailable(what, path, FileNotFoundError(path), setting)
 
 
-def load_pipeline(model: Mapping[str, Any]) -> LoadedPipeline:
+COMPILE_MODES = ("off", "regional", "full")
+
+
+def load_pipeline(model: Mapping[str, Any], compile_mode: str = "off") -> LoadedPipeline:
     """Load (or reuse) the ``WanPipeline`` a model config names.
 
     Args:
         model: the ``model`` node (path, build, seed, device, dtype, vae_dtype).
+        compile_mode: ``off``, ``regional`` (``compile_repeated_blocks``) or ``full``
+            (``torch.compile`` of the transformer). Compiling cannot be undone, so each
+            mode is its own load; compilation itself happens on the first generation.
 
     Returns:
         The pipeline on its device, loaded once per process and config.
@@ -216,7 +222,9 @@ def load_pipeline(model: Mapping[str, Any]) -> LoadedPipeline:
     device = resolve_device(str(model["device"]))
     dtype = resolve_dtype(str(model["dtype"]), device)
     vae_dtype = resolve_dtype(str(model.get("vae_dtype", "float32")), device)
-    key = (str(model["path"]), str(device), str(dtype), str(vae_dtype))
+    if compile_mode not in COMPILE_MODES:
+        raise ValueError(f"speed.compile={compile_mode!r} is not allowed; allowed: {list(COMPILE_MODES)}")
+    key = (str(model["path"]), str(device), str(dtype), str(vae_dtype), compile_mode)
     if key in _PIPELINES:
         return _PIPELINES[key]
 
@@ -232,6 +240,10 @@ def load_pipeline(model: Mapping[str, Any]) -> LoadedPipeline:
         raise _unavailable(f"model {model['name']!r}", path, error, f"model={model['name']} model.path") from error
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
+    if compile_mode == "regional":
+        pipe.transformer.compile_repeated_blocks(fullgraph=True)
+    elif compile_mode == "full":
+        pipe.transformer.compile(fullgraph=True)
     LOAD_COUNT["pipeline"] += 1
     loaded = LoadedPipeline(pipe=pipe, device=device, dtype=dtype, name=str(model["name"]), source=path)
     _PIPELINES[key] = loaded

@@ -1,5 +1,6 @@
 """A preset measured end to end into a temporary MLflow store: runs, params, metrics, mp4s."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -144,3 +145,25 @@ def test_math_attention_and_bfloat16_run_and_are_logged(make_cfg, tmp_path):
     client = store_client(tmp_path)
     params = children(client, client.get_run(summary["run_id"]))[0].data.params
     assert params["attention"] == "_native_math" and params["dtype"] == "bfloat16"
+
+
+def test_regional_compile_is_a_separate_load_and_its_cost_is_reported_apart(make_cfg, tmp_path):
+    from harness.models import LOAD_COUNT
+
+    before = LOAD_COUNT["pipeline"]
+    summary = measure_preset(make_cfg("speed.compile=regional", "preset.sample_steps=4"))
+    assert LOAD_COUNT["pipeline"] == before + 1  # the eager pipeline stays usable beside it
+    run = store_client(tmp_path).get_run(summary["run_id"])
+    assert run.data.params["compile"] == "regional"
+    assert run.data.metrics["time_warmup_s"] > run.data.metrics["median_wall_time_s"]  # compiling happened there
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["speed.compile=max"], "speed.compile='max' is not allowed; allowed: ['off', 'regional', 'full']"),
+    (["speed.compile=full", "timing.warmup=false"], "speed.compile='full' needs timing.warmup=true"),
+])
+def test_bad_compile_settings(make_cfg, overrides, message):
+    from harness.measure import plan
+
+    with pytest.raises(ValueError, match=re.escape(message)):
+        plan(make_cfg(*overrides))
