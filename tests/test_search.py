@@ -226,3 +226,24 @@ def test_sigkill_mid_study_loses_nothing_and_leaves_nothing_running(tmp_path, mo
     client = store_client(tmp_path)
     experiment = client.get_experiment_by_name("wan-presets")
     assert not client.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'")
+
+
+def test_report_says_whether_levers_found_a_faster_feasible_preset():
+    from harness.report import levers_section
+
+    study = optuna.create_study()
+    dists = {"guidance_stop": optuna.distributions.FloatDistribution(0.25, 1.0, step=0.25)}
+    for stop, value, slack in [(1.0, 1.0, -1.0), (0.5, 0.6, 11.0), (0.75, 0.8, 3.0)]:
+        study.enqueue_trial({"guidance_stop": stop})
+        trial = study.ask(dists)
+        trial.set_constraint("floor_psnr_db", slack)
+        study.tell(trial, value)
+    text = levers_section(study)
+    assert "| with a lever | 2 | 0 |" in text and "| without | 1 | 1 | 1.000 |" in text
+    assert "did not find a faster feasible preset: psnr_db missed in 2 of 2 by a median 7.00" in text
+    study.enqueue_trial({"guidance_stop": 1.0, "cache": "first_block"})
+    trial = study.ask(dists | {"cache": optuna.distributions.CategoricalDistribution(["none", "first_block"])})
+    trial.set_constraint("floor_psnr_db", -0.5)
+    study.tell(trial, 0.7)
+    assert "The levers found the fastest feasible preset" in levers_section(study)
+    assert levers_section(optuna.create_study()) == ""
