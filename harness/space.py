@@ -7,17 +7,20 @@ from typing import Any, Mapping
 import optuna
 
 from harness.generation import CACHES
+from harness.models import COMPILE_MODES
 from harness.presets import Preset, official_frame_count, parse_size
 
 KINDS = ("int", "float", "categorical")
 SEARCHABLE = ("sample_steps", "sample_solver", "sample_shift", "sample_guide_scale", "frame_num", "size",
-              "guidance_stop", "cache", "cache_threshold")
+              "guidance_stop", "cache", "cache_threshold", "attention", "compile")
 # Searchable keys that are not the worker's: where they live in the config, and their value
 # in a preset that does not set them.
 LEVERS = {
     "guidance_stop": ("speed.guidance_stop", 1.0),
     "cache": ("speed.cache", "none"),
     "cache_threshold": ("speed.cache_threshold", 0.05),
+    "attention": ("speed.attention", "native"),   # a backend this device lacks fails its trial, with the reason
+    "compile": ("speed.compile", "off"),          # each mode is one more pipeline load in the study
 }
 
 
@@ -61,7 +64,7 @@ def distributions(space: Mapping[str, Mapping[str, Any]], solvers: Mapping[str, 
             raise ValueError(f"search.space.guidance_stop: low={low}, high={high} must lie in (0, 1]")
         if key == "sample_guide_scale" and low < 0:
             raise ValueError(f"search.space.sample_guide_scale.low={low} must be >= 0")
-        if key in ("sample_solver", "size", "frame_num", "cache"):
+        if key in ("sample_solver", "size", "frame_num", "cache", "attention", "compile"):
             raise ValueError(f"search.space.{key} must be type categorical (choices)")
         step = spec.get("step")
         if step is not None and not step > 0:
@@ -81,6 +84,8 @@ def _check_choice(key: str, choice: Any, solvers: Mapping[str, Any]) -> None:
         parse_size(choice)
     if key == "cache" and choice not in CACHES:
         raise ValueError(f"search.space.cache choice {choice!r} is not a cache; allowed: {list(CACHES)}")
+    if key == "compile" and choice not in COMPILE_MODES:
+        raise ValueError(f"search.space.compile choice {choice!r} is not allowed; allowed: {list(COMPILE_MODES)}")
     if key == "frame_num" and (not isinstance(choice, int) or choice < 1 or official_frame_count(choice) != choice):
         raise ValueError(f"search.space.frame_num choice {choice!r} must be a frame count 4n+1 (e.g. 81, 61, 45)")
 

@@ -71,3 +71,12 @@ def test_levers_search_adds_guidance_stop_outside_the_preset(make_cfg):
     assert space.overrides({"guidance_stop": 0.5}) == ["speed.guidance_stop=0.5"]
     preset = validate_preset(OmegaConf.to_container(cfg.preset), SOLVERS)
     assert space.params_of(preset, dists, "baseline")["guidance_stop"] == 1.0
+
+
+def test_attention_and_compile_are_searchable_levers():
+    dists = space.distributions({"attention": {"type": "categorical", "choices": ["native", "_native_math"]},
+                                 "compile": {"type": "categorical", "choices": ["off", "regional"]}}, SOLVERS)
+    assert set(dists) == {"attention", "compile"}
+    assert space.overrides({"attention": "_native_math", "compile": "regional"}) == ["speed.attention=_native_math", "speed.compile=regional"]
+    with pytest.raises(ValueError, match=re.escape("search.space.compile choice 'max' is not allowed; allowed: ['off', 'regional', 'full']")):
+        space.distributions({"compile": {"type": "categorical", "choices": ["max"]}}, SOLVERS)
