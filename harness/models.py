@@ -139,16 +139,23 @@ def use_attention(loaded: "LoadedPipeline", backend: str) -> None:
         loaded.attention = backend
 
 
-def _build_if_missing(kind: str, build: str | None, folder: Path, seed: int) -> None:
+def _build_if_missing(kind: str, build: str | None, folder: Path, seed: int, architecture: Any = None) -> None:
     if build is None or (folder / ("model_index.json" if kind == "wan" else "config.json")).exists():
         return
+    from omegaconf import OmegaConf
+
     from harness import small_models
 
-    builders = {("wan", "tiny"): small_models.build_tiny_wan, ("clip", "tiny"): small_models.build_tiny_clip}
+    builders = {("wan", "tiny"): small_models.build_tiny_wan, ("clip", "tiny"): small_models.build_tiny_clip,
+                ("wan", "random"): small_models.build_random_wan}
     if (kind, build) not in builders:
-        raise ValueError(f"model build={build!r} is not something the harness can build; allowed: tiny")
+        raise ValueError(f"model build={build!r} is not something the harness can build; allowed: tiny, random")
     log.info("building the %s %s model into %s (once)", build, kind, folder)
-    builders[(kind, build)](folder, seed=seed)
+    if build == "random":
+        plain = OmegaConf.to_container(architecture, resolve=True) if OmegaConf.is_config(architecture) else architecture
+        builders[(kind, build)](folder, seed=seed, architecture=plain)
+    else:
+        builders[(kind, build)](folder, seed=seed)
 
 
 def _unavailable(what: str, path: str, error: Exception, setting: str) -> ModelUnavailableError:
@@ -231,7 +238,7 @@ def load_pipeline(model: Mapping[str, Any], compile_mode: str = "off") -> Loaded
     from diffusers import AutoencoderKLWan, WanPipeline
 
     path = str(model["path"])
-    _build_if_missing("wan", model.get("build"), Path(path), int(model.get("seed", 0)))
+    _build_if_missing("wan", model.get("build"), Path(path), int(model.get("seed", 0)), model.get("architecture"))
     path = locate(path, f"model {model['name']!r}", f"model={model['name']} model.path")
     try:
         vae = AutoencoderKLWan.from_pretrained(path, subfolder="vae", dtype=vae_dtype)

@@ -202,3 +202,43 @@ def build_tiny_clip(folder: Path, seed: int = 0, image_size: int = 32) -> Path:
     model.save_pretrained(str(folder))
     processor.save_pretrained(str(folder))
     return folder
+
+
+def build_random_wan(folder: Path, seed: int = 0, architecture: dict | None = None) -> Path:
+    """Build a ``WanPipeline`` of a given architecture with random weights, and save it.
+
+    With the published 1.3B architecture (``conf/model/wan2.1-t2v-1.3b-random.yaml``)
+    this times like the real model without its weights. The tokenizer is the small word
+    tokenizer: its ids are valid for any vocabulary at least as large.
+
+    Args:
+        folder: destination (``save_pretrained`` layout).
+        seed: seed of the random weights.
+        architecture: ``transformer``, ``vae`` and ``text_encoder`` constructor arguments.
+
+    Returns:
+        ``folder``.
+
+    Raises:
+        ValueError: an architecture section is missing.
+    """
+    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline, WanTransformer3DModel
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    architecture = dict(architecture or {})
+    missing = [part for part in ("transformer", "vae", "text_encoder") if part not in architecture]
+    if missing:
+        raise ValueError(f"model.architecture lacks {missing}; it needs transformer, vae and text_encoder")
+    torch.manual_seed(seed)
+    tokenizer = build_word_tokenizer()
+    if architecture["text_encoder"]["vocab_size"] < len(tokenizer):
+        raise ValueError(f"model.architecture.text_encoder.vocab_size must be >= {len(tokenizer)}")
+    pipe = WanPipeline(
+        tokenizer=tokenizer,
+        text_encoder=UMT5EncoderModel(UMT5Config(**architecture["text_encoder"])),
+        vae=AutoencoderKLWan(**architecture["vae"]),
+        transformer=WanTransformer3DModel(**{**architecture["transformer"], "patch_size": tuple(architecture["transformer"]["patch_size"])}),
+        scheduler=UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0),
+    )
+    pipe.save_pretrained(str(folder))
+    return folder

@@ -130,3 +130,32 @@ def test_bad_cache_settings(setup, settings, message):
     with pytest.raises(ValueError) as error:
         generate(loaded, GenerationRequest(**{**request(shape).__dict__, **settings}), solvers)
     assert str(error.value) == message
+
+
+def test_the_random_real_architecture_builds_and_loads_through_the_same_path(make_cfg, tmp_path):
+    # The published 1.3B architecture, shrunk to test size through the same builder and loader.
+    cfg = make_cfg(
+        "model.architecture.transformer.num_layers=1", "model.architecture.transformer.num_attention_heads=2",
+        "model.architecture.transformer.attention_head_dim=16", "model.architecture.transformer.ffn_dim=32",
+        "model.architecture.transformer.text_dim=32", "model.architecture.vae.base_dim=8",
+        "model.architecture.vae.dim_mult=[1,1,1,1]", "model.architecture.vae.num_res_blocks=1",
+        "model.architecture.text_encoder.vocab_size=300", "model.architecture.text_encoder.d_model=32",
+        "model.architecture.text_encoder.d_ff=64", "model.architecture.text_encoder.d_kv=8",
+        "model.architecture.text_encoder.num_layers=1", "model.architecture.text_encoder.num_heads=4",
+        "model.device=cpu", "model.dtype=float32", "preset.frame_num=5", "preset.size='128*128'",
+        model="wan2.1-t2v-1.3b-random",
+    )
+    solvers = OmegaConf.to_container(cfg.solver)
+    loaded = load_pipeline(cfg.model)
+    assert (tmp_path / ".cache/models/wan2.1-t2v-1.3b-random/model_index.json").exists()
+    assert loaded.pipe.transformer.config.num_layers == 1 and loaded.pipe.vae.config.base_dim == 8
+    shape = resolve_shape(validate_preset(OmegaConf.to_container(cfg.preset), solvers))
+    video = generate(loaded, request(shape, steps=2), solvers)
+    assert video.frames.shape == (5, 128, 128, 3)
+
+
+def test_the_published_architecture_is_the_one_configured(make_cfg):
+    arch = make_cfg(model="wan2.1-t2v-1.3b-random").model.architecture
+    t = arch.transformer
+    assert (t.num_attention_heads * t.attention_head_dim, t.ffn_dim, t.num_attention_heads, t.num_layers) == (1536, 8960, 12, 30)
+    assert list(t.patch_size) == [1, 2, 2] and arch.text_encoder.d_model == t.text_dim == 4096
