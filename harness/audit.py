@@ -31,6 +31,7 @@ from harness import tracking  # noqa: E402
 from harness.generation import GenerationRequest, generate  # noqa: E402
 from harness.measure import open_session, plan  # noqa: E402
 from harness.presets import resolve_shape, validate_preset  # noqa: E402
+from harness.report import save_figure  # noqa: E402
 
 # The proposal's claimed speed-ups, each against the baseline preset.
 CLAIMS = {
@@ -210,9 +211,7 @@ def _plots(points: dict[str, list[Point]], folder: Path, fit: tuple[float, float
     axis.set_ylabel("wall time per video (s)")
     axis.legend()
     axis.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(folder / "steps.png", dpi=110)
-    plt.close(figure)
+    pictures = [save_figure(figure, folder / "steps.png")]
 
     tokens = points["tokens"]
     figure, axis = plt.subplots(figsize=(6, 4))
@@ -226,10 +225,7 @@ def _plots(points: dict[str, list[Point]], folder: Path, fit: tuple[float, float
     axis.set_ylabel("time per step (s)")
     axis.legend()
     axis.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(folder / "tokens.png", dpi=110)
-    plt.close(figure)
-    return [folder / "steps.png", folder / "tokens.png"]
+    return [*pictures, save_figure(figure, folder / "tokens.png")]
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from harness import tracking
 from harness.generation import Generation, GenerationRequest, cache_config, generate
-from harness.models import COMPILE_MODES, LoadedPipeline, check_attention, load_pipeline, resolve_model
+from harness.models import LoadedPipeline, check_attention, check_compile_mode, load_pipeline, resolve_model
 from harness.presets import FRAME_RULE, Preset, VideoShape, read_preset_file, resolve_shape, validate_preset
 from harness.quality import ClipScorer, ReferenceVideos, fidelity, same_sampler
 
@@ -109,8 +109,7 @@ def plan(cfg: DictConfig) -> Plan:
         attention=str(cfg.speed.attention),
         compile=str(cfg.speed.compile),
     )
-    if result.compile not in COMPILE_MODES:
-        raise ValueError(f"speed.compile={result.compile!r} is not allowed; allowed: {list(COMPILE_MODES)}")
+    check_compile_mode(result.compile)  # before anything loads
     if result.compile != "off" and not result.warmup_steps:
         raise ValueError(f"speed.compile={result.compile!r} needs timing.warmup=true: compilation would be timed as generation")
     cache_config(_request(result, result.prompts[0], result.seeds[0]))  # checks the cache settings

@@ -210,6 +210,12 @@ def locate(path: str, what: str, setting: str) -> str:
 COMPILE_MODES = ("off", "regional", "full")
 
 
+def check_compile_mode(compile_mode: str) -> None:
+    """Raises ValueError unless ``compile_mode`` is one of COMPILE_MODES."""
+    if compile_mode not in COMPILE_MODES:
+        raise ValueError(f"speed.compile={compile_mode!r} is not allowed; allowed: {list(COMPILE_MODES)}")
+
+
 def load_pipeline(model: Mapping[str, Any], compile_mode: str = "off") -> LoadedPipeline:
     """Load (or reuse) the ``WanPipeline`` a model config names.
 
@@ -229,8 +235,7 @@ def load_pipeline(model: Mapping[str, Any], compile_mode: str = "off") -> Loaded
     device = resolve_device(str(model["device"]))
     dtype = resolve_dtype(str(model["dtype"]), device)
     vae_dtype = resolve_dtype(str(model.get("vae_dtype", "float32")), device)
-    if compile_mode not in COMPILE_MODES:
-        raise ValueError(f"speed.compile={compile_mode!r} is not allowed; allowed: {list(COMPILE_MODES)}")
+    check_compile_mode(compile_mode)
     key = (str(model["path"]), str(device), str(dtype), str(vae_dtype), compile_mode)
     if key in _PIPELINES:
         return _PIPELINES[key]

@@ -23,9 +23,17 @@ import optuna  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from harness import tracking  # noqa: E402
-from harness.search import best_feasible, feasible, storage_url  # noqa: E402
+from harness.search import best_feasible, feasible, storage_url, study_run_id  # noqa: E402
 
 STATE_STYLE = {"feasible": ("tab:green", "o"), "infeasible": ("tab:red", "x"), "pruned": ("tab:gray", "v"), "failed": ("black", "s")}
+
+
+def save_figure(figure: Any, path: Path) -> Path:
+    """Lay out, write as PNG and close a matplotlib figure."""
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
 
 
 def load_study(cfg: DictConfig) -> optuna.Study:
@@ -101,10 +109,7 @@ def plot_pareto(study: optuna.Study, path: Path) -> Path:
         axis.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     figure.suptitle(f"study {study.study_name}: time against quality")
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
 
 
 def _front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -135,10 +140,7 @@ def plot_history(study: optuna.Study, path: Path) -> Path:
     axis.set_ylabel("median wall time per video (s)")
     axis.legend()
     axis.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
 
 
 def plot_importances(study: optuna.Study, path: Path) -> Path | None:
@@ -151,10 +153,7 @@ def plot_importances(study: optuna.Study, path: Path) -> Path | None:
     names = list(importances)[::-1]
     axis.barh(names, [importances[n] for n in names], color="tab:blue")
     axis.set_xlabel("importance for time per video (fANOVA)")
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
 
 
 def comparison(study: optuna.Study) -> str:
@@ -276,11 +275,11 @@ def write_report(cfg: DictConfig) -> Path:
 def _log_to_study_run(cfg: DictConfig, study_name: str, files: list[Path]) -> None:
     experiment_id = tracking.use_store(Path(cfg.paths.mlruns_dir), str(cfg.tracking.experiment))
     client = mlflow.MlflowClient()
-    found = client.search_runs([experiment_id], f"tags.kind = 'study' and tags.study = '{study_name}'", max_results=1)
-    if not found:
+    run_id = study_run_id(client, experiment_id, study_name)
+    if run_id is None:
         return
     for file in files:
-        client.log_artifact(found[0].info.run_id, str(file), artifact_path="report")
+        client.log_artifact(run_id, str(file), artifact_path="report")
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

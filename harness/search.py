@@ -144,7 +144,8 @@ def _close_orphans(client: mlflow.MlflowClient, experiment_id: str, study: optun
     return closed
 
 
-def _study_run_id(client: mlflow.MlflowClient, experiment_id: str, study_name: str) -> str | None:
+def study_run_id(client: mlflow.MlflowClient, experiment_id: str, study_name: str) -> str | None:
+    """The MLflow run of a study (one per study, resumed when it continues), or None."""
     found = client.search_runs([experiment_id], f"tags.kind = 'study' and tags.study = '{study_name}'", max_results=1)
     return found[0].info.run_id if found else None
 
@@ -350,7 +351,7 @@ def search_presets(cfg: DictConfig, base_overrides: list[str]) -> optuna.Study:
     print(f"floors: {'; '.join(f.describe() for f in floor_list)}; storage {storage_url(cfg)}")
 
     study_tags = {"kind": "study", "study": study_name, "optuna_storage": storage_url(cfg)}
-    run_id = _study_run_id(client, experiment_id, study_name)
+    run_id = study_run_id(client, experiment_id, study_name)
     started = time.perf_counter()
     parent = mlflow.start_run(run_id=run_id, run_name=f"study {study_name}", tags=study_tags)
     try:
