@@ -95,7 +95,8 @@ def run_audit(cfg: DictConfig) -> Path:
         walls = [r.wall_s for r in runs]
         wall = statistics.median(walls)
         return Point(
-            label=label, steps=steps, passes=2 if guidance > 1 else 1, tokens=shape.tokens, wall_s=wall,
+            label=label, steps=steps, passes=2 if guidance > 1 else 1,
+            tokens=loaded.latent_grid(shape.width, shape.height, shape.num_frames)[1], wall_s=wall,
             denoise_s=statistics.median(r.denoise_s for r in runs),
             step_s=statistics.median(statistics.median(r.step_times[1:] or r.step_times) for r in runs),
             spread=(max(walls) - min(walls)) / wall,

@@ -18,6 +18,7 @@ import torch
 from harness.models import LoadedPipeline, use_attention
 from harness.presets import VideoShape
 from harness.solvers import build_scheduler
+from harness.speed import Speed
 from harness.timing import PeakMemory, StepClock, now
 
 
@@ -33,48 +34,14 @@ class GenerationRequest:
     solver: str
     shift: float
     negative_prompt: str = ""
-    guidance_stop: float = 1.0  # fraction of steps with guidance; later steps run one pass
-    cache: str = "none"  # see CACHES
-    cache_threshold: float = 0.05
-    cache_interval: int = 5
-    attention: str = "native"  # diffusers attention backend (harness.models.check_attention)
+    speed: Speed = Speed()
 
     @property
     def guided_steps(self) -> int:
         """Steps that run both the conditional and the unconditional pass."""
         if self.guidance <= 1.0:
             return 0
-        return max(1, math.ceil(self.guidance_stop * self.steps - 1e-9))
-
-
-CACHES = ("none", "first_block", "taylorseer")
-
-
-def cache_config(request: GenerationRequest) -> Any:
-    """The diffusers cache config a request asks for, or None.
-
-    Raises:
-        ValueError: unknown cache, or a threshold/interval out of range.
-    """
-    from diffusers import FirstBlockCacheConfig, TaylorSeerCacheConfig
-
-    if request.cache == "none":
-        return None
-    if request.cache == "first_block":
-        if not 0 < request.cache_threshold < 1:
-            raise ValueError(f"speed.cache_threshold={request.cache_threshold!r} must be in (0, 1)")
-        return FirstBlockCacheConfig(threshold=request.cache_threshold)
-    if request.cache == "taylorseer":
-        if isinstance(request.cache_interval, bool) or not isinstance(request.cache_interval, int) or request.cache_interval < 2:
-            raise ValueError(f"speed.cache_interval={request.cache_interval!r} must be an integer >= 2")
-        # The default identifiers are full-matched ("^blocks.*attn"): Wan's blocks.N.attn1
-        # never matches, so the default caches nothing on Wan. Predict whole blocks instead.
-        return TaylorSeerCacheConfig(
-            cache_interval=request.cache_interval,
-            taylor_factors_dtype=torch.float32,
-            cache_identifiers=[r"^blocks\.\d+$"],
-        )
-    raise ValueError(f"speed.cache={request.cache!r} is not a cache; allowed: {list(CACHES)}")
+        return max(1, math.ceil(self.speed.guidance_stop * self.steps - 1e-9))
 
 
 @dataclass
@@ -119,8 +86,8 @@ def generate(loaded: LoadedPipeline, request: GenerationRequest, solvers: Mappin
     pipe, device = loaded.pipe, loaded.device
     # 1. Scheduler for this solver and shift (cheap; schedulers hold no weights).
     pipe.scheduler = build_scheduler(request.solver, request.shift, solvers)
-    use_attention(loaded, request.attention)
-    cache = cache_config(request)
+    use_attention(loaded, request.speed.attention)
+    cache = request.speed.cache_config()
     # Caches hold state across steps: enabled for this generation only, so the shared
     # pipeline always starts clean.
     if pipe.transformer.is_cache_enabled:

@@ -22,10 +22,11 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from harness import tracking
-from harness.generation import Generation, GenerationRequest, cache_config, generate
-from harness.models import LoadedPipeline, check_attention, check_compile_mode, load_pipeline, resolve_model
+from harness.generation import Generation, GenerationRequest, generate
+from harness.models import LoadedPipeline, check_attention, load_pipeline, resolve_model
 from harness.presets import FRAME_RULE, Preset, VideoShape, read_preset_file, resolve_shape, validate_preset
 from harness.quality import ClipScorer, ReferenceVideos, fidelity, same_sampler
+from harness.speed import Speed
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +46,7 @@ class Plan:
     negative_prompt: str
     repeats: int
     warmup_steps: int  # 0: no warm-up
-    guidance_stop: float = 1.0
-    cache: str = "none"
-    cache_threshold: float = 0.05
-    cache_interval: int = 5
-    attention: str = "native"
-    compile: str = "off"
+    speed: Speed = Speed()
 
 
 def _positive_int(key: str, value: Any, minimum: int) -> int:
@@ -88,9 +84,7 @@ def plan(cfg: DictConfig) -> Plan:
     for seed in seeds:
         _positive_int("prompts.seeds[]", seed, 0)
     repeats = _positive_int("timing.repeats", cfg.timing.repeats, 1)
-    guidance_stop = cfg.speed.guidance_stop
-    if isinstance(guidance_stop, bool) or not isinstance(guidance_stop, (int, float)) or not 0 < guidance_stop <= 1:
-        raise ValueError(f"speed.guidance_stop={guidance_stop!r} must be a fraction of the steps in (0, 1] (1 = guide every step)")
+    speed = Speed.from_config(cfg.speed)  # before anything loads
     warmup_steps = _positive_int("timing.warmup_steps", cfg.timing.warmup_steps, 1) if cfg.timing.warmup else 0
     result = Plan(
         name=str(cfg.name),
@@ -102,17 +96,10 @@ def plan(cfg: DictConfig) -> Plan:
         negative_prompt=str(cfg.prompts.negative_prompt or ""),
         repeats=repeats,
         warmup_steps=warmup_steps,
-        guidance_stop=float(guidance_stop),
-        cache=str(cfg.speed.cache),
-        cache_threshold=cfg.speed.cache_threshold,
-        cache_interval=cfg.speed.cache_interval,
-        attention=str(cfg.speed.attention),
-        compile=str(cfg.speed.compile),
+        speed=speed,
     )
-    check_compile_mode(result.compile)  # before anything loads
-    if result.compile != "off" and not result.warmup_steps:
-        raise ValueError(f"speed.compile={result.compile!r} needs timing.warmup=true: compilation would be timed as generation")
-    cache_config(_request(result, result.prompts[0], result.seeds[0]))  # checks the cache settings
+    if speed.compile != "off" and not warmup_steps:
+        raise ValueError(f"speed.compile={speed.compile!r} needs timing.warmup=true: compilation would be timed as generation")
     return result
 
 
@@ -126,11 +113,7 @@ def _request(plan_: Plan, prompt: str, seed: int) -> GenerationRequest:
         guidance=plan_.preset.sample_guide_scale,
         solver=plan_.preset.sample_solver,
         shift=plan_.preset.sample_shift,
-        guidance_stop=plan_.guidance_stop,
-        cache=plan_.cache,
-        cache_threshold=plan_.cache_threshold,
-        cache_interval=plan_.cache_interval,
-        attention=plan_.attention,
+        speed=plan_.speed,
     )
 
 
@@ -171,6 +154,7 @@ def measure_video(loaded: LoadedPipeline, request: GenerationRequest, repeats: i
 
 def _params(plan_: Plan, loaded: LoadedPipeline, cfg: DictConfig, scheduler: str) -> dict[str, Any]:
     shape = plan_.shape
+    latent_frames, tokens = loaded.latent_grid(shape.width, shape.height, shape.num_frames)
     return {
         **plan_.preset.to_worker(),
         "width": shape.width,
@@ -178,8 +162,8 @@ def _params(plan_: Plan, loaded: LoadedPipeline, cfg: DictConfig, scheduler: str
         "num_frames": shape.num_frames,
         "frames_requested": shape.frames_requested,
         "frames_official": shape.frames_official,
-        "latent_frames": shape.latent_frames,
-        "tokens": shape.tokens,
+        "latent_frames": latent_frames,
+        "tokens": tokens,
         "frame_rule": FRAME_RULE,
         "scale_spatial": cfg.model.scale.spatial,
         "scale_temporal": cfg.model.scale.temporal,
@@ -191,12 +175,7 @@ def _params(plan_: Plan, loaded: LoadedPipeline, cfg: DictConfig, scheduler: str
         "dtype": str(loaded.dtype).removeprefix("torch."),
         "torch_version": torch.__version__,
         "diffusers_version": diffusers.__version__,
-        "guidance_stop": plan_.guidance_stop,
-        "cache": plan_.cache,
-        "cache_threshold": plan_.cache_threshold,
-        "cache_interval": plan_.cache_interval,
-        "attention": plan_.attention,
-        "compile": plan_.compile,
+        **plan_.speed.params(),
         "repeats": plan_.repeats,
         "warmup_steps": plan_.warmup_steps,
         "reference_sampler": "{sample_steps} {sample_solver} shift {sample_shift} guide {sample_guide_scale}".format(**plan_.reference.to_worker()),
@@ -220,8 +199,8 @@ def open_session(cfg: DictConfig, plan_: Plan) -> Session:
         harness.models.ModelUnavailableError: the weights cannot be found.
     """
     solvers = OmegaConf.to_container(cfg.solver, resolve=True)
-    loaded = load_pipeline(cfg.model, plan_.compile)
-    check_attention(plan_.attention, loaded.device)  # before any run is opened
+    loaded = load_pipeline(cfg.model, plan_.speed.compile)
+    check_attention(plan_.speed.attention, loaded.device)  # before any run is opened
     scorer = ClipScorer(cfg.model) if cfg.quality.clip else None
     references = ReferenceVideos(Path(cfg.paths.cache_dir) / "references", loaded, plan_.reference, solvers)
     return Session(loaded=loaded, scorer=scorer, references=references, solvers=solvers)
@@ -299,8 +278,7 @@ def measure_in_run(
                     if cfg.model.get("world") == "toy":
                         metrics.update(toy_adherence(generation.frames, prompt))
                     if cfg.quality.fidelity:
-                        is_reference = (same_sampler(plan_.preset, plan_.reference)
-                                        and plan_.guidance_stop == 1.0 and plan_.cache == "none")
+                        is_reference = same_sampler(plan_.preset, plan_.reference) and not plan_.speed.changes_output
                         own = generation.frames if is_reference else None
                         reference = session.references.get(request, own_frames=own)
                         metrics.update(fidelity(generation.frames, reference, float(cfg.quality.psnr_cap_db)))

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 from diffusers.utils import logging as diffusers_logging
+
+from harness.speed import check_compile_mode
 from transformers.utils import logging as transformers_logging
 
 log = logging.getLogger(__name__)
@@ -43,6 +46,31 @@ class LoadedPipeline:
     name: str
     source: str
     attention: str = "native"
+
+    @cached_property
+    def weights(self) -> str:
+        """Fingerprint of the weights (:func:`weights_digest`): a retrained model gets a new one."""
+        return weights_digest(self.source)
+
+    def latent_grid(self, width: int, height: int, num_frames: int) -> tuple[int, int]:
+        """Latent frames and transformer tokens of a video, by this model's own strides.
+
+        Wan 2.1 compresses 4x in time and 8x in space and patches (1, 2, 2); a small model
+        may not (the toy world's VAE is 2x / 4x under a (1, 4, 4) patch), so the strides are
+        read from the pipeline rather than assumed.
+
+        Args:
+            width: frame width in pixels.
+            height: frame height in pixels.
+            num_frames: frames generated.
+
+        Returns:
+            ``(latent_frames, tokens)``.
+        """
+        temporal, spatial = self.pipe.vae_scale_factor_temporal, self.pipe.vae_scale_factor_spatial
+        _, patch_h, patch_w = self.pipe.transformer.config.patch_size
+        latent_frames = (num_frames - 1) // temporal + 1
+        return latent_frames, latent_frames * (height // spatial // patch_h) * (width // spatial // patch_w)
 
 
 _AUTO_LOGGED: set[str] = set()
@@ -207,13 +235,35 @@ def locate(path: str, what: str, setting: str) -> str:
     raise _unavailable(what, path, FileNotFoundError(path), setting)
 
 
-COMPILE_MODES = ("off", "regional", "full")
+def weights_digest(source: str) -> str:
+    """A short fingerprint of a model folder (or of a hub id, when the weights are remote).
 
+    Hashes every file's path, size and its first and last 64 KiB: cheap on billions of
+    parameters, yet a retrained model (new weights, same architecture) gets a new digest.
 
-def check_compile_mode(compile_mode: str) -> None:
-    """Raises ValueError unless ``compile_mode`` is one of COMPILE_MODES."""
-    if compile_mode not in COMPILE_MODES:
-        raise ValueError(f"speed.compile={compile_mode!r} is not allowed; allowed: {list(COMPILE_MODES)}")
+    Args:
+        source: a local folder, or a hub id.
+
+    Returns:
+        12 hex digits.
+    """
+    import hashlib
+
+    digest = hashlib.sha256()
+    folder = Path(source)
+    if not folder.is_dir():
+        digest.update(source.encode())
+        return digest.hexdigest()[:12]
+    chunk = 1 << 16
+    for file in sorted(p for p in folder.rglob("*") if p.is_file()):
+        size = file.stat().st_size
+        digest.update(f"{file.relative_to(folder)}:{size}".encode())
+        with file.open("rb") as handle:
+            digest.update(handle.read(chunk))
+            if size > chunk:
+                handle.seek(max(chunk, size - chunk))
+                digest.update(handle.read())
+    return digest.hexdigest()[:12]
 
 
 def load_pipeline(model: Mapping[str, Any], compile_mode: str = "off") -> LoadedPipeline:

@@ -192,14 +192,8 @@ class VideoShape:
     num_frames: int
     frames_requested: int
     frames_official: int
-    latent_frames: int
     preset_width: int
     preset_height: int
-
-    @property
-    def tokens(self) -> int:
-        """Transformer tokens at Wan's patch (1, 2, 2) over the VAE's (4, 8, 8) stride."""
-        return self.latent_frames * (self.height // 16) * (self.width // 16)
 
 
 def _scale_side(side: int, factor: float) -> int:
@@ -245,7 +239,6 @@ def resolve_shape(preset: Preset, spatial_scale: float = 1, temporal_scale: floa
         num_frames=(latent_frames - 1) * VAE_TEMPORAL_STRIDE + 1,
         frames_requested=preset.frame_num,
         frames_official=frames_official,
-        latent_frames=latent_frames,
         preset_width=parse_size(preset.size)[0],
         preset_height=parse_size(preset.size)[1],
     )

@@ -131,6 +131,7 @@ class ReferenceVideos:
     def _path(self, request: GenerationRequest) -> Path:
         key = {
             "model": self.loaded.source,
+            "weights": self.loaded.weights,  # a retrained model at the same path has new references
             "dtype": str(self.loaded.dtype),
             "device": self.loaded.device.type,
             "prompt": request.prompt,

@@ -12,6 +12,8 @@ same machine. The pipeline is loaded once for the whole study.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import time
@@ -30,6 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 from harness import space, tracking
 from harness.generation import GenerationRequest, generate
 from harness.measure import measure_in_run, open_session, plan
+from harness.models import load_pipeline
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +106,47 @@ def open_study(cfg: DictConfig) -> optuna.Study:
     )
     optuna.storages.fail_stale_trials(study)
     return study
+
+
+def measured_with(cfg: DictConfig, base_overrides: list[str]) -> dict[str, str]:
+    """What every trial of a study must share to be compared: weights, device, prompts and seeds.
+
+    Loads the pipeline (once per process; the trials reuse it).
+    """
+    base = compose_trial(base_overrides)
+    plan_ = plan(base)
+    loaded = load_pipeline(base.model, plan_.speed.compile)
+    device = torch.cuda.get_device_name(loaded.device) if loaded.device.type == "cuda" else "cpu"
+    prompts = json.dumps([plan_.prompts, list(cfg.search.seeds), plan_.negative_prompt])
+    return {
+        "model": f"{loaded.name} (weights {loaded.weights})",
+        "device": f"{device} {str(loaded.dtype).removeprefix('torch.')}",
+        "prompts": f"{len(plan_.prompts)} prompt(s) x {len(cfg.search.seeds)} seed(s) "
+                   f"({hashlib.sha256(prompts.encode()).hexdigest()[:8]})",
+    }
+
+
+def check_comparable(study: optuna.Study, identity: dict[str, str], storage: str) -> None:
+    """Record what the study measures with, or refuse to add trials measured with something else.
+
+    Raises:
+        ValueError: the study's trials were measured with other weights, device or prompts
+            (a retrained model, a new GPU): mixing them would compare unlike times and scores.
+    """
+    recorded = study.user_attrs.get("measured_with")
+    if recorded is None:
+        if study.get_trials(deepcopy=False):
+            log.warning("study %s predates fingerprints of what it measures with; assuming its trials used %s",
+                        study.study_name, identity)
+        study.set_user_attr("measured_with", identity)
+        return
+    changed = [f"{key} {recorded.get(key)!r}, now {value!r}" for key, value in identity.items() if recorded.get(key) != value]
+    if changed:
+        raise ValueError(
+            f"study {study.study_name!r} was measured with {'; '.join(changed)}: its trials would not compare with "
+            f"new ones; choose a new search.study_name, or delete it: "
+            f"optuna delete-study --study-name {study.study_name} --storage {storage}"
+        )
 
 
 def feasible(trial: optuna.trial.FrozenTrial) -> bool:
@@ -320,9 +364,10 @@ def search_presets(cfg: DictConfig, base_overrides: list[str]) -> optuna.Study:
     n_trials = cfg.search.n_trials
     if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
         raise ValueError(f"search.n_trials={n_trials!r} must be an integer >= 1")
-    plan(compose_trial(base_overrides))  # the base preset and prompts are valid
+    identity = measured_with(cfg, base_overrides)  # also checks the base preset and prompts
 
     study = open_study(cfg)
+    check_comparable(study, identity, storage_url(cfg))
     experiment_id = tracking.use_store(Path(cfg.paths.mlruns_dir), str(cfg.tracking.experiment))
     client = mlflow.MlflowClient()
     closed = _close_orphans(client, experiment_id, study)

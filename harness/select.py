@@ -99,16 +99,16 @@ def select_preset(cfg: DictConfig, base_overrides: list[str]) -> tuple[Path, Pat
             f"WARNING: sample_solver={preset.sample_solver!r} exists only through diffusers; the official "
             f"Wan code path (generate.py) offers only unipc and dpm++."
         )
-    if plan_.guidance_stop < 1.0:
+    if plan_.speed.guidance_stop < 1.0:
         notes.append(
-            f"WARNING: measured with guidance truncation (speed.guidance_stop={plan_.guidance_stop:g}: "
-            f"guidance on the first {plan_.guidance_stop:.0%} of the steps), which is not a worker key; "
+            f"WARNING: measured with guidance truncation (speed.guidance_stop={plan_.speed.guidance_stop:g}: "
+            f"guidance on the first {plan_.speed.guidance_stop:.0%} of the steps), which is not a worker key; "
             f"the worker must implement it to reach expected_time."
         )
-    if plan_.cache != "none":
+    if plan_.speed.cache != "none":
         notes.append(
-            f"WARNING: measured with the diffusers cache speed.cache={plan_.cache} (threshold "
-            f"{plan_.cache_threshold:g}), which is not a worker key; the worker must enable it."
+            f"WARNING: measured with the diffusers cache speed.cache={plan_.speed.cache} (threshold "
+            f"{plan_.speed.cache_threshold:g}), which is not a worker key; the worker must enable it."
         )
     folder = Path(cfg.paths.root_dir) / "experiments" / study.study_name
     return write_preset_files(preset, folder, "video_fast", notes)

@@ -6,9 +6,8 @@ from typing import Any, Mapping
 
 import optuna
 
-from harness.generation import CACHES
-from harness.models import COMPILE_MODES
 from harness.presets import Preset, official_frame_count, parse_size
+from harness.speed import CACHES, COMPILE_MODES
 
 KINDS = ("int", "float", "categorical")
 SEARCHABLE = ("sample_steps", "sample_solver", "sample_shift", "sample_guide_scale", "frame_num", "size",

@@ -1,5 +1,7 @@
 """Real tiny generations through WanPipeline: solvers, shift, seeds, timings."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from omegaconf import OmegaConf
@@ -7,6 +9,7 @@ from omegaconf import OmegaConf
 from harness.generation import GenerationRequest, generate
 from harness.models import LOAD_COUNT, load_pipeline
 from harness.presets import resolve_shape, validate_preset
+from harness.speed import Speed
 
 
 @pytest.fixture
@@ -83,7 +86,7 @@ def test_guidance_truncation_drops_the_unconditional_pass(setup, stop, calls):
     loaded, shape, solvers = setup
     counted, handle = count_transformer_calls(loaded.pipe)
     try:
-        video = generate(loaded, GenerationRequest(**{**request(shape).__dict__, "guidance_stop": stop}), solvers)
+        video = generate(loaded, replace(request(shape), speed=Speed(guidance_stop=stop)), solvers)
     finally:
         handle.remove()
     assert len(counted) == calls  # 4 steps: 2 passes while guided, 1 after
@@ -109,7 +112,7 @@ def test_a_cache_skips_transformer_work_and_is_removed_afterwards(setup, cache, 
     try:
         generate(loaded, plain, solvers)
         uncached = len(calls)
-        cached = generate(loaded, GenerationRequest(**{**plain.__dict__, "cache": cache, **settings}), solvers)
+        cached = generate(loaded, replace(plain, speed=Speed(cache=cache, **settings)), solvers)
         with_cache = len(calls) - uncached
         generate(loaded, plain, solvers)
         after = len(calls) - uncached - with_cache
@@ -128,7 +131,7 @@ def test_a_cache_skips_transformer_work_and_is_removed_afterwards(setup, cache, 
 def test_bad_cache_settings(setup, settings, message):
     loaded, shape, solvers = setup
     with pytest.raises(ValueError) as error:
-        generate(loaded, GenerationRequest(**{**request(shape).__dict__, **settings}), solvers)
+        generate(loaded, replace(request(shape), speed=Speed(**settings)), solvers)
     assert str(error.value) == message
 
 
@@ -152,6 +155,9 @@ def test_the_random_real_architecture_builds_and_loads_through_the_same_path(mak
     shape = resolve_shape(validate_preset(OmegaConf.to_container(cfg.preset), solvers))
     video = generate(loaded, request(shape, steps=2), solvers)
     assert video.frames.shape == (5, 128, 128, 3)
+    # Wan's strides (4x time, 8x space, patch (1, 2, 2)): the published token count at 480*832*81
+    assert loaded.latent_grid(128, 128, 5) == (2, 128)
+    assert loaded.latent_grid(480, 832, 81) == (21, 32760)
 
 
 def test_the_published_architecture_is_the_one_configured(make_cfg):

@@ -167,3 +167,36 @@ def test_bad_compile_settings(make_cfg, overrides, message):
 
     with pytest.raises(ValueError, match=re.escape(message)):
         plan(make_cfg(*overrides))
+
+
+def test_references_of_a_retrained_model_at_the_same_path_are_not_reused(make_cfg, model_dir, tmp_path):
+    import shutil
+
+    import numpy as np
+    import torch
+    from omegaconf import OmegaConf
+
+    from harness.generation import GenerationRequest
+    from harness.models import LoadedPipeline
+    from harness.presets import resolve_shape, validate_preset
+    from harness.quality import ReferenceVideos
+
+    cfg = make_cfg()
+    solvers = OmegaConf.to_container(cfg.solver)
+    preset = validate_preset(OmegaConf.to_container(cfg.preset), solvers)
+    request = GenerationRequest("a red circle moving left", 0, resolve_shape(preset, 8, 4), 25, 6.5, "unipc", 5.0)
+    weights = tmp_path / "model"
+    shutil.copytree(model_dir / "tiny-wan", weights)
+
+    def references():  # a fresh load of whatever the folder holds now
+        loaded = LoadedPipeline(pipe=None, device=torch.device("cpu"), dtype=torch.float32, name="tiny", source=str(weights))
+        return ReferenceVideos(tmp_path / "references", loaded, preset, solvers)
+
+    before, after = np.zeros((1, 2, 2, 3), np.uint8), np.ones((1, 2, 2, 3), np.uint8)
+    assert (references().get(request, own_frames=before) == before).all()
+    assert (references().get(request, own_frames=after) == before).all()  # same weights: the cached reference
+    file = next(weights.glob("transformer/*.safetensors"))
+    data = bytearray(file.read_bytes())
+    data[-1] ^= 0xFF  # retrained: one weight differs
+    file.write_bytes(bytes(data))
+    assert (references().get(request, own_frames=after) == after).all()

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -137,6 +138,24 @@ def test_select_exports_the_worker_format_and_it_loads_back(study_root):
     assert {p["seed"] for p in [r.data.params for r in mlflow_runs(root, "video")] if "seed" in p} >= {"100", "101"}
     reloaded = plan(compose_cfg([*overrides, f"preset_file={yaml_path}"]))
     assert reloaded.preset.to_worker() == exported
+
+
+def test_a_study_refuses_trials_measured_with_other_prompts_or_weights(study_root, model_dir, tmp_path):
+    root, overrides, _ = study_root
+    before = [(t.number, t.state, t.value) for t in load(compose_cfg(overrides)).trials]
+    other = [*overrides, "search.n_trials=8", "search.seeds=[0,1]"]
+    with pytest.raises(ValueError, match=r"^study 'video_fast' was measured with prompts '1 prompt\(s\) x 1 seed\(s\)"):
+        search_presets(compose_cfg(other), other)
+    retrained = tmp_path / "tiny-wan"  # same architecture, one weight changed
+    shutil.copytree(model_dir / "tiny-wan", retrained)
+    weights = next(retrained.glob("transformer/*.safetensors"))
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    other = [*overrides, "search.n_trials=8", f"model.path={retrained}"]
+    with pytest.raises(ValueError, match=r"^study 'video_fast' was measured with model 'tiny \(weights \w+\)', now"):
+        search_presets(compose_cfg(other), other)
+    assert [(t.number, t.state, t.value) for t in load(compose_cfg(overrides)).trials] == before
 
 
 def test_choose_prefers_fidelity_among_equally_fast_trials():

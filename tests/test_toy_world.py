@@ -78,6 +78,15 @@ def test_shipped_pipeline_generates() -> None:
     assert np.isfinite(frames).all()
 
 
+def test_the_shipped_model_reports_its_own_latent_grid(make_cfg) -> None:
+    # read from the pipeline (VAE strides, transformer patch), not assumed from Wan 2.1
+    from harness.models import load_pipeline
+
+    loaded = load_pipeline(make_cfg(model="toy").model)
+    assert (loaded.pipe.vae_scale_factor_spatial, loaded.pipe.vae_scale_factor_temporal) == (8, 4)
+    assert loaded.latent_grid(48, 80, 17) == (5, 5 * 3 * 5)
+
+
 def test_shipped_clip_loads() -> None:
     from transformers import CLIPModel, CLIPProcessor
 
