@@ -36,9 +36,9 @@ from harness.toy_world import COLORS, SHAPES, adherence, captions, make_caption,
 
 HERE = Path(__file__).parent
 # worker presets mapped to the toy size: (solver, steps, guidance, shift, height, width, frames)
-PRESETS: dict[str, tuple[str, int, float, float, int, int, int]] = {
-    "current": ("unipc", 25, 6.5, 5.0, 80, 48, 17),
+PRESETS: dict[str, tuple[str, int, float, float, int, int, int]] = {  # balanced first: the acceptance setting
     "balanced": ("euler", 18, 6.5, 3.0, 80, 48, 13),
+    "current": ("unipc", 25, 6.5, 5.0, 80, 48, 17),
     "aggressive": ("euler", 15, 6.0, 2.5, 64, 32, 9),
     "quality": ("dpm++", 20, 6.5, 4.0, 80, 48, 17),
 }

@@ -79,7 +79,7 @@ def ship(work: Path, out: Path) -> dict:
 
     Args:
         work: training folder with every stage done.
-        out: shipping folder, replaced.
+        out: shipping folder; its ``wan/`` and ``clip/`` are replaced, the model card is kept.
 
     Returns:
         Summary: size in bytes, the stage summaries.
@@ -89,8 +89,8 @@ def ship(work: Path, out: Path) -> dict:
     missing = [s for s in STAGES[:-1] if not (work / f"{s}.json").exists()]
     if missing:
         raise ValueError(f"stages {missing} have not run in {work}; run them first (--stage all)")
-    if out.exists():
-        shutil.rmtree(out)
+    for part in ("wan", "clip"):  # the model card (README.md, grid.png) stays
+        shutil.rmtree(out / part, ignore_errors=True)
     pipe = load_pipeline(work, WanTransformer3DModel.from_pretrained(str(work / "transformer")))
     pipe.save_pretrained(str(out / "wan"), safe_serialization=True)
     shutil.copytree(work / "clip", out / "clip")
