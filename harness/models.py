@@ -15,9 +15,9 @@ from typing import Any, Mapping
 
 import torch
 from diffusers.utils import logging as diffusers_logging
+from transformers.utils import logging as transformers_logging
 
 from harness.speed import check_compile_mode
-from transformers.utils import logging as transformers_logging
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +56,8 @@ class LoadedPipeline:
         """Latent frames and transformer tokens of a video, by this model's own strides.
 
         Wan 2.1 compresses 4x in time and 8x in space and patches (1, 2, 2); a small model
-        may not (the toy world's VAE is 2x / 4x under a (1, 4, 4) patch), so the strides are
-        read from the pipeline rather than assumed.
+        need not, so the strides are read from the pipeline's VAE config and transformer
+        config rather than assumed.
 
         Args:
             width: frame width in pixels.

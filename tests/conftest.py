@@ -20,6 +20,19 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("models")
 
 
+def retrain_one_weight(model: Path, into: Path) -> Path:
+    """Copy a pipeline folder and flip one byte of its transformer weights: same architecture,
+    same configs, other weights (what a retrain at the same path looks like)."""
+    import shutil
+
+    shutil.copytree(model, into)
+    weights = next(into.glob("transformer/*.safetensors"))
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    return into
+
+
 @pytest.fixture
 def base_overrides(tmp_path: Path, model_dir: Path) -> list[str]:
     """Overrides every test config starts from: tiny model, one prompt, outputs in tmp_path."""

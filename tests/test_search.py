@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from harness.report import write_report
 from harness.search import best_feasible, feasible, search_presets, storage_url
 from harness.select import choose, select_preset
 
-from conftest import CONF_DIR, store_client
+from conftest import CONF_DIR, retrain_one_weight, store_client
 
 ROOT = Path(__file__).resolve().parents[1]
 STATES = optuna.trial.TrialState
@@ -146,12 +145,7 @@ def test_a_study_refuses_trials_measured_with_other_prompts_or_weights(study_roo
     other = [*overrides, "search.n_trials=8", "search.seeds=[0,1]"]
     with pytest.raises(ValueError, match=r"^study 'video_fast' was measured with prompts '1 prompt\(s\) x 1 seed\(s\)"):
         search_presets(compose_cfg(other), other)
-    retrained = tmp_path / "tiny-wan"  # same architecture, one weight changed
-    shutil.copytree(model_dir / "tiny-wan", retrained)
-    weights = next(retrained.glob("transformer/*.safetensors"))
-    data = bytearray(weights.read_bytes())
-    data[-1] ^= 0xFF
-    weights.write_bytes(bytes(data))
+    retrained = retrain_one_weight(model_dir / "tiny-wan", tmp_path / "tiny-wan")
     other = [*overrides, "search.n_trials=8", f"model.path={retrained}"]
     with pytest.raises(ValueError, match=r"^study 'video_fast' was measured with model 'tiny \(weights \w+\)', now"):
         search_presets(compose_cfg(other), other)
