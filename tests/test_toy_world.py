@@ -47,6 +47,17 @@ def test_render_clip_is_deterministic() -> None:
         render_clip("pink", "circle", "left", 9, 80, 48)
 
 
+@pytest.mark.parametrize("height,width", [(80, 48), (64, 32)])
+def test_the_shape_stays_whole_inside_the_frame(height: int, width: int) -> None:
+    # a shape cut by the border would change its outline and fool the shape check
+    for shape in SHAPES:
+        for direction in DIRECTIONS:
+            for seed in range(10):
+                clip = render_clip("red", shape, direction, 9, height, width, seed)
+                area = (clip != clip[0, 0, 0]).any(axis=-1).sum(axis=(1, 2))
+                assert area.max() - area.min() <= 0.1 * area.max(), (shape, direction, seed, area)
+
+
 @pytest.mark.parametrize("frames,height,width", [(17, 80, 48), (13, 80, 48), (9, 64, 32)])
 def test_adherence_is_right_on_drawn_clips(frames: int, height: int, width: int) -> None:
     right, total = 0, 0

@@ -1,8 +1,8 @@
 """Train the toy text-to-video world and ship it to ``harness/models/toy``.
 
 Stages (each saves its result under ``--work``, so a later stage can run alone):
-``vae`` -> ``vae2`` -> ``vae3`` -> ``vae4`` (each continues the VAE) -> ``text`` ->
-``transformer`` (needs the VAE and text) -> ``clip`` -> ``ship`` (needs all).
+``vae`` -> ``text`` -> ``transformer`` (needs the VAE and text) -> ``transformer2``
+(continues it) -> ``clip`` -> ``ship`` (needs all).
 
     python -m experiments.toy_world.train --stage all
     python -m experiments.toy_world.train --stage transformer   # rerun one stage
@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 from diffusers import WanPipeline, WanTransformer3DModel
 
-STAGES = ("vae", "vae2", "vae3", "vae4", "text", "transformer", "clip", "ship")
-STEPS = {"vae": 900, "vae2": 450, "vae3": 500, "vae4": 500, "transformer": 4000, "clip": 1500}  # full run
-SMOKE_STEPS = {"vae": 10, "vae2": 5, "vae3": 5, "vae4": 5, "transformer": 20, "clip": 20}
+STAGES = ("vae", "text", "transformer", "transformer2", "clip", "ship")
+STEPS = {"vae": 1600, "transformer": 4000, "transformer2": 3000, "clip": 1500}  # full run
+SMOKE_STEPS = {"vae": 10, "transformer": 20, "transformer2": 10, "clip": 20}
 
 
 def run_stage(stage: str, work: Path, out: Path, steps: dict[str, int]) -> dict:
@@ -42,18 +42,6 @@ def run_stage(stage: str, work: Path, out: Path, steps: dict[str, int]) -> dict:
         from experiments.toy_world.vae import train_vae
 
         summary = train_vae(work / "vae", steps["vae"])
-    elif stage == "vae2":  # a second phase from the first one's weights, at a lower peak rate
-        from experiments.toy_world.vae import train_vae
-
-        summary = train_vae(work / "vae", steps["vae2"], lr=1e-3, seed=1, resume=True)
-    elif stage == "vae3":  # a third phase, 60% of steps on single frames (32 a step): sharp shapes
-        from experiments.toy_world.vae import train_vae
-
-        summary = train_vae(work / "vae", steps["vae3"], lr=1e-3, seed=2, resume=True, image_share=0.6)
-    elif stage == "vae4":  # as vae3, decoding the posterior mode (as inference does): sharper edges
-        from experiments.toy_world.vae import train_vae
-
-        summary = train_vae(work / "vae", steps["vae4"], lr=1e-3, seed=3, resume=True, image_share=0.6, sample=False)
     elif stage == "text":
         from experiments.toy_world.text import build_text_encoder
 
@@ -62,6 +50,10 @@ def run_stage(stage: str, work: Path, out: Path, steps: dict[str, int]) -> dict:
         from experiments.toy_world.transformer import train_transformer
 
         summary = train_transformer(work, steps["transformer"])
+    elif stage == "transformer2":  # a second phase from the first one's EMA weights, at half the peak rate
+        from experiments.toy_world.transformer import train_transformer
+
+        summary = train_transformer(work, steps["transformer2"], lr=5e-4, seed=1, resume=True)
     elif stage == "clip":
         from experiments.toy_world.clip import train_clip
 

@@ -148,7 +148,8 @@ def sample_t(batch: int, generator: torch.Generator) -> torch.Tensor:
 
 
 def train_transformer(
-    work: Path, steps: int, batch: int = 16, lr: float = 1e-3, seed: int = 0, ema_decay: float = 0.998
+    work: Path, steps: int, batch: int = 16, lr: float = 1e-3, seed: int = 0, ema_decay: float = 0.998,
+    resume: bool = False,
 ) -> dict:
     """Encode the dataset, train the transformer, save its EMA weights to ``work/transformer``.
 
@@ -159,13 +160,17 @@ def train_transformer(
         lr: peak learning rate (cosine to 10% after a 200-step warm-up).
         seed: seed of weights, data and noise.
         ema_decay: decay of the weight average that is saved.
+        resume: continue from the transformer saved in ``work`` (a second phase) instead of a new one.
 
     Returns:
         Summary: parameters, steps, dataset size, final loss, wall seconds.
     """
     start = time.time()
     torch.manual_seed(seed)
-    model = build_transformer().train()
+    if resume:
+        model = WanTransformer3DModel.from_pretrained(str(work / "transformer")).train()
+    else:
+        model = build_transformer().train()
     pipe = load_pipeline(work, model)
     all_captions = captions()
     embeds = text_embeddings(pipe, all_captions + [""])  # last row: the empty prompt
@@ -215,6 +220,8 @@ def train_transformer(
         "params": sum(p.numel() for p in model.parameters()),
         "steps": steps,
         "batch": batch,
+        "lr": lr,
+        "resume": resume,
         "dataset_clips": {f"{f}x{h}x{w}": len(data[(f, h, w)][0]) for f, h, w in data},
         "encode_s": encode_s,
         "final_loss": ema_loss,

@@ -22,7 +22,7 @@ from harness.toy_world import adherence, captions
 
 
 def build_vae() -> AutoencoderKLWan:
-    """A small Wan VAE: 8x spatial, 4x temporal compression, 16 latent channels.
+    """A small Wan VAE: 8x spatial, 4x temporal compression (as Wan's), 16 latent channels.
 
     Returns:
         Randomly initialised ``AutoencoderKLWan`` (0.22M parameters).
@@ -67,14 +67,16 @@ def image_batch(rng: np.random.Generator, batch: int) -> np.ndarray:
 
 
 def fit(
-    vae: AutoencoderKLWan, steps: int, batch: int, lr: float, seed: int, desc: str, image_share: float = 0.0,
-    sample: bool = True,
+    vae: AutoencoderKLWan, steps: int, batch: int, lr: float, seed: int, desc: str,
+    image_share: tuple[float, float], sample_share: float,
 ) -> float:
     """Train a VAE in place on random clips (sizes drawn from ``VAE_SIZES``) and single frames.
 
     A single frame is the VAE's first chunk alone: eight times as many frames per step
-    teach the spatial code (shape, colour) much faster than clips; clip steps keep the
-    causal cache between chunks trained.
+    teach the spatial code (shape, colour) much faster than clips, so training starts
+    image-heavy; clip steps keep the causal cache between chunks trained. Decoding
+    posterior samples first regularises the code; decoding the mode later (what inference
+    uses) sharpens edges.
 
     Args:
         vae: the model.
@@ -83,8 +85,9 @@ def fit(
         lr: peak learning rate (cosine decay to 5% after a 50-step warm-up).
         seed: seed of the clips (posterior samples follow torch's global generator).
         desc: progress-bar label.
-        image_share: share of steps on ``8 * batch`` single frames instead of clips.
-        sample: decode a posterior sample (True) or its mode (sharper, what inference uses).
+        image_share: share of steps on ``8 * batch`` single frames instead of clips, at the
+            first and the last step (linear in between).
+        sample_share: share of steps (the first ones) that decode a posterior sample.
 
     Returns:
         The smoothed final loss.
@@ -98,9 +101,11 @@ def fit(
     ema_loss = None
     governor = ThreadGovernor()
     bar = tqdm(range(steps), desc=desc)
-    for _ in bar:
+    for step in bar:
         governor()
-        if image_share > 0 and rng.random() < image_share:
+        share = image_share[0] + (image_share[1] - image_share[0]) * step / max(1, steps - 1)
+        sample = step < sample_share * steps
+        if rng.random() < share:
             x = to_model_range(image_batch(rng, 8 * batch))
         else:
             x = to_model_range(clip_batch(rng, batch, pick_size(rng, VAE_SIZES))[0])
@@ -120,10 +125,10 @@ def fit(
 
 
 def train_vae(
-    out: Path, steps: int, batch: int = 4, lr: float = 2e-3, seed: int = 0, resume: bool = False,
-    image_share: float = 0.0, sample: bool = True,
+    out: Path, steps: int, batch: int = 4, lr: float = 3e-3, seed: int = 0,
+    image_share: tuple[float, float] = (0.7, 0.3), sample_share: float = 0.5,
 ) -> dict:
-    """Train the VAE (from scratch, or on from ``out``), store latent statistics in its config, save it.
+    """Train the VAE from scratch, store latent statistics in its config, save it.
 
     Args:
         out: folder for ``save_pretrained``.
@@ -131,21 +136,16 @@ def train_vae(
         batch: clips per step.
         lr: peak learning rate.
         seed: seed of weights and data.
-        resume: continue from the VAE saved in ``out`` (a later phase) instead of a new one.
-        image_share: share of steps on single frames (see :func:`fit`).
-        sample: decode posterior samples, else the mode (see :func:`fit`).
+        image_share: share of steps on single frames, first and last (see :func:`fit`).
+        sample_share: share of steps decoding posterior samples (see :func:`fit`).
 
     Returns:
         Summary: parameters, steps, final loss, reconstruction check, wall seconds.
     """
     start = time.time()
     torch.manual_seed(seed)
-    if resume:
-        vae = AutoencoderKLWan.from_pretrained(str(out))
-        torch.manual_seed(seed)
-    else:
-        vae = build_vae()  # training goes on with the generator after initialisation
-    final_loss = fit(vae, steps, batch, lr, seed, f"vae (seed {seed})", image_share, sample)
+    vae = build_vae()  # training goes on with the generator after initialisation
+    final_loss = fit(vae, steps, batch, lr, seed, f"vae (seed {seed})", image_share, sample_share)
     rng = np.random.default_rng(seed + 100)
     mean, std = latent_statistics(vae, rng)
     vae.register_to_config(latents_mean=mean, latents_std=std)
@@ -155,8 +155,8 @@ def train_vae(
         "steps": steps,
         "batch": batch,
         "lr": lr,
-        "image_share": image_share,
-        "sample_posterior": sample,
+        "image_share": list(image_share),
+        "sample_share": sample_share,
         "final_loss": final_loss,
         "reconstruction_adherence": reconstruction_check(vae, rng),
         "wall_s": time.time() - start,
@@ -192,7 +192,7 @@ def latent_statistics(vae: AutoencoderKLWan, rng: np.random.Generator, clips: in
         clips: number of clips encoded (8 per batch).
 
     Returns:
-        ``(latents_mean, latents_std)``, 16 floats each.
+        ``(latents_mean, latents_std)``, one float per latent channel each.
     """
     latents = []
     for _ in range(clips // 8):
