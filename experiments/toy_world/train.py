@@ -2,7 +2,7 @@
 
 Stages (each saves its result under ``--work``, so a later stage can run alone):
 ``vae`` -> ``text`` -> ``transformer`` (needs the VAE and text) -> ``transformer2``
-(continues it) -> ``clip`` -> ``ship`` (needs all).
+(continues it into ``transformer2/``) -> ``clip`` -> ``ship`` (needs all).
 
     python -m experiments.toy_world.train --stage all
     python -m experiments.toy_world.train --stage transformer   # rerun one stage
@@ -53,7 +53,9 @@ def run_stage(stage: str, work: Path, out: Path, steps: dict[str, int]) -> dict:
     elif stage == "transformer2":  # a second phase from the first one's EMA weights, at half the peak rate
         from experiments.toy_world.transformer import train_transformer
 
-        summary = train_transformer(work, steps["transformer2"], lr=5e-4, seed=1, resume=True)
+        summary = train_transformer(
+            work, steps["transformer2"], lr=5e-4, seed=1, start_from="transformer", save_as="transformer2"
+        )
     elif stage == "clip":
         from experiments.toy_world.clip import train_clip
 
@@ -83,7 +85,7 @@ def ship(work: Path, out: Path) -> dict:
         raise ValueError(f"stages {missing} have not run in {work}; run them first (--stage all)")
     for part in ("wan", "clip"):  # the model card (README.md, grid.png) stays
         shutil.rmtree(out / part, ignore_errors=True)
-    pipe = load_pipeline(work, WanTransformer3DModel.from_pretrained(str(work / "transformer")))
+    pipe = load_pipeline(work, WanTransformer3DModel.from_pretrained(str(work / "transformer2")))
     pipe.save_pretrained(str(out / "wan"), safe_serialization=True)
     shutil.copytree(work / "clip", out / "clip")
     stages = {s: json.loads((work / f"{s}.json").read_text()) for s in STAGES[:-1]}

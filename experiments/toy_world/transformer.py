@@ -149,9 +149,9 @@ def sample_t(batch: int, generator: torch.Generator) -> torch.Tensor:
 
 def train_transformer(
     work: Path, steps: int, batch: int = 16, lr: float = 1e-3, seed: int = 0, ema_decay: float = 0.998,
-    resume: bool = False,
+    start_from: str | None = None, save_as: str = "transformer",
 ) -> dict:
-    """Encode the dataset, train the transformer, save its EMA weights to ``work/transformer``.
+    """Encode the dataset, train the transformer, save its EMA weights to ``work/<save_as>``.
 
     Args:
         work: training folder with the VAE and text stages.
@@ -160,15 +160,18 @@ def train_transformer(
         lr: peak learning rate (cosine to 10% after a 200-step warm-up).
         seed: seed of weights, data and noise.
         ema_decay: decay of the weight average that is saved.
-        resume: continue from the transformer saved in ``work`` (a second phase) instead of a new one.
+        start_from: folder in ``work`` of a saved transformer to continue (a later phase), or
+            None for a new one. A phase saves to its own folder, so rerunning an earlier
+            phase never leaves a later phase's record describing other weights.
+        save_as: folder in ``work`` for the EMA weights.
 
     Returns:
         Summary: parameters, steps, dataset size, final loss, wall seconds.
     """
     start = time.time()
     torch.manual_seed(seed)
-    if resume:
-        model = WanTransformer3DModel.from_pretrained(str(work / "transformer")).train()
+    if start_from:
+        model = WanTransformer3DModel.from_pretrained(str(work / start_from)).train()
     else:
         model = build_transformer().train()
     pipe = load_pipeline(work, model)
@@ -186,7 +189,7 @@ def train_transformer(
     gen = torch.Generator().manual_seed(seed + 3)
     ema_loss = None
     governor = ThreadGovernor()
-    bar = tqdm(range(steps), desc="transformer")
+    bar = tqdm(range(steps), desc=save_as)
     for step in bar:
         governor()
         latents, index = data[pick_size(rng, TRANSFORMER_SIZES)]
@@ -215,13 +218,13 @@ def train_transformer(
                 p_ema.lerp_(p, 1 - decay)
         ema_loss = loss.item() if ema_loss is None else 0.98 * ema_loss + 0.02 * loss.item()
         bar.set_postfix(loss=f"{ema_loss:.4f}")
-    ema.save_pretrained(str(work / "transformer"), safe_serialization=True)
+    ema.save_pretrained(str(work / save_as), safe_serialization=True)
     return {
         "params": sum(p.numel() for p in model.parameters()),
         "steps": steps,
         "batch": batch,
         "lr": lr,
-        "resume": resume,
+        "start_from": start_from,
         "dataset_clips": {f"{f}x{h}x{w}": len(data[(f, h, w)][0]) for f, h, w in data},
         "encode_s": encode_s,
         "final_loss": ema_loss,
