@@ -19,9 +19,9 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from harness.generation import GenerationRequest, generate
-from harness.models import LOAD_COUNT, load_pipeline
-from harness.presets import resolve_shape, validate_preset
+from harness.pipeline.generate import GenerationRequest, generate
+from harness.pipeline.load import LOAD_COUNT, load_pipeline
+from harness.preset import resolve_shape, validate_preset
 from harness.search import search_presets
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")

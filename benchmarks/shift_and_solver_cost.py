@@ -16,9 +16,9 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from harness.generation import GenerationRequest, generate
-from harness.models import load_pipeline
-from harness.presets import resolve_shape, validate_preset
+from harness.pipeline.generate import GenerationRequest, generate
+from harness.pipeline.load import load_pipeline
+from harness.preset import resolve_shape, validate_preset
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 REPEATS = 5

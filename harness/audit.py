@@ -28,9 +28,9 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 from harness import tracking  # noqa: E402
-from harness.generation import GenerationRequest, generate  # noqa: E402
-from harness.measure import open_session, plan  # noqa: E402
-from harness.presets import resolve_shape, validate_preset  # noqa: E402
+from harness.pipeline.generate import GenerationRequest, generate  # noqa: E402
+from harness.measure.session import open_session, plan  # noqa: E402
+from harness.preset import resolve_shape, validate_preset  # noqa: E402
 from harness.report import save_figure  # noqa: E402
 
 # The proposal's claimed speed-ups, each against the baseline preset.

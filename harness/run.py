@@ -7,9 +7,9 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from harness.measure import measure_preset
-from harness.models import ModelUnavailableError
-from harness.reports import MEASURED, print_summary
+from harness.measure.session import measure_preset
+from harness.pipeline.load import ModelUnavailableError
+from harness.measure.terminal import MEASURED, print_summary
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

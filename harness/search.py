@@ -29,10 +29,11 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
-from harness import space, tracking
-from harness.generation import GenerationRequest, generate
-from harness.measure import measure_in_run, open_session, plan
-from harness.models import load_pipeline
+from harness.study import space
+from harness.measure import tracking
+from harness.pipeline.generate import GenerationRequest, generate
+from harness.measure.session import measure_in_run, open_session, plan
+from harness.pipeline.load import load_pipeline
 
 log = logging.getLogger(__name__)
 
@@ -299,7 +300,7 @@ def enqueue_presets(study: optuna.Study, cfg: DictConfig, base_overrides: list[s
     pruned, or failed for a reason; one whose process was killed mid-trial is enqueued
     again, so the report always shows it. At most ``room`` presets are enqueued.
     """
-    from harness.presets import validate_preset
+    from harness.preset import validate_preset
 
     solvers = OmegaConf.to_container(cfg.solver, resolve=True)
     had_a_chance = {

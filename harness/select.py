@@ -19,12 +19,13 @@ import mlflow
 import optuna
 from omegaconf import DictConfig, OmegaConf
 
-from harness import space, tracking
-from harness.measure import measure_in_run, open_session, plan
-from harness.presets import write_preset_files
+from harness.study import space
+from harness.measure import tracking
+from harness.measure.session import measure_in_run, open_session, plan
+from harness.preset import write_preset_files
 from harness.report import load_study
 from harness.search import compose_trial, feasible, floors
-from harness.solvers import is_official
+from harness.pipeline.schedulers import is_official
 
 
 def choose(study: optuna.Study, noise: float) -> optuna.trial.FrozenTrial:

@@ -3,8 +3,8 @@
 import pytest
 from omegaconf import OmegaConf
 
-from harness.measure import plan
-from harness.presets import WORKER_KEYS
+from harness.measure.session import plan
+from harness.preset import WORKER_KEYS
 
 from conftest import EXPERIMENTS
 
@@ -56,5 +56,5 @@ def test_default_model_is_real_wan_on_cuda_and_the_toy_world_elsewhere(make_cfg,
     expected = "wan2.1-t2v-1.3b" if torch.cuda.is_available() else "toy"
     assert cfg.model.name == expected
     if expected == "toy":
-        assert cfg.model.path.endswith("harness/models/toy/wan") and cfg.model.scale.spatial == 10
+        assert cfg.model.path.endswith("harness/toy/weights/wan") and cfg.model.scale.spatial == 10
     assert cfg.model.name in caplog.text and "choose the other with model=" in caplog.text

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from harness.generation import GenerationRequest, generate
-from harness.models import LOAD_COUNT, load_pipeline
-from harness.presets import resolve_shape, validate_preset
-from harness.speed import Speed
+from harness.pipeline.generate import GenerationRequest, generate
+from harness.pipeline.load import LOAD_COUNT, load_pipeline
+from harness.preset import resolve_shape, validate_preset
+from harness.pipeline.levers import Speed
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ import logging
 
 import pytest
 
-from harness.presets import official_frame_count, parse_size, resolve_shape, validate_preset
+from harness.preset import official_frame_count, parse_size, resolve_shape, validate_preset
 
 SOLVERS = {"unipc": {}, "dpm++": {}, "euler": {}}
 BASE = dict(task="t2v-1.3B", size="480*832", sample_steps=25, sample_guide_scale=6.5,

@@ -15,8 +15,8 @@ import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from harness import generation
-from harness.measure import plan
+from harness.pipeline import generate as generation
+from harness.measure.session import plan
 from harness.report import write_report
 from harness.search import best_feasible, feasible, search_presets, storage_url
 from harness.select import choose, select_preset
@@ -173,7 +173,7 @@ def test_a_failing_trial_is_recorded_and_the_study_goes_on(tmp_path, base_overri
             raise RuntimeError("the generated video contains NaN or inf values")
         return real_generate(loaded, request, solvers)
 
-    monkeypatch.setattr("harness.measure.generate", generate_or_fail)
+    monkeypatch.setattr("harness.measure.session.generate", generate_or_fail)
     overrides = [*base_overrides, "search.n_trials=4", "search.enqueue=[baseline,quality_first,balanced]"]
     study = search_presets(compose_cfg(overrides), overrides)
     states = [t.state for t in study.trials]

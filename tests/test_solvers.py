@@ -3,7 +3,7 @@
 import pytest
 from diffusers import DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
 
-from harness.solvers import build_scheduler, is_official
+from harness.pipeline.schedulers import build_scheduler, is_official
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ import optuna
 import pytest
 from omegaconf import OmegaConf
 
-from harness import space
-from harness.presets import validate_preset
+from harness.study import space
+from harness.preset import validate_preset
 
 SOLVERS = {"unipc": {}, "dpm++": {}, "euler": {}}
 

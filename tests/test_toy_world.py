@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import harness
-from harness.toy_world import (
+from harness.toy.world import (
     COLORS,
     DIRECTIONS,
     SHAPES,
@@ -91,7 +91,7 @@ def test_shipped_pipeline_generates() -> None:
 
 def test_the_shipped_model_reports_its_own_latent_grid(make_cfg) -> None:
     # read from the pipeline (VAE strides, transformer patch), not assumed from Wan 2.1
-    from harness.models import load_pipeline
+    from harness.pipeline.load import load_pipeline
 
     loaded = load_pipeline(make_cfg(model="toy").model)
     assert (loaded.pipe.vae_scale_factor_spatial, loaded.pipe.vae_scale_factor_temporal) == (8, 4)

@@ -1,1 +1,1 @@
-"""Training and evaluation of the toy text-to-video world shipped in ``harness/models/toy``."""
+"""Training and evaluation of the toy text-to-video world shipped in ``harness/toy/weights``."""

@@ -22,8 +22,8 @@ from tqdm import tqdm
 from transformers import CLIPImageProcessor, CLIPModel, CLIPProcessor
 
 from experiments.toy_world.data import ThreadGovernor, clip_batch
-from harness.small_models import build_tiny_clip
-from harness.toy_world import captions
+from harness.pipeline.builders import build_tiny_clip
+from harness.toy.world import captions
 
 IMAGE_SIZE = 32
 
@@ -71,7 +71,7 @@ def frame_pool(
 
 
 def train_clip(work: Path, steps: int, batch: int = 128, lr: float = 2e-3, seed: int = 0) -> dict:
-    """Build the tiny CLIP of ``harness.small_models``, train it and save model and processor.
+    """Build the tiny CLIP of ``harness.pipeline.builders``, train it and save model and processor.
 
     Args:
         work: training folder; the result goes to ``work/clip``.

@@ -1,4 +1,4 @@
-"""Training data of the toy world: batches of clips drawn by ``harness.toy_world``.
+"""Training data of the toy world: batches of clips drawn by ``harness.toy.world``.
 
 Clip sizes follow the harness's mapping of the worker's presets onto the toy model
 (width and height / 10, rounded to a multiple of 16; frames / 4, as 4n+1):
@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from harness.toy_world import captions, parse_caption, render_clip
+from harness.toy.world import captions, parse_caption, render_clip
 
 # (frames, height, width) -> share of training batches
 MAIN_SIZE: tuple[int, int, int] = (17, 80, 48)

@@ -1,6 +1,6 @@
 """Measure the shipped toy model with plain ``WanPipeline`` calls; write ``results.json`` and a grid.
 
-a. adherence (``harness.toy_world.adherence``) over all 48 captions x 2 seeds with the
+a. adherence (``harness.toy.world.adherence``) over all 48 captions x 2 seeds with the
    "balanced" preset mapped to the toy size (euler, 18 steps, shift 3, guidance 6.5,
    48 wide x 80 high, 13 frames), and the same without guidance; the other presets too;
 b. CLIP score (torchmetrics ``CLIPScore`` on the shipped CLIP) of those videos, own caption
@@ -32,7 +32,7 @@ from torchmetrics.functional.image import peak_signal_noise_ratio, structural_si
 from torchmetrics.multimodal import CLIPScore
 from transformers import CLIPModel, CLIPProcessor
 
-from harness.toy_world import COLORS, SHAPES, adherence, captions, make_caption, parse_caption
+from harness.toy.world import COLORS, SHAPES, adherence, captions, make_caption, parse_caption
 
 HERE = Path(__file__).parent
 # worker presets mapped to the toy size: (solver, steps, guidance, shift, height, width, frames)
@@ -236,7 +236,7 @@ def save_grid(videos: np.ndarray, prompts: list[str], path: Path, scale: int = 2
 def main() -> None:
     """Run the three measurements and write results and grids."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=Path("harness/models/toy"))
+    parser.add_argument("--model", type=Path, default=Path("harness/toy/weights"))
     parser.add_argument("--results", type=Path, default=HERE / "results.json")
     parser.add_argument("--quick", action="store_true", help="8 captions, fewer steps: test the code")
     args = parser.parse_args()

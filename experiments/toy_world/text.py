@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from harness.small_models import build_small_text_encoder, build_word_tokenizer
+from harness.pipeline.builders import build_small_text_encoder, build_word_tokenizer
 
 
 def build_text_encoder(out: Path, seed: int = 0) -> dict:

@@ -1,4 +1,4 @@
-"""Train the toy text-to-video world and ship it to ``harness/models/toy``.
+"""Train the toy text-to-video world and ship it to ``harness/toy/weights``.
 
 Stages (each saves its result under ``--work``, so a later stage can run alone):
 ``vae`` -> ``text`` -> ``transformer`` (needs the VAE and text) -> ``transformer2``
@@ -105,7 +105,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stage", default="all", choices=("all",) + STAGES)
     parser.add_argument("--work", type=Path, default=Path("outputs/toy_world"), help="training folder")
-    parser.add_argument("--out", type=Path, default=Path("harness/models/toy"), help="shipping folder")
+    parser.add_argument("--out", type=Path, default=Path("harness/toy/weights"), help="shipping folder")
     parser.add_argument("--smoke", action="store_true", help="a few steps per stage, to test the code")
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))

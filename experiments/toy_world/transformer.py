@@ -23,7 +23,7 @@ from tqdm import tqdm
 from transformers import AutoTokenizer, UMT5EncoderModel
 
 from experiments.toy_world.data import TRANSFORMER_SIZES, ThreadGovernor, clip_batch, pick_size, to_model_range
-from harness.toy_world import captions
+from harness.toy.world import captions
 
 MAX_SEQUENCE_LENGTH = 512  # what WanPipeline.__call__ pads prompts to
 CAPTION_DROPOUT = 0.12

@@ -25,7 +25,7 @@ class Speed:
     cache: str = "none"  # one of CACHES
     cache_threshold: float = 0.05  # first_block: relative change of the first block's output that reuses the rest
     cache_interval: int = 5  # taylorseer: steps between full computations
-    attention: str = "native"  # diffusers attention backend (harness.models.check_attention)
+    attention: str = "native"  # diffusers attention backend (harness.pipeline.device.check_attention)
     compile: str = "off"  # one of COMPILE_MODES
 
     @classmethod

@@ -17,7 +17,7 @@ def summary_table(rows: list[dict[str, Any]], title: str = "presets measured") -
     """A table of preset summaries; speed-up is against the row named ``baseline`` if present.
 
     Args:
-        rows: summaries returned by ``harness.measure.measure_preset``.
+        rows: summaries returned by ``harness.measure.session.measure_preset``.
         title: table title.
 
     Returns:

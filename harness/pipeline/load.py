@@ -17,7 +17,9 @@ import torch
 from diffusers.utils import logging as diffusers_logging
 from transformers.utils import logging as transformers_logging
 
-from harness.speed import check_compile_mode
+from harness import CONF_DIR
+from harness.pipeline.device import dtype_name, resolve_device, resolve_dtype
+from harness.pipeline.levers import check_compile_mode
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +30,6 @@ transformers_logging.disable_progress_bar()
 _PIPELINES: dict[tuple, "LoadedPipeline"] = {}
 _CLIPS: dict[str, tuple[Any, Any]] = {}
 LOAD_COUNT = {"pipeline": 0, "clip": 0}
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
 
 class ModelUnavailableError(RuntimeError):
     """The model's weights are neither on disk nor reachable."""
@@ -92,72 +91,13 @@ def resolve_model(cfg: Any) -> None:
     kind = "cuda" if torch.cuda.is_available() else "cpu"
     choice = str(cfg.model.choices[kind])
     other = str(cfg.model.choices["cpu" if kind == "cuda" else "cuda"])
-    node = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "model" / f"{choice}.yaml")
+    node = OmegaConf.load(CONF_DIR / "model" / f"{choice}.yaml")
     with open_dict(cfg):
         cfg.model = node
     if choice not in _AUTO_LOGGED:
         _AUTO_LOGGED.add(choice)
         log.info("model=auto chose %s (%s); choose the other with model=%s", choice,
                  "CUDA device present" if kind == "cuda" else "no CUDA device", other)
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> cuda when available, else cpu; otherwise the named device.
-
-    Raises:
-        ValueError: a device torch does not know, or cuda asked for where there is none.
-    """
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError:
-        raise ValueError(f"model.device={device!r} is not a torch device; allowed: auto, cpu, cuda") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("model.device='cuda' but no CUDA device is available; use model.device=cpu or auto")
-    return resolved
-
-
-def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """``auto`` -> bfloat16 on cuda, float32 elsewhere; otherwise the named dtype.
-
-    Raises:
-        ValueError: a dtype outside float32, bfloat16, float16.
-    """
-    if dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    if dtype not in DTYPES:
-        raise ValueError(f"model.dtype={dtype!r} is not allowed; allowed: auto, {', '.join(DTYPES)}")
-    if device.type == "cpu" and dtype == "float16":
-        raise ValueError("model.dtype='float16' is not supported on cpu (half-precision kernels are missing "
-                         "or slow there); allowed on cpu: float32, bfloat16")
-    if device.type == "cuda" and dtype == "bfloat16" and not torch.cuda.is_bf16_supported():
-        raise ValueError(f"model.dtype='bfloat16' is not supported by {torch.cuda.get_device_name(device)}; "
-                         "allowed here: float32, float16")
-    return DTYPES[dtype]
-
-
-CPU_ATTENTION = ("native", "_native_math")
-
-
-def check_attention(backend: str, device: torch.device) -> None:
-    """Check that an attention backend exists and can run on this device without downloads.
-
-    Raises:
-        ValueError: unknown backend, one that downloads kernels from a hub, one this device
-            cannot run, or one whose package is missing; the message lists what is allowed.
-    """
-    from diffusers.models.attention_dispatch import AttentionBackendName, _check_attention_backend_requirements
-
-    names = [b.value for b in AttentionBackendName if "hub" not in b.value]
-    if backend not in names:
-        raise ValueError(f"speed.attention={backend!r} is not a local diffusers attention backend; allowed: {names}")
-    if device.type == "cpu" and backend not in CPU_ATTENTION:
-        raise ValueError(f"speed.attention={backend!r} needs a GPU; allowed on cpu: {list(CPU_ATTENTION)}")
-    try:
-        _check_attention_backend_requirements(AttentionBackendName(backend))
-    except (RuntimeError, ImportError) as error:
-        raise ValueError(f"speed.attention={backend!r} is not available here: {str(error).splitlines()[0]}") from None
 
 
 def use_attention(loaded: "LoadedPipeline", backend: str) -> None:
@@ -172,10 +112,10 @@ def _build_if_missing(kind: str, build: str | None, folder: Path, seed: int, arc
         return
     from omegaconf import OmegaConf
 
-    from harness import small_models
+    from harness.pipeline import builders
 
-    builders = {("wan", "tiny"): small_models.build_tiny_wan, ("clip", "tiny"): small_models.build_tiny_clip,
-                ("wan", "random"): small_models.build_random_wan}
+    builders = {("wan", "tiny"): builders.build_tiny_wan, ("clip", "tiny"): builders.build_tiny_clip,
+                ("wan", "random"): builders.build_random_wan}
     if (kind, build) not in builders:
         raise ValueError(f"model build={build!r} is not something the harness can build; allowed: tiny, random")
     log.info("building the %s %s model into %s (once)", build, kind, folder)
@@ -309,7 +249,7 @@ def load_pipeline(model: Mapping[str, Any], compile_mode: str = "off") -> Loaded
     LOAD_COUNT["pipeline"] += 1
     loaded = LoadedPipeline(pipe=pipe, device=device, dtype=dtype, name=str(model["name"]), source=path)
     _PIPELINES[key] = loaded
-    log.info("loaded %s from %s on %s (%s)", loaded.name, path, device, str(dtype).removeprefix("torch."))
+    log.info("loaded %s from %s on %s (%s)", loaded.name, path, device, dtype_name(dtype))
     return loaded
 
 

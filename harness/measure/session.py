@@ -21,12 +21,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from harness import tracking
-from harness.generation import Generation, GenerationRequest, generate
-from harness.models import LoadedPipeline, check_attention, load_pipeline, resolve_model
-from harness.presets import FRAME_RULE, Preset, VideoShape, read_preset_file, resolve_shape, validate_preset
-from harness.quality import ClipScorer, ReferenceVideos, fidelity, same_sampler
-from harness.speed import Speed
+from harness.measure import tracking
+from harness.pipeline.generate import Generation, GenerationRequest, generate
+from harness.pipeline.load import LoadedPipeline, check_attention, load_pipeline, resolve_model
+from harness.preset import FRAME_RULE, Preset, VideoShape, read_preset_file, resolve_shape, validate_preset
+from harness.measure.quality import ClipScorer, ReferenceVideos, fidelity, same_sampler
+from harness.pipeline.levers import Speed
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +196,7 @@ def open_session(cfg: DictConfig, plan_: Plan) -> Session:
     """Load the pipeline and scorer (reused across calls) for a config.
 
     Raises:
-        harness.models.ModelUnavailableError: the weights cannot be found.
+        harness.pipeline.load.ModelUnavailableError: the weights cannot be found.
     """
     solvers = OmegaConf.to_container(cfg.solver, resolve=True)
     loaded = load_pipeline(cfg.model, plan_.speed.compile)
@@ -217,7 +217,7 @@ def measure_preset(cfg: DictConfig) -> dict[str, Any]:
 
     Raises:
         ValueError: bad input (before anything is logged).
-        harness.models.ModelUnavailableError: the model's weights cannot be found.
+        harness.pipeline.load.ModelUnavailableError: the model's weights cannot be found.
     """
     plan_ = plan(cfg)
     session = open_session(cfg, plan_)

@@ -2,7 +2,7 @@
 
 Reads top to bottom like the pipeline: set the scheduler, encode the prompt (timed on
 its own), denoise with a step clock, decode (the time from the last step to the frames).
-The pipeline is loaded once per process (``harness.models``) and reused.
+The pipeline is loaded once per process (``harness.pipeline.load``) and reused.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from harness.models import LoadedPipeline, use_attention
-from harness.presets import VideoShape
-from harness.solvers import build_scheduler
-from harness.speed import Speed
-from harness.timing import PeakMemory, StepClock, now
+from harness.pipeline.load import LoadedPipeline, use_attention
+from harness.preset import VideoShape
+from harness.pipeline.schedulers import build_scheduler
+from harness.pipeline.levers import Speed
+from harness.pipeline.clocks import PeakMemory, StepClock, now
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ def generate(loaded: LoadedPipeline, request: GenerationRequest, solvers: Mappin
     """Generate one video and time each stage.
 
     Args:
-        loaded: the pipeline (``harness.models.load_pipeline``).
+        loaded: the pipeline (``harness.pipeline.load.load_pipeline``).
         request: prompt, seed, resolved shape and sampler settings.
         solvers: the solver mapping (``conf/solver``).
 

@@ -6,8 +6,8 @@ from typing import Any, Mapping
 
 import optuna
 
-from harness.presets import Preset, official_frame_count, parse_size
-from harness.speed import CACHES, COMPILE_MODES
+from harness.preset import Preset, official_frame_count, parse_size
+from harness.pipeline.levers import CACHES, COMPILE_MODES
 
 KINDS = ("int", "float", "categorical")
 SEARCHABLE = ("sample_steps", "sample_solver", "sample_shift", "sample_guide_scale", "frame_num", "size",

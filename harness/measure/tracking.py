@@ -18,7 +18,7 @@ import mlflow
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from harness.video import frame_grid, write_mp4
+from harness.measure.video import frame_grid, write_mp4
 
 for noisy in ("alembic", "mlflow.store.db.utils", "mlflow.tracking.fluent"):
     logging.getLogger(noisy).setLevel(logging.WARNING)

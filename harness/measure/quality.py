@@ -22,9 +22,9 @@ from torchmetrics.functional.image import (
 )
 from torchmetrics.multimodal.clip_score import CLIPScore
 
-from harness.generation import GenerationRequest, generate
-from harness.models import LoadedPipeline, load_clip
-from harness.presets import Preset
+from harness.pipeline.generate import GenerationRequest, generate
+from harness.pipeline.load import LoadedPipeline, load_clip
+from harness.preset import Preset
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 A caption names a colour, a shape and a direction ("a red circle moving left"). This
 module draws such clips (:func:`render_clip`, the training data of the toy model shipped
-in ``harness/models/toy``) and checks from pixels alone whether a video depicts its
+in ``harness/toy/weights``) and checks from pixels alone whether a video depicts its
 caption (:func:`adherence`): a prompt-adherence metric that needs no model.
 """
 
