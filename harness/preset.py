@@ -130,6 +130,29 @@ class Preset:
         return {key: getattr(self, key) for key in WORKER_KEYS}
 
 
+def _check_keys(raw: Mapping[str, Any]) -> None:
+    missing = [key for key in WORKER_KEYS if key not in raw]
+    if missing:
+        raise ValueError(f"preset is missing key(s) {missing}; a preset has {list(WORKER_KEYS)}")
+    unknown = [key for key in raw if key not in WORKER_KEYS]
+    if unknown:
+        raise ValueError(f"preset has unknown key(s) {unknown}; allowed: {list(WORKER_KEYS)}")
+
+
+def _check_choices(raw: Mapping[str, Any], solvers: Mapping[str, Any]) -> None:
+    parse_size(raw["size"])
+    if str(raw["sample_solver"]) not in solvers:
+        raise ValueError(
+            f"preset.sample_solver={raw['sample_solver']!r} is not a known solver; allowed: {sorted(solvers)}"
+        )
+    if str(raw["file_extension"]) != "mp4":
+        raise ValueError(f"preset.file_extension={raw['file_extension']!r}: only 'mp4' is written")
+    if str(raw["content_type"]) != "video":
+        raise ValueError(f"preset.content_type={raw['content_type']!r}: only 'video' is allowed")
+    if not isinstance(raw["enhance_prompt"], bool):
+        raise ValueError(f"preset.enhance_prompt={raw['enhance_prompt']!r} must be true or false")
+
+
 def validate_preset(raw: Mapping[str, Any], solvers: Mapping[str, Any]) -> Preset:
     """Check a preset and type its values.
 
@@ -144,25 +167,9 @@ def validate_preset(raw: Mapping[str, Any], solvers: Mapping[str, Any]) -> Prese
         ValueError: a missing or unknown key, or a value outside what is allowed; the
             message names the key, the value and what is allowed.
     """
-    missing = [key for key in WORKER_KEYS if key not in raw]
-    if missing:
-        raise ValueError(f"preset is missing key(s) {missing}; a preset has {list(WORKER_KEYS)}")
-    unknown = [key for key in raw if key not in WORKER_KEYS]
-    if unknown:
-        raise ValueError(f"preset has unknown key(s) {unknown}; allowed: {list(WORKER_KEYS)}")
-    parse_size(raw["size"])
+    _check_keys(raw)
     solver = str(raw["sample_solver"])
-    if solver not in solvers:
-        raise ValueError(
-            f"preset.sample_solver={raw['sample_solver']!r} is not a known solver; "
-            f"allowed: {sorted(solvers)}"
-        )
-    if str(raw["file_extension"]) != "mp4":
-        raise ValueError(f"preset.file_extension={raw['file_extension']!r}: only 'mp4' is written")
-    if str(raw["content_type"]) != "video":
-        raise ValueError(f"preset.content_type={raw['content_type']!r}: only 'video' is allowed")
-    if not isinstance(raw["enhance_prompt"], bool):
-        raise ValueError(f"preset.enhance_prompt={raw['enhance_prompt']!r} must be true or false")
+    _check_choices(raw, solvers)
     preset = Preset(
         task=str(raw["task"]),
         size=str(raw["size"]).replace(" ", ""),

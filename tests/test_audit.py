@@ -1,6 +1,7 @@
 """The audit runs on the tiny model and writes a report with the proposal's claims beside measurements."""
 
-from harness.audit import CLAIMS, run_audit
+from harness.cost.audit_report import run_audit
+from harness.cost.sweep import CLAIMS
 
 from conftest import store_client
 
@@ -12,7 +13,7 @@ def test_audit_reports_claims_cost_model_and_logs_to_mlflow(make_cfg, tmp_path):
     text = report.read_text()
     assert report.parent.name.startswith("audit-")
     for claim in CLAIMS:
-        assert f"| {claim} | +{CLAIMS[claim]:.0%} |" in text
+        assert f"| {claim} | +{CLAIMS[claim][0]:.0%} |" in text
     assert "## Cost model" in text and "median error" in text and "## Stages of the baseline video" in text
     for picture in ("steps.png", "tokens.png"):
         assert (report.parent / picture).stat().st_size > 5000

@@ -3,7 +3,7 @@
 import pytest
 from omegaconf import OmegaConf
 
-from harness.measure.session import plan
+from harness.measure.plan import plan
 from harness.preset import WORKER_KEYS
 
 from conftest import EXPERIMENTS

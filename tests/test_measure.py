@@ -15,7 +15,7 @@ from harness.pipeline.generate import GenerationRequest
 from harness.measure.session import measure_preset
 from harness.pipeline.load import LoadedPipeline, ModelUnavailableError
 from harness.preset import resolve_shape, validate_preset
-from harness.measure.quality import ReferenceVideos
+from harness.measure.references import ReferenceVideos
 from harness.measure.video import read_video
 
 from conftest import retrain_one_weight, store_client
@@ -109,7 +109,7 @@ def test_cli_multirun_compares_the_four_proposal_presets(tmp_path):
 
 @pytest.mark.parametrize("value", ["0", "1.5", "-0.5"])
 def test_guidance_stop_outside_its_range_is_refused(make_cfg, value):
-    from harness.measure.session import plan
+    from harness.measure.plan import plan
 
     with pytest.raises(ValueError, match=rf"speed.guidance_stop={value} must be a fraction of the steps in \(0, 1\]"):
         plan(make_cfg(f"speed.guidance_stop={value}"))
@@ -170,7 +170,7 @@ def test_regional_compile_is_a_separate_load_and_its_cost_is_reported_apart(make
     (["speed.compile=full", "timing.warmup=false"], "speed.compile='full' needs timing.warmup=true"),
 ])
 def test_bad_compile_settings(make_cfg, overrides, message):
-    from harness.measure.session import plan
+    from harness.measure.plan import plan
 
     with pytest.raises(ValueError, match=re.escape(message)):
         plan(make_cfg(*overrides))

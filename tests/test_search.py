@@ -15,11 +15,12 @@ import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from harness.pipeline import generate as generation
-from harness.measure.session import plan
-from harness.report import write_report
-from harness.search import best_feasible, feasible, search_presets, storage_url
-from harness.select import choose, select_preset
+from harness.measure.plan import plan
+from harness.study.floors import best_feasible, feasible
+from harness.study.markdown import levers_section, write_report
+from harness.study.optimize import search_presets
+from harness.study.selection import choose, select_preset
+from harness.study.storage import storage_url
 
 from conftest import CONF_DIR, retrain_one_weight, store_client
 
@@ -166,7 +167,7 @@ def test_choose_prefers_fidelity_among_equally_fast_trials():
 
 
 def test_a_failing_trial_is_recorded_and_the_study_goes_on(tmp_path, base_overrides, monkeypatch):
-    real_generate = generation.generate
+    from harness.pipeline.generate import generate as real_generate
 
     def generate_or_fail(loaded, request, solvers):  # inject a fault into one preset's generations
         if request.solver == "dpm++" and request.steps == 20:
@@ -242,8 +243,6 @@ def test_sigkill_mid_study_loses_nothing_and_leaves_nothing_running(tmp_path, mo
 
 
 def test_report_says_whether_levers_found_a_faster_feasible_preset():
-    from harness.report import levers_section
-
     study = optuna.create_study()
     dists = {"guidance_stop": optuna.distributions.FloatDistribution(0.25, 1.0, step=0.25)}
     for stop, value, slack in [(1.0, 1.0, -1.0), (0.5, 0.6, 11.0), (0.75, 0.8, 3.0)]:

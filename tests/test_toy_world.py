@@ -9,17 +9,10 @@ import pytest
 import torch
 
 import harness
-from harness.toy.world import (
-    COLORS,
-    DIRECTIONS,
-    SHAPES,
-    adherence,
-    captions,
-    parse_caption,
-    render_clip,
-)
+from harness.toy.adherence import adherence
+from harness.toy.world import COLORS, DIRECTIONS, SHAPES, captions, parse_caption, render_clip
 
-TOY = Path(harness.__file__).parent / "models" / "toy"
+TOY = Path(harness.__file__).parent / "toy" / "weights"
 
 
 def test_captions_cover_the_world() -> None:

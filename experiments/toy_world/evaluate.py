@@ -32,7 +32,8 @@ from torchmetrics.functional.image import peak_signal_noise_ratio, structural_si
 from torchmetrics.multimodal import CLIPScore
 from transformers import CLIPModel, CLIPProcessor
 
-from harness.toy.world import COLORS, SHAPES, adherence, captions, make_caption, parse_caption
+from harness.toy.adherence import adherence
+from harness.toy.world import COLORS, SHAPES, captions, make_caption, parse_caption
 
 HERE = Path(__file__).parent
 # worker presets mapped to the toy size: (solver, steps, guidance, shift, height, width, frames)

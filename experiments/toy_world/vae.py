@@ -18,7 +18,8 @@ from diffusers import AutoencoderKLWan
 from tqdm import tqdm
 
 from experiments.toy_world.data import MAIN_SIZE, VAE_SIZES, ThreadGovernor, clip_batch, pick_size, to_model_range
-from harness.toy.world import adherence, captions
+from harness.toy.adherence import adherence
+from harness.toy.world import captions
 
 
 def build_vae() -> AutoencoderKLWan:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -83,7 +83,7 @@ def generate(loaded: LoadedPipeline, request: GenerationRequest, solvers: Mappin
         ValueError: an unknown solver.
         RuntimeError: the video came out NaN or blank.
     """
-    pipe, device = loaded.pipe, loaded.device
+    pipe = loaded.pipe
     # 1. Scheduler for this solver and shift (cheap; schedulers hold no weights).
     pipe.scheduler = build_scheduler(request.solver, request.shift, solvers)
     use_attention(loaded, request.speed.attention)
@@ -95,36 +95,55 @@ def generate(loaded: LoadedPipeline, request: GenerationRequest, solvers: Mappin
     if cache is not None:
         pipe.transformer.enable_cache(cache)
     try:
-        return _generate(loaded, request, solvers)
+        return _generate(loaded, request)
     finally:
         if cache is not None:
             pipe.transformer.disable_cache()
 
 
-def _generate(loaded: LoadedPipeline, request: GenerationRequest, solvers: Mapping[str, Any]) -> Generation:
+def _encode(loaded: LoadedPipeline, request: GenerationRequest) -> tuple[Any, Any]:
+    """The prompt's (and, with guidance, the negative prompt's) text embeddings."""
+    return loaded.pipe.encode_prompt(
+        prompt=request.prompt,
+        negative_prompt=request.negative_prompt,
+        do_classifier_free_guidance=request.guidance > 1.0,
+        device=loaded.device,
+    )
+
+
+def _on_step_end(clock: StepClock, request: GenerationRequest) -> Callable[..., dict]:
+    """The step-end callback: records the step's end, and stops guidance after ``guided_steps``."""
+    guided_steps = request.guided_steps
+
+    def on_step_end(pipeline: Any, step: int, timestep: Any, tensors: dict) -> dict:
+        clock(pipeline, step, timestep, tensors)
+        if step + 1 == guided_steps and guided_steps < request.steps:
+            # The loop reads do_classifier_free_guidance (guidance > 1) every step.
+            pipeline._guidance_scale = 1.0
+        return tensors
+
+    return on_step_end
+
+
+def _to_frames(video: np.ndarray) -> np.ndarray:
+    """The pipeline's float frames in [0, 1] as uint8, refusing NaN and blank videos."""
+    if not np.isfinite(video).all():
+        raise RuntimeError("the generated video contains NaN or inf values")
+    frames = np.clip(np.round(video * 255.0), 0, 255).astype(np.uint8)
+    if frames.max() == frames.min():
+        raise RuntimeError(f"the generated video is blank (every pixel is {int(frames.max())})")
+    return frames
+
+
+def _generate(loaded: LoadedPipeline, request: GenerationRequest) -> Generation:
     pipe, device = loaded.pipe, loaded.device
-    guided = request.guidance > 1.0
     with PeakMemory(device) as memory, torch.inference_mode():
         # 2. Text encoding, timed on its own and passed to the pipeline as embeddings.
         start = now(device)
-        prompt_embeds, negative_embeds = pipe.encode_prompt(
-            prompt=request.prompt,
-            negative_prompt=request.negative_prompt,
-            do_classifier_free_guidance=guided,
-            device=device,
-        )
+        prompt_embeds, negative_embeds = _encode(loaded, request)
         encoded = now(device)
         # 3-4. Denoising (step clock) then VAE decoding, in the pipeline's own call.
         clock = StepClock(device, start=encoded)
-        guided_steps = request.guided_steps
-
-        def on_step_end(pipeline: Any, step: int, timestep: Any, tensors: dict) -> dict:
-            clock(pipeline, step, timestep, tensors)
-            if step + 1 == guided_steps and guided_steps < request.steps:
-                # The loop reads do_classifier_free_guidance (guidance > 1) every step.
-                pipeline._guidance_scale = 1.0
-            return tensors
-
         output = pipe(
             prompt_embeds=prompt_embeds,
             negative_prompt_embeds=negative_embeds,
@@ -135,18 +154,12 @@ def _generate(loaded: LoadedPipeline, request: GenerationRequest, solvers: Mappi
             guidance_scale=request.guidance,
             generator=torch.Generator("cpu").manual_seed(request.seed),
             output_type="np",
-            callback_on_step_end=on_step_end,
+            callback_on_step_end=_on_step_end(clock, request),
         )
         finished = now(device)
-    video = np.asarray(output.frames[0])
-    if not np.isfinite(video).all():
-        raise RuntimeError("the generated video contains NaN or inf values")
-    frames = np.clip(np.round(video * 255.0), 0, 255).astype(np.uint8)
-    if frames.max() == frames.min():
-        raise RuntimeError(f"the generated video is blank (every pixel is {int(frames.max())})")
     last_step = clock.ends[-1] if clock.ends else encoded
     return Generation(
-        frames=frames,
+        frames=_to_frames(np.asarray(output.frames[0])),
         text_encode_s=encoded - start,
         denoise_s=last_step - encoded,
         decode_s=finished - last_step,
@@ -154,5 +167,5 @@ def _generate(loaded: LoadedPipeline, request: GenerationRequest, solvers: Mappi
         peak_memory_mb=memory.peak_mb,
         memory_kind=memory.kind,
         scheduler=type(pipe.scheduler).__name__,
-        guided_steps=guided_steps,
+        guided_steps=request.guided_steps,
     )

@@ -1,0 +1,154 @@
+"""The audit's report: the proposal's claims beside measurement, the cost model, plots, MLflow."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import mlflow
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from harness.cost.model import CostModel, fit_cost_model
+from harness.cost.sweep import CLAIMS, Point, Sweep
+from harness.measure import tracking
+from harness.measure.figures import save_figure
+from harness.measure.plan import plan
+from harness.measure.session import open_session
+from harness.pipeline.device import device_label, dtype_name, machine_name
+from harness.pipeline.load import LoadedPipeline
+
+
+def claims_table(baseline: Point, claims: dict[str, Point], noise: float) -> list[str]:
+    """Markdown rows: each claimed speed-up beside the measured one and a verdict against the noise."""
+    lines = ["| knob | claimed speed-up | measured speed-up | verdict |", "|---|---|---|---|"]
+    for name, point in claims.items():
+        measured = baseline.wall_s / point.wall_s - 1
+        verdict = "within noise: no speed-up" if abs(measured) <= max(noise, 0.02) else (
+            "faster" if measured > 0 else "slower")
+        lines.append(f"| {name} | +{CLAIMS[name][0]:.0%} | {measured:+.1%} | {verdict} |")
+    return lines
+
+
+def _details(points: dict[str, list[Point]], baseline: Point, model: CostModel, guide: float) -> list[str]:
+    lines = ["## Time per step by solver and by shift\n", "| configuration | s/step | relative to first |",
+             "|---|---|---|"]
+    for group in ("solver", "shift"):
+        first = points[group][0].step_s
+        lines += [f"| {p.label} | {p.step_s:.4f} | {p.step_s / first:.3f} |" for p in points[group]]
+    guided, unguided = points["guidance"][1], points["guidance"][0]
+    lines += [
+        "",
+        f"## Guidance\n\nGuidance {guide:g} (two passes per step) takes {guided.denoise_s:.3f} s of denoising, "
+        f"guidance 1 (one pass) {unguided.denoise_s:.3f} s: **{guided.denoise_s / unguided.denoise_s:.2f}x**.\n",
+        "## Cost model\n",
+        f"time ≈ {model.fixed:.4f} s + steps × passes × ({model.per_pass:.3e} s + {model.per_token:.3e} s × tokens); "
+        f"median error **{model.median_error:.1%}** over {len(model.errors)} measured configurations "
+        f"(max {model.max_error:.1%}).\n",
+        "![time against steps](steps.png)\n", "![time per step against tokens](tokens.png)\n",
+        "## Stages of the baseline video\n", "| stage | s | share |", "|---|---|---|",
+    ]
+    total = sum(baseline.stages.values())
+    lines += [f"| {k} | {v:.4f} | {v / total:.1%} |" for k, v in baseline.stages.items()]
+    lines += ["", "## Every configuration measured\n",
+              "| group | configuration | tokens | steps | passes | s/video | s/step | spread |",
+              "|---|---|---|---|---|---|---|---|"]
+    for group, group_points in points.items():
+        lines += [f"| {group} | {p.label} | {p.tokens} | {p.steps} | {p.passes} | {p.wall_s:.4f} | {p.step_s:.4f} "
+                  f"| {p.spread:.1%} |" for p in group_points]
+    return lines
+
+
+def report_lines(machine: str, loaded: LoadedPipeline, repeats: int, base_steps: int, guide: float,
+                 points: dict[str, list[Point]], baseline: Point, claims: dict[str, Point],
+                 model: CostModel, noise: float) -> list[str]:
+    """The whole report as markdown lines; its first lines are the summary printed to the terminal."""
+    head = [
+        f"# Audit of the proposal's knobs on `{machine}`\n",
+        f"Model `{loaded.name}` ({dtype_name(loaded.dtype)}) on {loaded.device.type} ({device_label(loaded.device)}),"
+        f" torch {torch.__version__}; each figure is the median of {repeats} generations after a warm-up.",
+        f" Baseline preset as the model generates it: {baseline.tokens} tokens, {base_steps} steps, "
+        f"{baseline.wall_s:.3f} s per video. Run-to-run noise (median spread of repeats): **{noise:.1%}**.\n",
+        "## The proposal's claims against measurement\n",
+    ]
+    return [*head, *claims_table(baseline, claims, noise), "",
+            "Solver and shift do not change the work per step (one model evaluation per step; shift only "
+            "remaps sigmas); steps, guidance passes, frames and size do.\n",
+            *_details(points, baseline, model, guide)]
+
+
+def plots(points: dict[str, list[Point]], folder: Path, model: CostModel) -> list[Path]:
+    """Time against steps and time per step against tokens, each with the cost model's line."""
+    steps = points["steps"]
+    figure, axis = plt.subplots(figsize=(6, 4))
+    xs = [p.steps for p in steps]
+    axis.plot(xs, [p.wall_s for p in steps], "o", label="measured")
+    grid = np.linspace(min(xs), max(xs), 50)
+    axis.plot(grid, [model.predict(s, steps[0].passes, steps[0].tokens) for s in grid], "-", label="cost model")
+    axis.set(xlabel="steps", ylabel="wall time per video (s)")
+    axis.legend()
+    axis.grid(alpha=0.3)
+    pictures = [save_figure(figure, folder / "steps.png")]
+
+    tokens = points["tokens"]
+    figure, axis = plt.subplots(figsize=(6, 4))
+    axis.plot([p.tokens for p in tokens], [p.step_s for p in tokens], "o", label="measured s/step")
+    grid = np.linspace(min(p.tokens for p in tokens), max(p.tokens for p in tokens), 50)
+    axis.plot(grid, tokens[0].passes * (model.per_pass + model.per_token * grid), "-", label="cost model")
+    for p in tokens:
+        axis.annotate(p.label.replace("size=", "").replace(", frames=", " x "), (p.tokens, p.step_s), fontsize=7,
+                      textcoords="offset points", xytext=(3, 3))
+    axis.set(xlabel="transformer tokens (latent frames x H/16 x W/16)", ylabel="time per step (s)")
+    axis.legend()
+    axis.grid(alpha=0.3)
+    return [*pictures, save_figure(figure, folder / "tokens.png")]
+
+
+def log_audit(machine: str, loaded: LoadedPipeline, repeats: int, metrics: dict[str, float], files: list[Path]) -> None:
+    """Log the audit as one MLflow run (kind ``audit``) with its report and plots as artifacts."""
+    with tracking.run(f"audit {machine}", tags={"kind": "audit", "machine": machine}):
+        mlflow.log_params({"model": loaded.name, "device": loaded.device.type, "repeats": repeats})
+        mlflow.log_metrics(metrics)
+        for file in files:
+            mlflow.log_artifact(str(file), artifact_path="audit")
+
+
+def run_audit(cfg: DictConfig) -> Path:
+    """Measure every knob, fit the cost model, set the proposal's claims beside it, write the report.
+
+    Args:
+        cfg: composed config (model, preset = the baseline, ``audit`` settings).
+
+    Returns:
+        The report's path (``experiments/audit-<machine>/report.md``).
+    """
+    base_plan = plan(cfg)
+    session = open_session(cfg, base_plan)
+    repeats = int(cfg.audit.repeats)
+    sweep = Sweep(cfg, base_plan, session, repeats)
+    points = sweep.knobs()
+    everything = [p for group in points.values() for p in group]
+    noise = statistics.median(p.spread for p in everything)
+    model = fit_cost_model([(p.steps, p.passes, p.tokens, p.wall_s) for p in everything])
+    baseline, claims = sweep.claims()
+
+    loaded = session.loaded
+    machine = machine_name(loaded.device)
+    folder = Path(cfg.paths.root_dir) / "experiments" / f"audit-{machine}"
+    folder.mkdir(parents=True, exist_ok=True)
+    pictures = plots(points, folder, model)
+    base = base_plan.preset
+    lines = report_lines(machine, loaded, repeats, base.sample_steps, base.sample_guide_scale, points, baseline,
+                         claims, model, noise)
+    report = folder / "report.md"
+    report.write_text("\n".join(lines) + "\n")
+
+    tracking.use_store(Path(cfg.paths.mlruns_dir), str(cfg.tracking.experiment))
+    metrics = {"noise": noise, "cost_model_median_error": model.median_error, "baseline_wall_s": baseline.wall_s,
+               **{f"claim_measured_{i}": baseline.wall_s / p.wall_s - 1 for i, p in enumerate(claims.values())}}
+    log_audit(machine, loaded, repeats, metrics, [report, *pictures])
+    print("\n".join(lines[: 4 + 2 + len(claims) + 2]))  # title, claims table, the sentence below it
+    print(f"cost model median error {model.median_error:.1%}; wrote {report}")
+    return report

@@ -1,0 +1,97 @@
+"""Measure the knobs one at a time around the baseline, each point the median of a few generations."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, replace
+from typing import Any
+
+from omegaconf import DictConfig
+from tqdm.auto import tqdm
+
+from harness.measure.plan import Plan
+from harness.measure.session import Session
+from harness.pipeline.generate import generate
+from harness.preset import resolve_shape, validate_preset
+
+# The proposal's claimed speed-ups, each against the baseline preset, and the knob it turns.
+CLAIMS = {
+    "steps 25 -> 18": (0.40, {"steps": 18}),
+    "solver unipc -> euler": (0.25, {"solver": "euler"}),
+    "shift 5 -> 3": (0.15, {"shift": 3.0}),
+    "frames 83 -> 64": (0.25, {"frames": 64}),
+    "size 480*832 -> 384*640": (0.35, {"size": "384*640"}),
+}
+
+
+@dataclass
+class Point:
+    """One measured configuration: median wall and denoise times over repeats."""
+
+    label: str
+    steps: int
+    passes: int
+    tokens: int
+    wall_s: float
+    denoise_s: float
+    step_s: float
+    spread: float  # (max - min) / median of the wall times over repeats
+    stages: dict[str, float]
+
+
+class Sweep:
+    """Generates the baseline with one knob changed, at the model's own scale."""
+
+    def __init__(self, cfg: DictConfig, plan_: Plan, session: Session, repeats: int):
+        self.cfg, self.plan, self.session, self.repeats = cfg, plan_, session, repeats
+
+    def _request(self, steps: int, solver: str, shift: float, guidance: float, size: str, frames: int) -> Any:
+        base = self.plan.preset
+        preset = validate_preset({**base.to_worker(), "size": size, "frame_num": frames}, self.session.solvers)
+        shape = resolve_shape(preset, self.cfg.model.scale.spatial, self.cfg.model.scale.temporal)
+        request = self.plan.request(self.plan.prompts[0], 0)
+        return replace(request, shape=shape, steps=steps, solver=solver, shift=shift, guidance=guidance)
+
+    def measure(self, label: str, **knobs: Any) -> Point:
+        """Median of ``repeats`` generations of the baseline with ``knobs`` changed, after a warm-up."""
+        base = self.plan.preset
+        settings = {"steps": base.sample_steps, "solver": base.sample_solver, "shift": base.sample_shift,
+                    "guidance": base.sample_guide_scale, "size": base.size, "frames": base.frame_num, **knobs}
+        request = self._request(**settings)
+        loaded, solvers = self.session.loaded, self.session.solvers
+        generate(loaded, replace(request, steps=2), solvers)  # warm this shape
+        runs = [generate(loaded, request, solvers) for _ in range(self.repeats)]
+        walls = [r.wall_s for r in runs]
+        wall = statistics.median(walls)
+        shape = request.shape
+        return Point(
+            label=label, steps=request.steps, passes=2 if request.guidance > 1 else 1,
+            tokens=loaded.latent_grid(shape.width, shape.height, shape.num_frames)[1], wall_s=wall,
+            denoise_s=statistics.median(r.denoise_s for r in runs),
+            step_s=statistics.median(statistics.median(r.step_times[1:] or r.step_times) for r in runs),
+            spread=(max(walls) - min(walls)) / wall,
+            stages={"text encoding": statistics.median(r.text_encode_s for r in runs),
+                    "denoising": statistics.median(r.denoise_s for r in runs),
+                    "VAE decode": statistics.median(r.decode_s for r in runs)},
+        )
+
+    def knobs(self) -> dict[str, list[Point]]:
+        """Every knob across its range (``audit`` config), grouped by knob."""
+        audit, base = self.cfg.audit, self.plan.preset
+        plan_points = (
+            [("solver", {"solver": s}) for s in ("unipc", "dpm++", "euler")]
+            + [("shift", {"shift": s}) for s in (1.0, 3.0, 5.0, 8.0)]
+            + [("steps", {"steps": s}) for s in audit.steps]
+            + [("tokens", {"size": size, "frames": f}) for size in audit.sizes for f in audit.frames]
+            + [("guidance", {"guidance": g}) for g in (1.0, base.sample_guide_scale)]
+        )
+        points: dict[str, list[Point]] = {}
+        for group, knobs in tqdm(plan_points, desc="audit", unit="config"):
+            label = ", ".join(f"{k}={v}" for k, v in knobs.items())
+            points.setdefault(group, []).append(self.measure(label, **knobs))
+        return points
+
+    def claims(self) -> tuple[Point, dict[str, Point]]:
+        """The baseline, and the baseline with each claimed knob turned."""
+        baseline = self.measure("baseline")
+        return baseline, {name: self.measure(name, **knobs) for name, (_, knobs) in CLAIMS.items()}

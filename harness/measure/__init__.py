@@ -1,0 +1,1 @@
+"""Measurement: plan a preset's videos, score their quality, log them to MLflow."""

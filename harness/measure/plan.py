@@ -1,0 +1,108 @@
+"""A measurement plan: a composed config checked into what to generate and how.
+
+Everything that can be wrong with the input is checked here, before anything is loaded
+or any MLflow run is opened, so a bad preset leaves nothing half-written behind.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from harness.pipeline.generate import GenerationRequest
+from harness.pipeline.levers import Speed
+from harness.pipeline.load import resolve_model
+from harness.preset import Preset, VideoShape, read_preset_file, resolve_shape, validate_preset
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A validated measurement: what to generate and how."""
+
+    name: str
+    preset: Preset
+    reference: Preset
+    shape: VideoShape
+    prompts: list[str]
+    seeds: list[int]
+    negative_prompt: str
+    repeats: int
+    warmup_steps: int  # 0: no warm-up
+    speed: Speed = Speed()
+
+    def request(self, prompt: str, seed: int) -> GenerationRequest:
+        """The generation request of one prompt and seed of this plan."""
+        return GenerationRequest(
+            prompt=prompt,
+            negative_prompt=self.negative_prompt,
+            seed=seed,
+            shape=self.shape,
+            steps=self.preset.sample_steps,
+            guidance=self.preset.sample_guide_scale,
+            solver=self.preset.sample_solver,
+            shift=self.preset.sample_shift,
+            speed=self.speed,
+        )
+
+
+def check_int(key: str, value: Any, minimum: int) -> int:
+    """``value`` as an integer >= ``minimum``.
+
+    Raises:
+        ValueError: not an integer (booleans included) or below ``minimum``, naming ``key``.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{key}={value!r} must be an integer >= {minimum}")
+    return value
+
+
+def _prompts_and_seeds(cfg: DictConfig) -> tuple[list[str], list[int]]:
+    prompts = list(cfg.prompts.texts)
+    if not prompts or not all(isinstance(text, str) and text.strip() for text in prompts):
+        raise ValueError(f"prompts.texts={prompts!r} must be a non-empty list of non-empty strings")
+    seeds = list(cfg.prompts.seeds)
+    if not seeds:
+        raise ValueError("prompts.seeds=[] must list at least one integer seed")
+    return prompts, [check_int("prompts.seeds[]", seed, 0) for seed in seeds]
+
+
+def plan(cfg: DictConfig) -> Plan:
+    """Validate a composed config into a plan; nothing is loaded or logged.
+
+    Args:
+        cfg: the composed config (``conf/config.yaml``).
+
+    Returns:
+        The plan.
+
+    Raises:
+        ValueError: any bad value, named with what is allowed.
+    """
+    resolve_model(cfg)  # model=auto becomes the model for this machine (in place)
+    solvers = OmegaConf.to_container(cfg.solver, resolve=True)
+    raw_preset = OmegaConf.to_container(cfg.preset, resolve=True)
+    if cfg.get("preset_file"):
+        raw_preset = read_preset_file(cfg.preset_file)
+    preset = validate_preset(raw_preset, solvers)
+    reference = validate_preset(OmegaConf.to_container(cfg.reference, resolve=True), solvers)
+    prompts, seeds = _prompts_and_seeds(cfg)
+    speed = Speed.from_config(cfg.speed)  # before anything loads
+    warmup_steps = check_int("timing.warmup_steps", cfg.timing.warmup_steps, 1) if cfg.timing.warmup else 0
+    if speed.compile != "off" and not warmup_steps:
+        raise ValueError(
+            f"speed.compile={speed.compile!r} needs timing.warmup=true: compilation would be timed as generation"
+        )
+    return Plan(
+        name=str(cfg.name),
+        preset=preset,
+        reference=reference,
+        shape=resolve_shape(preset, cfg.model.scale.spatial, cfg.model.scale.temporal),
+        prompts=prompts,
+        seeds=seeds,
+        negative_prompt=str(cfg.prompts.negative_prompt or ""),
+        repeats=check_int("timing.repeats", cfg.timing.repeats, 1),
+        warmup_steps=warmup_steps,
+        speed=speed,
+    )

@@ -1,0 +1,99 @@
+"""Reference videos: what the reference sampler makes for a prompt and seed, cached on disk.
+
+The reference sampler is the baseline's (steps, solver, shift, guidance). A reference is
+generated once per model weights, device, dtype, prompt, seed and shape, and reused by
+every run and trial that scores against it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from harness.pipeline.generate import GenerationRequest, generate
+from harness.pipeline.levers import Speed
+from harness.pipeline.load import LoadedPipeline
+from harness.preset import Preset
+
+log = logging.getLogger(__name__)
+
+
+class ReferenceVideos:
+    """Reference videos made with the reference preset's sampler, cached on disk."""
+
+    def __init__(
+        self,
+        folder: Path,
+        loaded: LoadedPipeline,
+        reference: Preset,
+        solvers: Mapping[str, Any],
+    ):
+        """Args:
+        folder: cache folder (one ``.npy`` per video).
+        loaded: the pipeline that generates the references.
+        reference: the preset whose sampler settings define the reference.
+        solvers: the solver mapping.
+        """
+        self.folder = folder
+        self.loaded = loaded
+        self.reference = reference
+        self.solvers = solvers
+
+    def request(self, like: GenerationRequest) -> GenerationRequest:
+        """The reference's request for a video: same shape, prompt and seed, the reference's
+        sampler, and no speed lever (a lever's video is scored against the plain sampler's)."""
+        return replace(
+            like,
+            steps=self.reference.sample_steps,
+            guidance=self.reference.sample_guide_scale,
+            solver=self.reference.sample_solver,
+            shift=self.reference.sample_shift,
+            speed=Speed(),
+        )
+
+    def _path(self, request: GenerationRequest) -> Path:
+        key = {
+            "model": self.loaded.source,
+            "weights": self.loaded.weights,  # a retrained model at the same path has new references
+            "dtype": str(self.loaded.dtype),
+            "device": self.loaded.device.type,
+            "prompt": request.prompt,
+            "negative_prompt": request.negative_prompt,
+            "seed": request.seed,
+            "shape": [request.shape.width, request.shape.height, request.shape.num_frames],
+            "sampler": [request.steps, request.solver, request.shift, request.guidance],
+        }
+        digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+        return self.folder / f"{digest}.npy"
+
+    def get(self, like: GenerationRequest, own_frames: np.ndarray | None = None) -> np.ndarray:
+        """The reference video for a request, generated once.
+
+        Args:
+            like: the request being scored.
+            own_frames: that request's video, stored as the reference when its sampler
+                is the reference's (it is then its own reference).
+
+        Returns:
+            uint8 (F, H, W, 3).
+        """
+        request = self.request(like)
+        path = self._path(request)
+        if path.exists():
+            return np.load(path)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if own_frames is not None:
+            frames = own_frames
+        else:
+            log.info("generating the reference video (%d steps %s)", request.steps, request.solver)
+            frames = generate(self.loaded, request, self.solvers).frames
+        temporary = path.with_suffix(".tmp.npy")
+        np.save(temporary, frames)
+        temporary.replace(path)  # atomic: a killed run never leaves half a reference
+        return frames

@@ -1,0 +1,191 @@
+"""A study's report: ``experiments/<study>/report.md`` with its tables and pictures.
+
+It holds a table of every trial, the Pareto front of time against quality, parameter
+importances and the optimization history (PNGs), and the baseline against the best
+feasible trial and the proposal's presets; all are logged to the study's MLflow run.
+``optuna-dashboard sqlite:///mlruns/optuna.db`` opens the same storage.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import optuna
+from omegaconf import DictConfig
+
+from harness.measure import tracking
+from harness.study.floors import best_feasible, feasible, shortfalls, status
+from harness.study.plots import plot_history, plot_importances, plot_pareto
+from harness.study.storage import load_study, storage_url, study_run_id
+
+
+def _label(trial: optuna.trial.FrozenTrial) -> str:
+    return trial.user_attrs.get("preset_name", f"trial-{trial.number}")
+
+
+def _note(trial: optuna.trial.FrozenTrial) -> str:
+    if trial.state == optuna.trial.TrialState.PRUNED:
+        return trial.user_attrs.get("prune_reason", "")
+    if trial.state == optuna.trial.TrialState.FAIL:
+        return trial.user_attrs.get("fail_reason", "process ended mid-trial")
+    return ", ".join(f"{k} short by {v:.3g}" for k, v in shortfalls(trial).items())
+
+
+def _cell(value: Any, spec: str) -> str:
+    return "" if value is None else format(value, spec)
+
+
+def trials_table(study: optuna.Study) -> str:
+    """Markdown table of every trial."""
+    head = "| # | preset | state | steps | solver | shift | guide | frames | size | s/video | CLIP | PSNR dB | SSIM | note |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for t in study.get_trials(deepcopy=False):
+        p, u = t.params, t.user_attrs
+        lines.append(
+            f"| {t.number} | {_label(t)} | {status(t)} | {p.get('sample_steps', '')} | {p.get('sample_solver', '')} | "
+            f"{_cell(p.get('sample_shift'), '.2f')} | {_cell(p.get('sample_guide_scale'), '.2f')} | {p.get('frame_num', '')} | "
+            f"{p.get('size', '')} | {_cell(t.value, '.3f')} | {_cell(u.get('mean_clip_score'), '.1f')} | "
+            f"{_cell(u.get('mean_psnr_db'), '.1f')} | {_cell(u.get('mean_ssim'), '.3f')} | {_note(t)} |"
+        )
+    return "\n".join(lines)
+
+
+def comparison(study: optuna.Study) -> str:
+    """Baseline, the proposal's presets and the best feasible trial, side by side."""
+    trials = study.get_trials(deepcopy=False)
+    named = {t.user_attrs["preset_name"]: t for t in trials if "preset_name" in t.user_attrs and t.value is not None}
+    baseline = named.get("baseline")
+    rows = [(name, t) for name, t in named.items()]
+    best = best_feasible(study)
+    if best is not None:
+        rows.append((f"best feasible (#{best.number})", best))
+    lines = ["| preset | state | s/video | speed-up | CLIP (change) | PSNR dB | SSIM |", "|---|---|---|---|---|---|---|"]
+    for name, t in rows:
+        speed = f"{baseline.value / t.value:.2f}x" if baseline else ""
+        clip = t.user_attrs.get("mean_clip_score")
+        base_clip = baseline.user_attrs.get("mean_clip_score") if baseline else None
+        change = f" ({(clip - base_clip) / base_clip:+.1%})" if clip is not None and base_clip else ""
+        lines.append(f"| {name} | {status(t)} | {t.value:.3f} | {speed} | {_cell(clip, '.1f')}{change} | "
+                     f"{_cell(t.user_attrs.get('mean_psnr_db'), '.1f')} | {_cell(t.user_attrs.get('mean_ssim'), '.3f')} |")
+    summary = ""
+    if baseline and best:
+        summary = (f"\nBest feasible trial #{best.number} takes **{best.value:.3f} s** per video against the baseline's "
+                   f"{baseline.value:.3f} s: **{baseline.value / best.value:.2f}x faster**, with PSNR "
+                   f"{best.user_attrs.get('mean_psnr_db', float('nan')):.1f} dB and SSIM "
+                   f"{best.user_attrs.get('mean_ssim', float('nan')):.3f} against the baseline's video.\n")
+    elif baseline:
+        summary = "\nNo feasible trial is faster than the baseline yet.\n"
+    return "\n".join(lines) + "\n" + summary
+
+
+def uses_lever(trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether a trial used a lever beyond the worker's keys (guidance truncation, a cache)."""
+    return trial.params.get("guidance_stop", 1.0) < 1.0 or trial.params.get("cache", "none") != "none"
+
+
+def _lever_row(name: str, group: list, baseline: optuna.trial.FrozenTrial | None) -> tuple[str, Any]:
+    """One row of the levers table, and the group's best feasible trial."""
+    done = [t for t in group if t.state == optuna.trial.TrialState.COMPLETE]
+    good = [t for t in done if feasible(t)]
+    best = min(good, key=lambda t: t.value) if good else None
+    psnr = [t.user_attrs["mean_psnr_db"] for t in done if "mean_psnr_db" in t.user_attrs]
+    short = [v for t in done for v in shortfalls(t).values()]
+    speed = f"{baseline.value / best.value:.2f}x" if baseline and best else ""
+    row = (f"| {name} | {len(done)} | {len(good)} | {_cell(best.value if best else None, '.3f')} | {speed} | "
+           f"{_cell(float(np.median(psnr)) if psnr else None, '.1f')} | "
+           f"{_cell(float(np.median(short)) if short else None, '.2f')} |")
+    return row, best
+
+
+def _lever_verdict(lever: Any, plain: Any, lever_trials: list) -> str:
+    """Whether the levers found the fastest feasible preset, and if not, which floors they missed."""
+    if lever is not None and (plain is None or lever.value < plain.value):
+        return (f"\nThe levers found the fastest feasible preset: trial #{lever.number}, {lever.value:.3f} s/video "
+                f"({_cell(plain.value if plain else None, '.3f') or 'no'} s without them).\n")
+    if not lever_trials:
+        return "\nNo trial used a lever yet.\n"
+    done = [t for t in lever_trials if t.state == optuna.trial.TrialState.COMPLETE]
+    missed: dict[str, list[float]] = {}
+    for t in done:
+        for k, v in shortfalls(t).items():
+            missed.setdefault(k, []).append(v)
+    why = "; ".join(f"{k} missed in {len(v)} of {len(done)} by a median {float(np.median(v)):.2f}"
+                    for k, v in missed.items())
+    return (f"\nThe levers did not find a faster feasible preset: {why or 'their feasible trials were slower'}. "
+            "Truncating guidance or reusing cached features moves the video away from the baseline's.\n")
+
+
+def levers_section(study: optuna.Study) -> str:
+    """Did guidance truncation or a cache find a faster feasible preset? If not, why, in numbers."""
+    trials = study.get_trials(deepcopy=False)
+    if not any(key in t.params for t in trials for key in ("guidance_stop", "cache")):
+        return ""
+    groups = {"with a lever": [t for t in trials if uses_lever(t)], "without": [t for t in trials if not uses_lever(t)]}
+    baseline = next((t for t in trials if t.user_attrs.get("preset_name") == "baseline" and t.value is not None), None)
+    lines = ["## Levers beyond the worker's keys (guidance truncation, caches)\n",
+             "| trials | measured | feasible | best feasible s/video | speed-up | median PSNR dB "
+             "| median shortfall of missed floors |",
+             "|---|---|---|---|---|---|---|"]
+    best = {}
+    for name, group in groups.items():
+        row, best[name] = _lever_row(name, group, baseline)
+        lines.append(row)
+    lines.append(_lever_verdict(best["with a lever"], best["without"], groups["with a lever"]))
+    return "\n".join(lines) + "\n"
+
+
+def write_report(cfg: DictConfig) -> Path:
+    """Write ``experiments/<study>/report.md`` and its PNGs, and log them to the study's run.
+
+    Args:
+        cfg: composed config (``study``, ``paths``, ``search.storage``).
+
+    Returns:
+        The report's path.
+
+    Raises:
+        ValueError: unknown study.
+    """
+    study = load_study(cfg)
+    folder = Path(cfg.paths.root_dir) / "experiments" / study.study_name
+    folder.mkdir(parents=True, exist_ok=True)
+    pictures = [plot_pareto(study, folder / "pareto.png"), plot_history(study, folder / "history.png")]
+    importance = plot_importances(study, folder / "importances.png")
+    counts = {s: sum(status(t) == s for t in study.trials) for s in ("feasible", "infeasible", "pruned", "failed")}
+    floors = study.user_attrs.get("floors", [])
+    machine = study.user_attrs.get("machine", "")
+    text = [
+        f"# Study `{study.study_name}`\n",
+        f"Storage: `{storage_url(cfg)}` (open it live: `optuna-dashboard {storage_url(cfg)}`). {machine}\n",
+        f"Objective: median generation wall time per video over the prompt set. Floors: {'; '.join(floors) or 'none'}.\n",
+        f"Trials: {len(study.trials)} — " + ", ".join(f"{n} {s}" for s, n in counts.items()) + ".\n",
+        "## Baseline, the proposal's presets and the best feasible trial\n",
+        comparison(study),
+        "## Time against quality\n",
+        "![Pareto front](pareto.png)\n",
+        "## Optimization history\n",
+        "![history](history.png)\n",
+        "## Parameter importances (for time)\n",
+        "![importances](importances.png)\n" if importance else "Too few complete trials with varied parameters to estimate importances.\n",
+        levers_section(study),
+        "## All trials\n",
+        trials_table(study),
+        "",
+    ]
+    report = folder / "report.md"
+    report.write_text("\n".join(text))
+    _log_to_study_run(cfg, study.study_name, [report, *pictures, *([importance] if importance else [])])
+    return report
+
+
+def _log_to_study_run(cfg: DictConfig, study_name: str, files: list[Path]) -> None:
+    experiment_id = tracking.use_store(Path(cfg.paths.mlruns_dir), str(cfg.tracking.experiment))
+    client = mlflow.MlflowClient()
+    run_id = study_run_id(client, experiment_id, study_name)
+    if run_id is None:
+        return
+    for file in files:
+        client.log_artifact(run_id, str(file), artifact_path="report")

@@ -1,0 +1,82 @@
+"""Pictures of a study: time against quality with the feasible front, the history, importances."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import optuna
+
+from harness.measure.figures import save_figure
+from harness.study.floors import feasible, status
+
+STATE_STYLE = {"feasible": ("tab:green", "o"), "infeasible": ("tab:red", "x"), "pruned": ("tab:gray", "v"),
+               "failed": ("black", "s")}
+
+
+def plot_pareto(study: optuna.Study, path: Path) -> Path:
+    """Time against quality (PSNR and CLIP), by state, with the feasible Pareto front."""
+    trials = [t for t in study.get_trials(deepcopy=False) if t.value is not None or "median_wall_time_s" in t.user_attrs]
+    figure, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for axis, metric, name in ((axes[0], "mean_psnr_db", "PSNR to baseline video (dB)"), (axes[1], "mean_clip_score", "CLIP score")):
+        for state, (color, marker) in STATE_STYLE.items():
+            points = [(t.value, t.user_attrs[metric], t) for t in trials
+                      if status(t) == state and t.value is not None and metric in t.user_attrs]
+            if points:
+                axis.scatter([p[0] for p in points], [p[1] for p in points], c=color, marker=marker, label=state)
+            for x, y, t in points:
+                if "preset_name" in t.user_attrs:
+                    axis.annotate(t.user_attrs["preset_name"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        front = _front([(t.value, t.user_attrs[metric]) for t in trials if feasible(t) and metric in t.user_attrs])
+        if front:
+            axis.step([p[0] for p in front], [p[1] for p in front], where="post", c="tab:green", alpha=0.5, label="feasible front")
+        axis.set_xlabel("median wall time per video (s)")
+        axis.set_ylabel(name)
+        axis.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    figure.suptitle(f"study {study.study_name}: time against quality")
+    return save_figure(figure, path)
+
+
+def _front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Points no other point beats on both lower time and higher quality, by time."""
+    front, best = [], float("-inf")
+    for time_s, quality in sorted(points):
+        if quality > best:
+            front.append((time_s, quality))
+            best = quality
+    return front
+
+
+def plot_history(study: optuna.Study, path: Path) -> Path:
+    """Each trial's time by number, and the best feasible time so far."""
+    figure, axis = plt.subplots(figsize=(8, 4))
+    best, xs, ys = float("inf"), [], []
+    for t in study.get_trials(deepcopy=False):
+        if t.value is not None:
+            color, marker = STATE_STYLE.get(status(t), ("tab:blue", "o"))
+            axis.scatter(t.number, t.value, c=color, marker=marker)
+        if feasible(t):
+            best = min(best, t.value)
+        if best < float("inf"):
+            xs.append(t.number)
+            ys.append(best)
+    axis.step(xs, ys, where="post", c="tab:green", label="best feasible so far")
+    axis.set_xlabel("trial")
+    axis.set_ylabel("median wall time per video (s)")
+    axis.legend()
+    axis.grid(alpha=0.3)
+    return save_figure(figure, path)
+
+
+def plot_importances(study: optuna.Study, path: Path) -> Path | None:
+    """fANOVA importance of each parameter for time (None when too few trials to tell)."""
+    try:
+        importances = optuna.importance.get_param_importances(study)
+    except (RuntimeError, ValueError):
+        return None
+    figure, axis = plt.subplots(figsize=(7, 3.5))
+    names = list(importances)[::-1]
+    axis.barh(names, [importances[n] for n in names], color="tab:blue")
+    axis.set_xlabel("importance for time per video (fANOVA)")
+    return save_figure(figure, path)
