@@ -36,15 +36,28 @@ def main(overrides: list[str]) -> None:
     preset = validate_preset(OmegaConf.to_container(cfg.preset, resolve=True), solvers)
     shape = resolve_shape(preset, cfg.model.scale.spatial, cfg.model.scale.temporal)
     loaded = load_pipeline(cfg.model)
-    request = GenerationRequest("a red circle moving left", 0, shape, preset.sample_steps,
-                                preset.sample_guide_scale, preset.sample_solver, preset.sample_shift)
+    request = GenerationRequest(
+        "a red circle moving left",
+        0,
+        shape,
+        preset.sample_steps,
+        preset.sample_guide_scale,
+        preset.sample_solver,
+        preset.sample_shift,
+    )
 
     def plain() -> float:
         start = time.perf_counter()
         with torch.inference_mode():
-            loaded.pipe("a red circle moving left", height=shape.height, width=shape.width,
-                        num_frames=shape.num_frames, num_inference_steps=preset.sample_steps,
-                        guidance_scale=preset.sample_guide_scale, generator=torch.Generator().manual_seed(0))
+            loaded.pipe(
+                "a red circle moving left",
+                height=shape.height,
+                width=shape.width,
+                num_frames=shape.num_frames,
+                num_inference_steps=preset.sample_steps,
+                guidance_scale=preset.sample_guide_scale,
+                generator=torch.Generator().manual_seed(0),
+            )
         return time.perf_counter() - start
 
     def harness() -> float:
@@ -56,13 +69,20 @@ def main(overrides: list[str]) -> None:
     pairs = [(plain(), harness()) for _ in range(REPEATS)]
     plain_s = statistics.median(p for p, _ in pairs)
     harness_s = statistics.median(h for _, h in pairs)
-    print(f"{loaded.name} {preset.sample_steps} steps at {shape.width}x{shape.height}x{shape.num_frames}: "
-          f"plain WanPipeline {plain_s:.3f} s, harness.generate {harness_s:.3f} s per video "
-          f"-> overhead ratio {harness_s / plain_s:.3f} (median of {REPEATS} interleaved pairs)")
+    print(
+        f"{loaded.name} {preset.sample_steps} steps at {shape.width}x{shape.height}x{shape.num_frames}: "
+        f"plain WanPipeline {plain_s:.3f} s, harness.generate {harness_s:.3f} s per video "
+        f"-> overhead ratio {harness_s / plain_s:.3f} (median of {REPEATS} interleaved pairs)"
+    )
 
     with tempfile.TemporaryDirectory() as root:
-        study = [*overrides[:1], f"paths.root_dir={root}", "prompts=smoke", "search.n_trials=3",
-                 "search.enqueue=[baseline,balanced]"]
+        study = [
+            *overrides[:1],
+            f"paths.root_dir={root}",
+            "prompts=smoke",
+            "search.n_trials=3",
+            "search.enqueue=[baseline,balanced]",
+        ]
         with initialize_config_dir(config_dir=CONF, version_base="1.3"):
             study_cfg = compose("config", overrides=study)
         before = LOAD_COUNT["pipeline"]

@@ -41,8 +41,10 @@ def main(overrides: list[str]) -> None:
 
     base = step_time("unipc", 5.0)
     noise = (max(base) - min(base)) / statistics.median(base)
-    print(f"{loaded.name} at {shape.width}x{shape.height}x{shape.num_frames}: unipc shift 5 "
-          f"{statistics.median(base) * 1e3:.2f} ms/step, run-to-run spread {noise:.1%}")
+    print(
+        f"{loaded.name} at {shape.width}x{shape.height}x{shape.num_frames}: unipc shift 5 "
+        f"{statistics.median(base) * 1e3:.2f} ms/step, run-to-run spread {noise:.1%}"
+    )
     for solver, shift in [("dpm++", 5.0), ("euler", 5.0), ("unipc", 1.0), ("unipc", 3.0), ("unipc", 12.0)]:
         times = step_time(solver, shift)
         ratio = statistics.median(times) / statistics.median(base)

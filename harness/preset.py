@@ -51,9 +51,7 @@ def parse_size(size: Any) -> tuple[int, int]:
     """
     match = _SIZE_PATTERN.match(str(size))
     if not match:
-        raise ValueError(
-            f"preset.size={size!r} is not 'W*H' (width*height, e.g. '480*832' for portrait)"
-        )
+        raise ValueError(f"preset.size={size!r} is not 'W*H' (width*height, e.g. '480*832' for portrait)")
     width, height = int(match.group(1)), int(match.group(2))
     for side_name, side in (("width", width), ("height", height)):
         if side < SIZE_MULTIPLE or side % SIZE_MULTIPLE:

@@ -8,8 +8,8 @@ import hydra
 from omegaconf import DictConfig
 
 from harness.measure.session import measure_preset
-from harness.pipeline.load import ModelUnavailableError
 from harness.measure.terminal import MEASURED, print_summary
+from harness.pipeline.load import ModelUnavailableError
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

@@ -36,8 +36,13 @@ def retrain_one_weight(model: Path, into: Path) -> Path:
 @pytest.fixture
 def base_overrides(tmp_path: Path, model_dir: Path) -> list[str]:
     """Overrides every test config starts from: tiny model, one prompt, outputs in tmp_path."""
-    return [f"paths.root_dir={tmp_path}", "model=tiny", f"model.path={model_dir}/tiny-wan",
-            f"model.clip={model_dir}/tiny-clip", "prompts=smoke"]
+    return [
+        f"paths.root_dir={tmp_path}",
+        "model=tiny",
+        f"model.path={model_dir}/tiny-wan",
+        f"model.clip={model_dir}/tiny-clip",
+        "prompts=smoke",
+    ]
 
 
 @pytest.fixture

@@ -1,14 +1,21 @@
 """The audit runs on the tiny model and writes a report with the proposal's claims beside measurements."""
 
+import pytest
+from conftest import store_client
+
 from harness.cost.audit_report import run_audit
 from harness.cost.sweep import CLAIMS
 
-from conftest import store_client
 
-
+@pytest.mark.slow
 def test_audit_reports_claims_cost_model_and_logs_to_mlflow(make_cfg, tmp_path):
-    cfg = make_cfg("audit.repeats=1", "audit.steps=[2,4,6]", "audit.sizes=['480*832']", "audit.frames=[83,21]",
-                   "preset.sample_steps=6")
+    cfg = make_cfg(
+        "audit.repeats=1",
+        "audit.steps=[2,4,6]",
+        "audit.sizes=['480*832']",
+        "audit.frames=[83,21]",
+        "preset.sample_steps=6",
+    )
     report = run_audit(cfg)
     text = report.read_text()
     assert report.parent.name.startswith("audit-")
@@ -20,4 +27,7 @@ def test_audit_reports_claims_cost_model_and_logs_to_mlflow(make_cfg, tmp_path):
     client = store_client(tmp_path)
     runs = client.search_runs([client.get_experiment_by_name("wan-presets").experiment_id], "tags.kind = 'audit'")
     assert len(runs) == 1 and "cost_model_median_error" in runs[0].data.metrics
-    assert {a.path for a in client.list_artifacts(runs[0].info.run_id, "audit")} >= {"audit/report.md", "audit/steps.png"}
+    assert {a.path for a in client.list_artifacts(runs[0].info.run_id, "audit")} >= {
+        "audit/report.md",
+        "audit/steps.png",
+    }

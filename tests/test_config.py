@@ -1,12 +1,10 @@
 """Every experiment composes into a valid worker preset with the proposal's values."""
 
 import pytest
-from omegaconf import OmegaConf
+from conftest import EXPERIMENTS
 
 from harness.measure.plan import plan
 from harness.preset import WORKER_KEYS
-
-from conftest import EXPERIMENTS
 
 PROPOSAL = {  # the proposal's table: size, steps, guide, solver, shift, frames, expected_time
     "baseline": ("480*832", 25, 6.5, "unipc", 5.0, 83, 135),
@@ -28,8 +26,15 @@ def test_every_experiment_composes_and_validates(make_cfg, experiment):
     assert validated.name == experiment
     if experiment in PROPOSAL:
         preset = validated.preset
-        got = (preset.size, preset.sample_steps, preset.sample_guide_scale, preset.sample_solver,
-               preset.sample_shift, preset.frame_num, preset.expected_time)
+        got = (
+            preset.size,
+            preset.sample_steps,
+            preset.sample_guide_scale,
+            preset.sample_solver,
+            preset.sample_shift,
+            preset.frame_num,
+            preset.expected_time,
+        )
         assert got == PROPOSAL[experiment]
 
 
@@ -37,12 +42,6 @@ def test_overrides_reach_the_preset_but_not_the_reference(make_cfg):
     cfg = make_cfg("+experiment=balanced", "preset.sample_steps=10")
     assert cfg.preset.sample_steps == 10
     assert cfg.reference.sample_steps == 25 and cfg.reference.sample_solver == "unipc"
-
-
-def test_real_model_option(make_cfg):
-    cfg = make_cfg(model="wan2.1-t2v-1.3b")
-    assert cfg.model.path == "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
-    assert OmegaConf.to_container(cfg.model.scale) == {"spatial": 1, "temporal": 1}
 
 
 def test_default_model_is_real_wan_on_cuda_and_the_toy_world_elsewhere(make_cfg, caplog):

@@ -1,5 +1,6 @@
 """Real tiny generations through WanPipeline: solvers, shift, seeds, timings."""
 
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -7,9 +8,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from harness.pipeline.generate import GenerationRequest, generate
+from harness.pipeline.levers import Speed
 from harness.pipeline.load import LOAD_COUNT, load_pipeline
 from harness.preset import resolve_shape, validate_preset
-from harness.pipeline.levers import Speed
 
 
 @pytest.fixture
@@ -22,8 +23,15 @@ def setup(make_cfg):
 
 
 def request(shape, solver="unipc", shift=3.0, seed=0, steps=4, guidance=6.5):
-    return GenerationRequest(prompt="a red circle moving left", seed=seed, shape=shape,
-                             steps=steps, guidance=guidance, solver=solver, shift=shift)
+    return GenerationRequest(
+        prompt="a red circle moving left",
+        seed=seed,
+        shape=shape,
+        steps=steps,
+        guidance=guidance,
+        solver=solver,
+        shift=shift,
+    )
 
 
 def count_transformer_calls(pipe):
@@ -35,13 +43,16 @@ def count_transformer_calls(pipe):
 @pytest.mark.parametrize("solver", ["unipc", "dpm++", "euler"])
 def test_each_solver_makes_a_video_of_the_resolved_shape(setup, solver):
     loaded, shape, solvers = setup
+    started = time.perf_counter()
     video = generate(loaded, request(shape, solver), solvers)
+    elapsed = time.perf_counter() - started
     assert video.frames.shape == (shape.num_frames, shape.height, shape.width, 3)
     assert video.frames.dtype == np.uint8
     assert video.scheduler == solvers[solver]["scheduler"]
     assert len(video.step_times) == 4 and all(t > 0 for t in video.step_times)
-    assert video.wall_s == pytest.approx(video.text_encode_s + video.denoise_s + video.decode_s)
-    assert video.denoise_s == pytest.approx(sum(video.step_times))
+    assert min(video.text_encode_s, video.decode_s) > 0
+    # The stage clocks account for the call: nothing timed twice, little left untimed.
+    assert 0.5 * elapsed < video.wall_s <= elapsed
 
 
 def test_shift_changes_the_video_not_the_work_per_step(setup):
@@ -101,10 +112,13 @@ def count_block_calls(pipe, part, index=1):
     return calls, handle
 
 
-@pytest.mark.parametrize("cache, settings, part", [
-    ("first_block", {"cache_threshold": 0.9}, "ffn"),      # skips whole blocks after the first
-    ("taylorseer", {"cache_interval": 2}, "ffn"),          # predicts whole blocks between full steps
-])
+@pytest.mark.parametrize(
+    "cache, settings, part",
+    [
+        ("first_block", {"cache_threshold": 0.9}, "ffn"),  # skips whole blocks after the first
+        ("taylorseer", {"cache_interval": 2}, "ffn"),  # predicts whole blocks between full steps
+    ],
+)
 def test_a_cache_skips_transformer_work_and_is_removed_afterwards(setup, cache, settings, part):
     loaded, shape, solvers = setup
     plain = request(shape, steps=8)
@@ -123,11 +137,17 @@ def test_a_cache_skips_transformer_work_and_is_removed_afterwards(setup, cache, 
     assert cached.frames.shape == (shape.num_frames, shape.height, shape.width, 3)
 
 
-@pytest.mark.parametrize("settings, message", [
-    ({"cache": "magcache"}, "speed.cache='magcache' is not a cache; allowed: ['none', 'first_block', 'taylorseer']"),
-    ({"cache": "first_block", "cache_threshold": 1.5}, "speed.cache_threshold=1.5 must be in (0, 1)"),
-    ({"cache": "taylorseer", "cache_interval": 1}, "speed.cache_interval=1 must be an integer >= 2"),
-])
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        (
+            {"cache": "magcache"},
+            "speed.cache='magcache' is not a cache; allowed: ['none', 'first_block', 'taylorseer']",
+        ),
+        ({"cache": "first_block", "cache_threshold": 1.5}, "speed.cache_threshold=1.5 must be in (0, 1)"),
+        ({"cache": "taylorseer", "cache_interval": 1}, "speed.cache_interval=1 must be an integer >= 2"),
+    ],
+)
 def test_bad_cache_settings(setup, settings, message):
     loaded, shape, solvers = setup
     with pytest.raises(ValueError) as error:
@@ -138,14 +158,24 @@ def test_bad_cache_settings(setup, settings, message):
 def test_the_random_real_architecture_builds_and_loads_through_the_same_path(make_cfg, tmp_path):
     # The published 1.3B architecture, shrunk to test size through the same builder and loader.
     cfg = make_cfg(
-        "model.architecture.transformer.num_layers=1", "model.architecture.transformer.num_attention_heads=2",
-        "model.architecture.transformer.attention_head_dim=16", "model.architecture.transformer.ffn_dim=32",
-        "model.architecture.transformer.text_dim=32", "model.architecture.vae.base_dim=8",
-        "model.architecture.vae.dim_mult=[1,1,1,1]", "model.architecture.vae.num_res_blocks=1",
-        "model.architecture.text_encoder.vocab_size=300", "model.architecture.text_encoder.d_model=32",
-        "model.architecture.text_encoder.d_ff=64", "model.architecture.text_encoder.d_kv=8",
-        "model.architecture.text_encoder.num_layers=1", "model.architecture.text_encoder.num_heads=4",
-        "model.device=cpu", "model.dtype=float32", "preset.frame_num=5", "preset.size='128*128'",
+        "model.architecture.transformer.num_layers=1",
+        "model.architecture.transformer.num_attention_heads=2",
+        "model.architecture.transformer.attention_head_dim=16",
+        "model.architecture.transformer.ffn_dim=32",
+        "model.architecture.transformer.text_dim=32",
+        "model.architecture.vae.base_dim=8",
+        "model.architecture.vae.dim_mult=[1,1,1,1]",
+        "model.architecture.vae.num_res_blocks=1",
+        "model.architecture.text_encoder.vocab_size=300",
+        "model.architecture.text_encoder.d_model=32",
+        "model.architecture.text_encoder.d_ff=64",
+        "model.architecture.text_encoder.d_kv=8",
+        "model.architecture.text_encoder.num_layers=1",
+        "model.architecture.text_encoder.num_heads=4",
+        "model.device=cpu",
+        "model.dtype=float32",
+        "preset.frame_num=5",
+        "preset.size='128*128'",
         model="wan2.1-t2v-1.3b-random",
     )
     solvers = OmegaConf.to_container(cfg.solver)
@@ -160,8 +190,18 @@ def test_the_random_real_architecture_builds_and_loads_through_the_same_path(mak
     assert loaded.latent_grid(480, 832, 81) == (21, 32760)
 
 
-def test_the_published_architecture_is_the_one_configured(make_cfg):
-    arch = make_cfg(model="wan2.1-t2v-1.3b-random").model.architecture
-    t = arch.transformer
-    assert (t.num_attention_heads * t.attention_head_dim, t.ffn_dim, t.num_attention_heads, t.num_layers) == (1536, 8960, 12, 30)
-    assert list(t.patch_size) == [1, 2, 2] and arch.text_encoder.d_model == t.text_dim == 4096
+def test_the_random_model_has_the_published_size(make_cfg):
+    # Built on the meta device (no memory): the configured architecture is Wan 2.1 T2V-1.3B's,
+    # so the random-weight model does the real model's work per step.
+    import torch
+    from diffusers import WanTransformer3DModel
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    arch = OmegaConf.to_container(make_cfg(model="wan2.1-t2v-1.3b-random").model.architecture)
+    with torch.device("meta"):
+        transformer = WanTransformer3DModel(
+            **{**arch["transformer"], "patch_size": tuple(arch["transformer"]["patch_size"])}
+        )
+        encoder = UMT5EncoderModel(UMT5Config(**arch["text_encoder"]))
+    assert sum(p.numel() for p in transformer.parameters()) / 1e9 == pytest.approx(1.42, abs=0.01)
+    assert sum(p.numel() for p in encoder.parameters()) / 1e9 == pytest.approx(5.7, abs=0.1)  # umT5-XXL encoder

@@ -9,16 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import retrain_one_weight, store_client
 from omegaconf import OmegaConf
 
-from harness.pipeline.generate import GenerationRequest
+from harness.measure.references import ReferenceVideos
 from harness.measure.session import measure_preset
+from harness.measure.video import read_video
+from harness.pipeline.generate import GenerationRequest
 from harness.pipeline.load import LoadedPipeline, ModelUnavailableError
 from harness.preset import resolve_shape, validate_preset
-from harness.measure.references import ReferenceVideos
-from harness.measure.video import read_video
-
-from conftest import retrain_one_weight, store_client
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,14 +41,26 @@ def test_a_preset_is_logged_with_params_metrics_and_a_readable_mp4(make_cfg, tmp
         assert params["scheduler"] == "FlowMatchEulerDiscreteScheduler"
         assert (params["width"], params["height"], params["num_frames"]) == ("64", "112", "13")
         assert params["frames_official"] == "61" and params["model"] == "tiny" and params["device"] == "cpu"
-        for key in ("time_text_encode_s", "time_denoise_s", "time_decode_s", "time_video_write_s",
-                    "time_step_median_s", "wall_time_s", "peak_memory_mb", "clip_score", "psnr_db", "ssim"):
+        for key in (
+            "time_text_encode_s",
+            "time_denoise_s",
+            "time_decode_s",
+            "time_video_write_s",
+            "time_step_median_s",
+            "wall_time_s",
+            "peak_memory_mb",
+            "clip_score",
+            "psnr_db",
+            "ssim",
+        ):
             assert key in metrics, key
         assert 0 <= metrics["clip_score"] <= 100 and metrics["psnr_db"] < 100  # euler 18 != reference
         assert len(client.get_metric_history(child.info.run_id, "time_step_s")) == 18
         names = {item.path for item in client.list_artifacts(child.info.run_id)}
         assert names == {"video.mp4", "frames.png", "config.yaml"}
-        video = read_video(Path(client.download_artifacts(child.info.run_id, "video.mp4", str(tmp_path / child.info.run_id))))
+        video = read_video(
+            Path(client.download_artifacts(child.info.run_id, "video.mp4", str(tmp_path / child.info.run_id)))
+        )
         frames, height, width = video.shape[:3]
         assert (frames, height, width) == (int(params["num_frames"]), int(params["height"]), int(params["width"]))
         assert width < height  # '480*832' is portrait
@@ -74,7 +85,11 @@ def test_real_model_without_weights_says_how_to_fix_it(make_cfg, tmp_path, monke
     with pytest.raises(ModelUnavailableError) as error:
         measure_preset(cfg)
     message = str(error.value)
-    assert "Wan-AI/Wan2.1-T2V-1.3B-Diffusers" in message and "model=wan2.1-t2v-1.3b model.path=DIR" in message and "model=tiny" in message
+    assert (
+        "Wan-AI/Wan2.1-T2V-1.3B-Diffusers" in message
+        and "model=wan2.1-t2v-1.3b model.path=DIR" in message
+        and "model=tiny" in message
+    )
     missing = make_cfg(f"model.path={tmp_path}/nowhere", model="wan2.1-t2v-1.3b")
     with pytest.raises(ModelUnavailableError, match="there is no folder"):
         measure_preset(missing)
@@ -82,18 +97,31 @@ def test_real_model_without_weights_says_how_to_fix_it(make_cfg, tmp_path, monke
 
 
 def cli(tmp_path, *args, multirun=False):
-    command = [sys.executable, "-m", "harness.run", *(["-m"] if multirun else []), f"paths.root_dir={tmp_path}", "model=tiny",
-               f"model.path={tmp_path}/tiny-wan", f"model.clip={tmp_path}/tiny-clip", "prompts=smoke", *args]
+    command = [
+        sys.executable,
+        "-m",
+        "harness.run",
+        *(["-m"] if multirun else []),
+        f"paths.root_dir={tmp_path}",
+        "model=tiny",
+        f"model.path={tmp_path}/tiny-wan",
+        f"model.clip={tmp_path}/tiny-clip",
+        "prompts=smoke",
+        *args,
+    ]
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
 def test_cli_bad_input_is_one_line_and_non_zero(tmp_path):
     result = cli(tmp_path, "preset.size=480x832")
     assert result.returncode != 0
-    assert result.stderr.strip().splitlines() == ["error: preset.size='480x832' is not 'W*H' (width*height, e.g. '480*832' for portrait)"]
+    assert result.stderr.strip().splitlines() == [
+        "error: preset.size='480x832' is not 'W*H' (width*height, e.g. '480*832' for portrait)"
+    ]
     assert not (tmp_path / "mlruns" / "mlflow.db").exists()
 
 
+@pytest.mark.slow
 def test_cli_multirun_compares_the_four_proposal_presets(tmp_path):
     result = cli(tmp_path, "+experiment=baseline,balanced,aggressive,quality_first", multirun=True)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -134,12 +162,18 @@ def test_the_toy_world_logs_prompt_adherence_beside_clip(make_cfg, tmp_path):
     assert child.data.params["model"] == "toy"
 
 
-@pytest.mark.parametrize("override, message", [
-    ("speed.attention=flash_hub", "speed.attention='flash_hub' is not a local diffusers attention backend"),
-    ("speed.attention=_native_flash", "speed.attention='_native_flash' needs a GPU; allowed on cpu: ['native', '_native_math']"),
-    ("model.dtype=float16", "model.dtype='float16' is not supported on cpu"),
-    ("model.dtype=float64", "model.dtype='float64' is not allowed; allowed: auto, float32, bfloat16, float16"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("speed.attention=flash_hub", "speed.attention='flash_hub' is not a local diffusers attention backend"),
+        (
+            "speed.attention=_native_flash",
+            "speed.attention='_native_flash' needs a GPU; allowed on cpu: ['native', '_native_math']",
+        ),
+        ("model.dtype=float16", "model.dtype='float16' is not supported on cpu"),
+        ("model.dtype=float64", "model.dtype='float64' is not allowed; allowed: auto, float32, bfloat16, float16"),
+    ],
+)
 def test_precision_and_attention_are_checked_before_any_run(make_cfg, tmp_path, override, message):
     with pytest.raises(ValueError) as error:
         measure_preset(make_cfg(override))
@@ -148,12 +182,15 @@ def test_precision_and_attention_are_checked_before_any_run(make_cfg, tmp_path, 
 
 
 def test_math_attention_and_bfloat16_run_and_are_logged(make_cfg, tmp_path):
-    summary = measure_preset(make_cfg("speed.attention=_native_math", "model.dtype=bfloat16", "model.path=" + str(tmp_path / "bf16-wan")))
+    summary = measure_preset(
+        make_cfg("speed.attention=_native_math", "model.dtype=bfloat16", "model.path=" + str(tmp_path / "bf16-wan"))
+    )
     client = store_client(tmp_path)
     params = children(client, client.get_run(summary["run_id"]))[0].data.params
     assert params["attention"] == "_native_math" and params["dtype"] == "bfloat16"
 
 
+@pytest.mark.slow
 def test_regional_compile_is_a_separate_load_and_its_cost_is_reported_apart(make_cfg, tmp_path):
     from harness.pipeline.load import LOAD_COUNT
 
@@ -165,10 +202,13 @@ def test_regional_compile_is_a_separate_load_and_its_cost_is_reported_apart(make
     assert run.data.metrics["time_warmup_s"] > run.data.metrics["median_wall_time_s"]  # compiling happened there
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (["speed.compile=max"], "speed.compile='max' is not allowed; allowed: ['off', 'regional', 'full']"),
-    (["speed.compile=full", "timing.warmup=false"], "speed.compile='full' needs timing.warmup=true"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["speed.compile=max"], "speed.compile='max' is not allowed; allowed: ['off', 'regional', 'full']"),
+        (["speed.compile=full", "timing.warmup=false"], "speed.compile='full' needs timing.warmup=true"),
+    ],
+)
 def test_bad_compile_settings(make_cfg, overrides, message):
     from harness.measure.plan import plan
 
@@ -185,7 +225,9 @@ def test_references_of_a_retrained_model_at_the_same_path_are_not_reused(make_cf
     shutil.copytree(model_dir / "tiny-wan", weights)
 
     def references():  # a fresh load of whatever the folder holds now
-        loaded = LoadedPipeline(pipe=None, device=torch.device("cpu"), dtype=torch.float32, name="tiny", source=str(weights))
+        loaded = LoadedPipeline(
+            pipe=None, device=torch.device("cpu"), dtype=torch.float32, name="tiny", source=str(weights)
+        )
         return ReferenceVideos(tmp_path / "references", loaded, preset, solvers)
 
     before, after = np.zeros((1, 2, 2, 3), np.uint8), np.ones((1, 2, 2, 3), np.uint8)

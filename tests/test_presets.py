@@ -7,9 +7,19 @@ import pytest
 from harness.preset import official_frame_count, parse_size, resolve_shape, validate_preset
 
 SOLVERS = {"unipc": {}, "dpm++": {}, "euler": {}}
-BASE = dict(task="t2v-1.3B", size="480*832", sample_steps=25, sample_guide_scale=6.5,
-            sample_solver="unipc", sample_shift=5.0, frame_num=83, enhance_prompt=False,
-            expected_time=135, content_type="video", file_extension="mp4")
+BASE = dict(
+    task="t2v-1.3B",
+    size="480*832",
+    sample_steps=25,
+    sample_guide_scale=6.5,
+    sample_solver="unipc",
+    sample_shift=5.0,
+    frame_num=83,
+    enhance_prompt=False,
+    expected_time=135,
+    content_type="video",
+    file_extension="mp4",
+)
 
 
 def preset(**changes):
@@ -37,31 +47,40 @@ def test_real_scale_resolves_frames_and_warns_when_they_change(caplog, asked, ge
     assert (f"frame_num={asked} is not 4n+1" in caplog.text) is warned
 
 
-@pytest.mark.parametrize("size, frames, expected", [
-    ("480*832", 83, (64, 112, 17)),   # 21 latent frames / 4 -> 5 -> 17 frames
-    ("480*832", 64, (64, 112, 13)),   # 16 -> 4 -> 13
-    ("384*640", 48, (48, 80, 9)),     # 12 -> 3 -> 9
-    ("832*480", 5, (112, 64, 1)),     # at least one latent frame
-])
+@pytest.mark.parametrize(
+    "size, frames, expected",
+    [
+        ("480*832", 83, (64, 112, 17)),  # 21 latent frames / 4 -> 5 -> 17 frames
+        ("480*832", 64, (64, 112, 13)),  # 16 -> 4 -> 13
+        ("384*640", 48, (48, 80, 9)),  # 12 -> 3 -> 9
+        ("832*480", 5, (112, 64, 1)),  # at least one latent frame
+    ],
+)
 def test_tiny_scale_keeps_relative_costs(size, frames, expected):
     shape = resolve_shape(preset(size=size, frame_num=frames), 8, 4)
     assert (shape.width, shape.height, shape.num_frames) == expected
     assert shape.width % 16 == 0 and shape.height % 16 == 0
 
 
-@pytest.mark.parametrize("changes, message", [
-    ({"size": "480x832"}, "preset.size='480x832' is not 'W*H'"),
-    ({"size": "480*830"}, "height 830 must be a positive multiple of 16"),
-    ({"size": "0*832"}, "width 0 must be a positive multiple of 16"),
-    ({"sample_solver": "heun"}, "preset.sample_solver='heun' is not a known solver; allowed: ['dpm++', 'euler', 'unipc']"),
-    ({"sample_steps": 0}, "preset.sample_steps=0 must be an integer >= 1"),
-    ({"sample_steps": 2.5}, "preset.sample_steps=2.5 must be an integer >= 1"),
-    ({"sample_steps": "abc"}, "preset.sample_steps='abc' must be an integer >= 1"),
-    ({"frame_num": 0}, "preset.frame_num=0 must be an integer >= 1"),
-    ({"sample_guide_scale": -1}, "preset.sample_guide_scale=-1 must be a number >= 0"),
-    ({"sample_shift": 0}, "preset.sample_shift=0 must be a number > 0"),
-    ({"file_extension": "gif"}, "only 'mp4' is written"),
-])
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"size": "480x832"}, "preset.size='480x832' is not 'W*H'"),
+        ({"size": "480*830"}, "height 830 must be a positive multiple of 16"),
+        ({"size": "0*832"}, "width 0 must be a positive multiple of 16"),
+        (
+            {"sample_solver": "heun"},
+            "preset.sample_solver='heun' is not a known solver; allowed: ['dpm++', 'euler', 'unipc']",
+        ),
+        ({"sample_steps": 0}, "preset.sample_steps=0 must be an integer >= 1"),
+        ({"sample_steps": 2.5}, "preset.sample_steps=2.5 must be an integer >= 1"),
+        ({"sample_steps": "abc"}, "preset.sample_steps='abc' must be an integer >= 1"),
+        ({"frame_num": 0}, "preset.frame_num=0 must be an integer >= 1"),
+        ({"sample_guide_scale": -1}, "preset.sample_guide_scale=-1 must be a number >= 0"),
+        ({"sample_shift": 0}, "preset.sample_shift=0 must be a number > 0"),
+        ({"file_extension": "gif"}, "only 'mp4' is written"),
+    ],
+)
 def test_bad_values_name_the_value_and_what_is_allowed(changes, message):
     with pytest.raises(ValueError) as error:
         preset(**changes)

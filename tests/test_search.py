@@ -8,10 +8,10 @@ import sys
 import time
 from pathlib import Path
 
-import mlflow
 import optuna
 import pytest
 import yaml
+from conftest import CONF_DIR, retrain_one_weight, store_client
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
@@ -21,8 +21,6 @@ from harness.study.markdown import levers_section, write_report
 from harness.study.optimize import search_presets
 from harness.study.selection import choose, select_preset
 from harness.study.storage import storage_url
-
-from conftest import CONF_DIR, retrain_one_weight, store_client
 
 ROOT = Path(__file__).resolve().parents[1]
 STATES = optuna.trial.TrialState
@@ -48,8 +46,14 @@ def mlflow_runs(root, kind):
 def study_root(tmp_path_factory, model_dir):
     """A 5-trial study (4 enqueued presets + 1 searched), then continued to 6 trials."""
     root = tmp_path_factory.mktemp("study")
-    overrides = [f"paths.root_dir={root}", "model=tiny", f"model.path={model_dir}/tiny-wan",
-                 f"model.clip={model_dir}/tiny-clip", "prompts=smoke", "search.n_trials=5"]
+    overrides = [
+        f"paths.root_dir={root}",
+        "model=tiny",
+        f"model.path={model_dir}/tiny-wan",
+        f"model.clip={model_dir}/tiny-clip",
+        "prompts=smoke",
+        "search.n_trials=5",
+    ]
     search_presets(compose_cfg(overrides), overrides)
     first = [(t.number, t.state, t.value) for t in load(compose_cfg(overrides)).trials]
     more = [*overrides[:-1], "search.n_trials=6"]
@@ -109,7 +113,15 @@ def test_report_writes_markdown_and_pictures_and_logs_them(study_root):
     cfg = compose_cfg([*overrides, "study=video_fast"])
     report = write_report(cfg)
     text = report.read_text()
-    for needle in ("| baseline |", "| balanced |", "| aggressive |", "| quality_first |", "## All trials", "pareto.png", "optuna-dashboard"):
+    for needle in (
+        "| baseline |",
+        "| balanced |",
+        "| aggressive |",
+        "| quality_first |",
+        "## All trials",
+        "pareto.png",
+        "optuna-dashboard",
+    ):
         assert needle in text
     for picture in ("pareto.png", "history.png"):
         assert (report.parent / picture).stat().st_size > 5000
@@ -123,8 +135,19 @@ def test_select_exports_the_worker_format_and_it_loads_back(study_root):
     cfg = compose_cfg([*overrides, "study=video_fast", "search.select.repeats=1"])
     yaml_path, json_path = select_preset(cfg, [*overrides, "study=video_fast"])
     exported = yaml.safe_load(yaml_path.read_text())
-    assert list(exported) == ["task", "size", "sample_steps", "sample_guide_scale", "sample_solver", "sample_shift",
-                              "frame_num", "enhance_prompt", "expected_time", "content_type", "file_extension"]
+    assert list(exported) == [
+        "task",
+        "size",
+        "sample_steps",
+        "sample_guide_scale",
+        "sample_solver",
+        "sample_shift",
+        "frame_num",
+        "enhance_prompt",
+        "expected_time",
+        "content_type",
+        "file_extension",
+    ]
     as_json = json.loads(json_path.read_text())
     assert {k: v for k, v in as_json.items() if not k.startswith("_")} == exported
     study = load(cfg)
@@ -185,31 +208,52 @@ def test_a_failing_trial_is_recorded_and_the_study_goes_on(tmp_path, base_overri
 
 
 def test_an_impossible_floor_leaves_no_feasible_trial(tmp_path, base_overrides):
-    overrides = [*base_overrides, "search.n_trials=2", "search.enqueue=[baseline,balanced]", "search.floors.psnr_db.value=1000"]
+    overrides = [
+        *base_overrides,
+        "search.n_trials=2",
+        "search.enqueue=[baseline,balanced]",
+        "search.floors.psnr_db.value=1000",
+    ]
     study = search_presets(compose_cfg(overrides), overrides)
     assert best_feasible(study) is None
     assert all(t.constraints["floor_psnr_db"] > 0 for t in study.trials)
 
 
-@pytest.mark.parametrize("override, message", [
-    ("+search.floors.lpips.value=0.1", "search.floors.lpips: unknown metric"),
-    ("search.floors.psnr_db.ratio=0.9", "must set exactly one of value, ratio"),
-    ("search.n_trials=0", "search.n_trials=0 must be an integer >= 1"),
-    ("search.space.frame_num.choices=[64]", "frame_num choice 64 must be a frame count 4n+1"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("+search.floors.lpips.value=0.1", "search.floors.lpips: unknown metric"),
+        ("search.floors.psnr_db.ratio=0.9", "must set exactly one of value, ratio"),
+        ("search.n_trials=0", "search.n_trials=0 must be an integer >= 1"),
+        ("search.space.frame_num.choices=[64]", "frame_num choice 64 must be a frame count 4n+1"),
+    ],
+)
 def test_bad_search_settings_fail_before_any_trial(tmp_path, base_overrides, override, message):
     overrides = [*base_overrides, override]
     with pytest.raises(ValueError, match=message.replace("+", r"\+")):
         search_presets(compose_cfg(overrides), overrides)
-    assert not (tmp_path / "mlruns" / "optuna.db").exists() or not optuna.get_all_study_summaries(storage_url(compose_cfg(overrides)))
+    assert not (tmp_path / "mlruns" / "optuna.db").exists() or not optuna.get_all_study_summaries(
+        storage_url(compose_cfg(overrides))
+    )
 
 
+@pytest.mark.slow
 def test_sigkill_mid_study_loses_nothing_and_leaves_nothing_running(tmp_path, model_dir):
-    args = [f"paths.root_dir={tmp_path}", "model=tiny", f"model.path={model_dir}/tiny-wan", f"model.clip={model_dir}/tiny-clip",
-            "prompts=smoke", "search.seeds=[0,1,2,3,4,5]", "search.heartbeat_s=1", "search.grace_s=2"]
+    args = [
+        f"paths.root_dir={tmp_path}",
+        "model=tiny",
+        f"model.path={model_dir}/tiny-wan",
+        f"model.clip={model_dir}/tiny-clip",
+        "prompts=smoke",
+        "search.seeds=[0,1,2,3,4,5]",
+        "search.heartbeat_s=1",
+        "search.grace_s=2",
+    ]
     command = [sys.executable, "-m", "harness.search", *args, "search.n_trials=3"]
     storage = f"sqlite:///{tmp_path / 'mlruns' / 'optuna.db'}"
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    process = subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.time() + 600
     try:
         while time.time() < deadline:  # wait for one complete trial and one running
@@ -225,10 +269,19 @@ def test_sigkill_mid_study_loses_nothing_and_leaves_nothing_running(tmp_path, mo
     finally:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
-    completed = [t.number for t in optuna.load_study(study_name="video_fast", storage=storage).trials if t.state == STATES.COMPLETE]
+    completed = [
+        t.number
+        for t in optuna.load_study(study_name="video_fast", storage=storage).trials
+        if t.state == STATES.COMPLETE
+    ]
     time.sleep(3)  # past the grace period: the killed trial's heartbeat is stale
-    result = subprocess.run([sys.executable, "-m", "harness.search", *args, "search.n_trials=4"], cwd=ROOT,
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "harness.search", *args, "search.n_trials=4"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     trials = optuna.load_study(study_name="video_fast", storage=storage).trials
     assert set(completed) <= {t.number for t in trials if t.state == STATES.COMPLETE}

@@ -3,7 +3,7 @@
 import pytest
 from diffusers import DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
 
-from harness.pipeline.schedulers import build_scheduler, is_official
+from harness.pipeline.schedulers import build_scheduler
 
 
 @pytest.fixture
@@ -33,10 +33,6 @@ def test_shift_remaps_sigmas(solvers):
     for scheduler in (low, high):
         scheduler.set_timesteps(10)
     assert (high.sigmas[1:-1] > low.sigmas[1:-1]).all()  # a larger shift keeps more noise longer
-
-
-def test_only_unipc_and_dpm_are_official(solvers):
-    assert [name for name in ("unipc", "dpm++", "euler") if is_official(name, solvers)] == ["unipc", "dpm++"]
 
 
 def test_unknown_solver(solvers):

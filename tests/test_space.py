@@ -6,8 +6,8 @@ import optuna
 import pytest
 from omegaconf import OmegaConf
 
-from harness.study import space
 from harness.preset import validate_preset
+from harness.study import space
 
 SOLVERS = {"unipc": {}, "dpm++": {}, "euler": {}}
 
@@ -23,7 +23,9 @@ def test_default_space_covers_the_knobs(dists):
     assert all((f - 1) % 4 == 0 for f in dists["frame_num"].choices)
 
 
-@pytest.mark.parametrize("experiment, frames", [("baseline", 81), ("balanced", 61), ("aggressive", 45), ("quality_first", 81)])
+@pytest.mark.parametrize(
+    "experiment, frames", [("baseline", 81), ("balanced", 61), ("aggressive", 45), ("quality_first", 81)]
+)
 def test_proposal_presets_enqueue_inside_the_space(make_cfg, dists, experiment, frames):
     cfg = make_cfg(f"+experiment={experiment}")
     preset = validate_preset(OmegaConf.to_container(cfg.preset), SOLVERS)
@@ -38,15 +40,18 @@ def test_a_preset_outside_the_space_is_refused(make_cfg, dists):
         space.params_of(preset, dists, "custom")
 
 
-@pytest.mark.parametrize("bad, message", [
-    ({"steps": {"type": "int", "low": 1, "high": 4}}, "search.space.steps is not searchable"),
-    ({"frame_num": {"type": "categorical", "choices": [64]}}, "frame_num choice 64 must be a frame count 4n+1"),
-    ({"sample_solver": {"type": "categorical", "choices": ["heun"]}}, "choice 'heun' is not a known solver"),
-    ({"size": {"type": "categorical", "choices": ["480x832"]}}, "preset.size='480x832' is not 'W*H'"),
-    ({"sample_steps": {"type": "int", "low": 9, "high": 4}}, "low=9, high=4 must be numbers with low <= high"),
-    ({"sample_shift": {"type": "float", "low": 0.0, "high": 4.0}}, "sample_shift.low=0.0 must be > 0"),
-    ({"sample_steps": {"type": "loguniform", "low": 1, "high": 4}}, "type='loguniform'; allowed"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"steps": {"type": "int", "low": 1, "high": 4}}, "search.space.steps is not searchable"),
+        ({"frame_num": {"type": "categorical", "choices": [64]}}, "frame_num choice 64 must be a frame count 4n+1"),
+        ({"sample_solver": {"type": "categorical", "choices": ["heun"]}}, "choice 'heun' is not a known solver"),
+        ({"size": {"type": "categorical", "choices": ["480x832"]}}, "preset.size='480x832' is not 'W*H'"),
+        ({"sample_steps": {"type": "int", "low": 9, "high": 4}}, "low=9, high=4 must be numbers with low <= high"),
+        ({"sample_shift": {"type": "float", "low": 0.0, "high": 4.0}}, "sample_shift.low=0.0 must be > 0"),
+        ({"sample_steps": {"type": "loguniform", "low": 1, "high": 4}}, "type='loguniform'; allowed"),
+    ],
+)
 def test_bad_space_entries(bad, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         space.distributions(bad, SOLVERS)
@@ -74,9 +79,20 @@ def test_levers_search_adds_guidance_stop_outside_the_preset(make_cfg):
 
 
 def test_attention_and_compile_are_searchable_levers():
-    dists = space.distributions({"attention": {"type": "categorical", "choices": ["native", "_native_math"]},
-                                 "compile": {"type": "categorical", "choices": ["off", "regional"]}}, SOLVERS)
+    dists = space.distributions(
+        {
+            "attention": {"type": "categorical", "choices": ["native", "_native_math"]},
+            "compile": {"type": "categorical", "choices": ["off", "regional"]},
+        },
+        SOLVERS,
+    )
     assert set(dists) == {"attention", "compile"}
-    assert space.overrides({"attention": "_native_math", "compile": "regional"}) == ["speed.attention=_native_math", "speed.compile=regional"]
-    with pytest.raises(ValueError, match=re.escape("search.space.compile choice 'max' is not allowed; allowed: ['off', 'regional', 'full']")):
+    assert space.overrides({"attention": "_native_math", "compile": "regional"}) == [
+        "speed.attention=_native_math",
+        "speed.compile=regional",
+    ]
+    with pytest.raises(
+        ValueError,
+        match=re.escape("search.space.compile choice 'max' is not allowed; allowed: ['off', 'regional', 'full']"),
+    ):
         space.distributions({"compile": {"type": "categorical", "choices": ["max"]}}, SOLVERS)

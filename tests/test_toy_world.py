@@ -75,8 +75,14 @@ def test_shipped_pipeline_generates() -> None:
     pipe = WanPipeline.from_pretrained(str(TOY / "wan"))
     pipe.set_progress_bar_config(disable=True)
     frames = pipe(
-        "a red circle moving left", height=80, width=48, num_frames=9, num_inference_steps=3,
-        guidance_scale=6.5, generator=torch.Generator().manual_seed(0), output_type="np",
+        "a red circle moving left",
+        height=80,
+        width=48,
+        num_frames=9,
+        num_inference_steps=3,
+        guidance_scale=6.5,
+        generator=torch.Generator().manual_seed(0),
+        output_type="np",
     ).frames[0]
     assert frames.shape == (9, 80, 48, 3)
     assert np.isfinite(frames).all()

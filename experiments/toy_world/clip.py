@@ -42,9 +42,7 @@ def pooled(output: torch.Tensor | object) -> torch.Tensor:
     return output if isinstance(output, torch.Tensor) else output.pooler_output
 
 
-def frame_pool(
-    processor: CLIPProcessor, rng: np.random.Generator, seeds: int
-) -> tuple[torch.Tensor, torch.Tensor]:
+def frame_pool(processor: CLIPProcessor, rng: np.random.Generator, seeds: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Processed frames of every caption at the main and the small training size.
 
     Args:
@@ -113,9 +111,7 @@ def train_clip(work: Path, steps: int, batch: int = 128, lr: float = 2e-3, seed:
         match = (labels[rows][:, None] == text_class[None, :]).float()
         loss_i2t = -(match / match.sum(1, keepdim=True) * logits.log_softmax(1)).sum(1).mean()
         has = match.sum(0) > 0
-        loss_t2i = -(
-            (match / match.sum(0, keepdim=True).clamp_min(1)) * logits.log_softmax(0)
-        ).sum(0)[has].mean()
+        loss_t2i = -((match / match.sum(0, keepdim=True).clamp_min(1)) * logits.log_softmax(0)).sum(0)[has].mean()
         loss = (loss_i2t + loss_t2i) / 2
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -73,10 +73,7 @@ def clip_batch(
         texts = [all_captions[i] for i in rng.integers(len(all_captions), size=batch)]
     frames, height, width = size
     clips = np.stack(
-        [
-            render_clip(*parse_caption(t), frames, height, width, seed=int(rng.integers(2**31)))
-            for t in texts
-        ]
+        [render_clip(*parse_caption(t), frames, height, width, seed=int(rng.integers(2**31))) for t in texts]
     )
     return clips, texts
 

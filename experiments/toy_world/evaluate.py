@@ -20,22 +20,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers import (
-    DPMSolverMultistepScheduler,
-    FlowMatchEulerDiscreteScheduler,
-    UniPCMultistepScheduler,
-    WanPipeline,
-)
+from diffusers import WanPipeline
+from omegaconf import OmegaConf
 from PIL import Image, ImageDraw
 from scipy.stats import spearmanr
-from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
-from torchmetrics.multimodal import CLIPScore
-from transformers import CLIPModel, CLIPProcessor
 
+from harness import CONF_DIR
+from harness.measure.quality import ClipScorer, fidelity
+from harness.pipeline.schedulers import build_scheduler
 from harness.toy.adherence import adherence
 from harness.toy.world import COLORS, SHAPES, captions, make_caption, parse_caption
 
 HERE = Path(__file__).parent
+SOLVERS = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "solver" / "flow_matching.yaml"))
 # worker presets mapped to the toy size: (solver, steps, guidance, shift, height, width, frames)
 PRESETS: dict[str, tuple[str, int, float, float, int, int, int]] = {  # balanced first: the acceptance setting
     "balanced": ("euler", 18, 6.5, 3.0, 80, 48, 13),
@@ -63,31 +60,17 @@ FIDELITY_CAPTIONS = [
 ]
 
 
-def make_scheduler(solver: str, shift: float):
-    """The diffusers scheduler of a worker solver name.
-
-    Args:
-        solver: ``unipc``, ``dpm++`` or ``euler``.
-        shift: flow shift.
-
-    Returns:
-        A scheduler instance.
-
-    Raises:
-        ValueError: on an unknown solver.
-    """
-    if solver == "unipc":
-        return UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=shift)
-    if solver == "dpm++":
-        return DPMSolverMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=shift)
-    if solver == "euler":
-        return FlowMatchEulerDiscreteScheduler(shift=shift)
-    raise ValueError(f"unknown solver {solver!r}: use unipc, dpm++ or euler")
-
-
 def generate(
-    pipe: WanPipeline, prompts: list[str], seeds: list[int], solver: str, steps: int,
-    guidance: float, shift: float, height: int, width: int, frames: int,
+    pipe: WanPipeline,
+    prompts: list[str],
+    seeds: list[int],
+    solver: str,
+    steps: int,
+    guidance: float,
+    shift: float,
+    height: int,
+    width: int,
+    frames: int,
 ) -> np.ndarray:
     """Generate one video per prompt, each from its own seeded generator.
 
@@ -106,11 +89,16 @@ def generate(
     Returns:
         float array ``(len(prompts), frames, height, width, 3)`` in [0, 1].
     """
-    pipe.scheduler = make_scheduler(solver, shift)
+    pipe.scheduler = build_scheduler(solver, shift, SOLVERS)
     with torch.no_grad():
         return pipe(
-            prompts, height=height, width=width, num_frames=frames, num_inference_steps=steps,
-            guidance_scale=guidance, generator=[torch.Generator().manual_seed(s) for s in seeds],
+            prompts,
+            height=height,
+            width=width,
+            num_frames=frames,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            generator=[torch.Generator().manual_seed(s) for s in seeds],
             output_type="np",
         ).frames
 
@@ -129,52 +117,9 @@ def adherence_rates(videos: np.ndarray, prompts: list[str]) -> dict[str, float]:
     return {k: float(np.mean([c[f"{k}_ok"] for c in checks])) for k in ("color", "shape", "direction", "all")}
 
 
-class _TensorFeatures(torch.nn.Module):
-    """A ``CLIPModel`` whose feature methods return tensors (transformers 5 returns outputs)."""
-
-    def __init__(self, model: CLIPModel) -> None:
-        super().__init__()
-        self.model = model
-        self.config = model.config
-
-    def get_image_features(self, *args, **kwargs) -> torch.Tensor:
-        out = self.model.get_image_features(*args, **kwargs)
-        return out if isinstance(out, torch.Tensor) else out.pooler_output
-
-    def get_text_features(self, *args, **kwargs) -> torch.Tensor:
-        out = self.model.get_text_features(*args, **kwargs)
-        return out if isinstance(out, torch.Tensor) else out.pooler_output
-
-
-def clip_metric(clip_dir: Path) -> CLIPScore:
-    """torchmetrics ``CLIPScore`` on the shipped CLIP.
-
-    Args:
-        clip_dir: folder with ``CLIPModel`` and ``CLIPProcessor``.
-
-    Returns:
-        The metric.
-    """
-    model = _TensorFeatures(CLIPModel.from_pretrained(str(clip_dir)).eval())
-    processor = CLIPProcessor.from_pretrained(str(clip_dir))
-    return CLIPScore(model_name_or_path=lambda: (model, processor))
-
-
-def video_clip_score(metric: CLIPScore, video: np.ndarray, text: str) -> float:
-    """Mean over frames of the CLIP score of a video against a text.
-
-    Args:
-        metric: a ``CLIPScore``.
-        video: ``(F, H, W, 3)`` in [0, 1].
-        text: caption.
-
-    Returns:
-        Score in [0, 100].
-    """
-    frames = torch.from_numpy((video * 255).round().astype(np.uint8)).permute(0, 3, 1, 2)
-    metric.reset()
-    metric.update(list(frames), [text] * len(frames))
-    return float(metric.compute())
+def to_uint8(video: np.ndarray) -> np.ndarray:
+    """A pipeline's float frames in [0, 1] as uint8, the form the harness scores."""
+    return (video * 255).round().astype(np.uint8)
 
 
 def wrong_captions(text: str) -> tuple[str, str]:
@@ -191,24 +136,6 @@ def wrong_captions(text: str) -> tuple[str, str]:
     other_color = names[(names.index(color) + 1) % len(names)]
     other_shape = SHAPES[(SHAPES.index(shape) + 1) % len(SHAPES)]
     return make_caption(other_color, shape, direction), make_caption(color, other_shape, direction)
-
-
-def fidelity(video: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
-    """PSNR and SSIM of a video against a reference, frames as float in [0, 1].
-
-    Args:
-        video: ``(F, H, W, 3)``.
-        reference: same shape.
-
-    Returns:
-        ``(psnr, ssim)``.
-    """
-    a = torch.from_numpy(video).permute(0, 3, 1, 2).float()
-    b = torch.from_numpy(reference).permute(0, 3, 1, 2).float()
-    return (
-        float(peak_signal_noise_ratio(a, b, data_range=1.0)),
-        float(structural_similarity_index_measure(a, b, data_range=1.0)),
-    )
 
 
 def save_grid(videos: np.ndarray, prompts: list[str], path: Path, scale: int = 2) -> None:
@@ -234,6 +161,99 @@ def save_grid(videos: np.ndarray, prompts: list[str], path: Path, scale: int = 2
     grid.save(path)
 
 
+def measure_adherence(pipe: WanPipeline, prompts: list[str], seeds: list[int]) -> tuple[dict, dict[str, np.ndarray]]:
+    """a. Adherence rates of every preset (and of balanced without guidance), and the videos."""
+    videos: dict[str, np.ndarray] = {}
+    rates: dict[str, dict] = {}
+    for name, (solver, steps, guidance, shift, height, width, frames) in PRESETS.items():
+        videos[name] = generate(pipe, prompts, seeds, solver, steps, guidance, shift, height, width, frames)
+        rates[name] = {
+            "solver": solver,
+            "steps": steps,
+            "guidance": guidance,
+            "shift": shift,
+            "width": width,
+            "height": height,
+            "frames": frames,
+            **adherence_rates(videos[name], prompts),
+        }
+        print(f"[evaluate] adherence {name}: {rates[name]}", flush=True)
+    solver, steps, _, shift, height, width, frames = PRESETS["balanced"]
+    unguided = generate(pipe, prompts, seeds, solver, steps, 1.0, shift, height, width, frames)
+    rates["balanced_no_guidance"] = {"guidance": 1.0, **adherence_rates(unguided, prompts)}
+    print(f"[evaluate] adherence balanced, guidance 1: {rates['balanced_no_guidance']}", flush=True)
+    return rates, videos
+
+
+def measure_clip(clip_dir: Path, videos: np.ndarray, prompts: list[str]) -> dict[str, float]:
+    """b. CLIP score of videos against their own caption, a wrong-colour and a wrong-shape caption."""
+    scorer = ClipScorer({"name": "toy", "clip": str(clip_dir)})
+    own, bad_color, bad_shape = [], [], []
+    for video, text in zip(videos, prompts):
+        wrong_color, wrong_shape = wrong_captions(text)
+        frames = to_uint8(video)
+        own.append(scorer.score(frames, text))
+        bad_color.append(scorer.score(frames, wrong_color))
+        bad_shape.append(scorer.score(frames, wrong_shape))
+    scores = {
+        "own": float(np.mean(own)),
+        "wrong_color": float(np.mean(bad_color)),
+        "wrong_shape": float(np.mean(bad_shape)),
+        "gap_color": float(np.mean(own) - np.mean(bad_color)),
+        "gap_shape": float(np.mean(own) - np.mean(bad_shape)),
+    }
+    print(f"[evaluate] clip score: {scores}", flush=True)
+    return scores
+
+
+def measure_fidelity(pipe: WanPipeline, quick: bool) -> dict[str, dict]:
+    """c. Fidelity to a 50-step reference of the same solver and shift, against steps, per solver."""
+    prompts = FIDELITY_CAPTIONS[:2] if quick else FIDELITY_CAPTIONS
+    seeds = list(range(len(prompts)))
+    step_list = [4, 8, 18] if quick else FIDELITY_STEPS
+    results = {}
+    for solver in ("unipc", "dpm++", "euler"):
+        reference = generate(pipe, prompts, seeds, solver, 50, 6.5, 3.0, 80, 48, 17)
+        psnr, ssim = [], []
+        for n in step_list:
+            out = generate(pipe, prompts, seeds, solver, n, 6.5, 3.0, 80, 48, 17)
+            scores = [fidelity(to_uint8(v), to_uint8(r)) for v, r in zip(out, reference)]
+            psnr.append(float(np.mean([s["psnr_db"] for s in scores])))
+            ssim.append(float(np.mean([s["ssim"] for s in scores])))
+        results[solver] = {
+            "steps": step_list,
+            "psnr": psnr,
+            "ssim": ssim,
+            "spearman_psnr": float(spearmanr(step_list, psnr).statistic),
+            "spearman_ssim": float(spearmanr(step_list, ssim).statistic),
+        }
+        print(f"[evaluate] fidelity {solver}: {results[solver]}", flush=True)
+    return results
+
+
+def targets_met(results: dict) -> dict[str, bool]:
+    """Which of the world's targets the measurements meet."""
+    a, c = results["adherence"]["balanced"], results["clip_score"]
+    return {
+        "color": a["color"] >= TARGETS["color"],
+        "direction": a["direction"] >= TARGETS["direction"],
+        "shape": a["shape"] >= TARGETS["shape"],
+        "clip_gap_color": c["gap_color"] >= TARGETS["clip_gap"],
+        "clip_gap_shape": c["gap_shape"] >= TARGETS["clip_gap"],
+        **{f"spearman_{s}": v["spearman_psnr"] >= TARGETS["spearman"] for s, v in results["fidelity"].items()},
+    }
+
+
+def write_grids(pipe: WanPipeline, results_dir: Path, model_dir: Path) -> None:
+    """Frame grids of the grid captions: balanced preset beside the results, baseline in the model card."""
+    solver, steps, guidance, shift, height, width, frames = PRESETS["balanced"]
+    seeds0 = [0] * len(GRID_CAPTIONS)
+    grid = generate(pipe, GRID_CAPTIONS, seeds0, solver, steps, guidance, shift, height, width, frames)
+    save_grid(grid, GRID_CAPTIONS, results_dir / "grid.png")
+    grid = generate(pipe, GRID_CAPTIONS, seeds0, "unipc", 25, 6.5, 3.0, 80, 48, 17)
+    save_grid(grid, GRID_CAPTIONS, model_dir / "grid.png")
+
+
 def main() -> None:
     """Run the three measurements and write results and grids."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -249,74 +269,13 @@ def main() -> None:
     all_prompts = [p for p in prompts for _ in seeds]
     all_seeds = [s for _ in prompts for s in seeds]
     results: dict = {"targets": TARGETS, "videos_per_setting": len(all_prompts)}
-
-    # a. adherence
-    videos: dict[str, np.ndarray] = {}
-    results["adherence"] = {}
-    for name, (solver, steps, guidance, shift, height, width, frames) in PRESETS.items():
-        videos[name] = generate(pipe, all_prompts, all_seeds, solver, steps, guidance, shift, height, width, frames)
-        results["adherence"][name] = {
-            "solver": solver, "steps": steps, "guidance": guidance, "shift": shift,
-            "width": width, "height": height, "frames": frames,
-            **adherence_rates(videos[name], all_prompts),
-        }
-        print(f"[evaluate] adherence {name}: {results['adherence'][name]}", flush=True)
-    solver, steps, _, shift, height, width, frames = PRESETS["balanced"]
-    unguided = generate(pipe, all_prompts, all_seeds, solver, steps, 1.0, shift, height, width, frames)
-    results["adherence"]["balanced_no_guidance"] = {"guidance": 1.0, **adherence_rates(unguided, all_prompts)}
-    print(f"[evaluate] adherence balanced, guidance 1: {results['adherence']['balanced_no_guidance']}", flush=True)
-
-    # b. CLIP score
-    metric = clip_metric(args.model / "clip")
-    own, bad_color, bad_shape = [], [], []
-    for video, text in zip(videos["balanced"], all_prompts):
-        wrong_color, wrong_shape = wrong_captions(text)
-        own.append(video_clip_score(metric, video, text))
-        bad_color.append(video_clip_score(metric, video, wrong_color))
-        bad_shape.append(video_clip_score(metric, video, wrong_shape))
-    results["clip_score"] = {
-        "own": float(np.mean(own)), "wrong_color": float(np.mean(bad_color)), "wrong_shape": float(np.mean(bad_shape)),
-        "gap_color": float(np.mean(own) - np.mean(bad_color)), "gap_shape": float(np.mean(own) - np.mean(bad_shape)),
-    }
-    print(f"[evaluate] clip score: {results['clip_score']}", flush=True)
-
-    # c. fidelity vs steps
-    fid_prompts = FIDELITY_CAPTIONS[:2] if args.quick else FIDELITY_CAPTIONS
-    fid_seeds = list(range(len(fid_prompts)))
-    step_list = [4, 8, 18] if args.quick else FIDELITY_STEPS
-    results["fidelity"] = {}
-    for solver in ("unipc", "dpm++", "euler"):
-        reference = generate(pipe, fid_prompts, fid_seeds, solver, 50, 6.5, 3.0, 80, 48, 17)
-        psnr, ssim = [], []
-        for n in step_list:
-            out = generate(pipe, fid_prompts, fid_seeds, solver, n, 6.5, 3.0, 80, 48, 17)
-            scores = [fidelity(v, r) for v, r in zip(out, reference)]
-            psnr.append(float(np.mean([s[0] for s in scores])))
-            ssim.append(float(np.mean([s[1] for s in scores])))
-        results["fidelity"][solver] = {
-            "steps": step_list, "psnr": psnr, "ssim": ssim,
-            "spearman_psnr": float(spearmanr(step_list, psnr).statistic),
-            "spearman_ssim": float(spearmanr(step_list, ssim).statistic),
-        }
-        print(f"[evaluate] fidelity {solver}: {results['fidelity'][solver]}", flush=True)
-
-    a, c = results["adherence"]["balanced"], results["clip_score"]
-    results["met"] = {
-        "color": a["color"] >= TARGETS["color"],
-        "direction": a["direction"] >= TARGETS["direction"],
-        "shape": a["shape"] >= TARGETS["shape"],
-        "clip_gap_color": c["gap_color"] >= TARGETS["clip_gap"],
-        "clip_gap_shape": c["gap_shape"] >= TARGETS["clip_gap"],
-        **{f"spearman_{s}": v["spearman_psnr"] >= TARGETS["spearman"] for s, v in results["fidelity"].items()},
-    }
+    results["adherence"], videos = measure_adherence(pipe, all_prompts, all_seeds)
+    results["clip_score"] = measure_clip(args.model / "clip", videos["balanced"], all_prompts)
+    results["fidelity"] = measure_fidelity(pipe, args.quick)
+    results["met"] = targets_met(results)
     results["wall_s"] = round(time.time() - start, 1)
     args.results.write_text(json.dumps(results, indent=2))
-    solver, steps, guidance, shift, height, width, frames = PRESETS["balanced"]
-    seeds0 = [0] * len(GRID_CAPTIONS)
-    grid = generate(pipe, GRID_CAPTIONS, seeds0, solver, steps, guidance, shift, height, width, frames)
-    save_grid(grid, GRID_CAPTIONS, args.results.parent / "grid.png")
-    grid = generate(pipe, GRID_CAPTIONS, seeds0, "unipc", 25, 6.5, 3.0, 80, 48, 17)
-    save_grid(grid, GRID_CAPTIONS, args.model / "grid.png")
+    write_grids(pipe, args.results.parent, args.model)
     print(f"[evaluate] met: {results['met']}; {results['wall_s']:.0f} s; wrote {args.results}", flush=True)
 
 

@@ -93,8 +93,13 @@ def ship(work: Path, out: Path) -> dict:
 
     check = WanPipeline.from_pretrained(str(out / "wan"))
     frames = check(
-        "a red circle moving left", height=80, width=48, num_frames=17, num_inference_steps=4,
-        generator=torch.Generator().manual_seed(0), output_type="np",
+        "a red circle moving left",
+        height=80,
+        width=48,
+        num_frames=17,
+        num_inference_steps=4,
+        generator=torch.Generator().manual_seed(0),
+        output_type="np",
     ).frames[0]
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     return {"bytes": size, "check_frames_shape": list(frames.shape)}

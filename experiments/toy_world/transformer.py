@@ -76,9 +76,7 @@ def load_pipeline(work: Path, transformer: WanTransformer3DModel) -> WanPipeline
         text_encoder=UMT5EncoderModel.from_pretrained(str(work / "text_encoder")).eval(),
         vae=AutoencoderKLWan.from_pretrained(str(work / "vae")).eval(),
         transformer=transformer,
-        scheduler=UniPCMultistepScheduler(
-            prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0
-        ),
+        scheduler=UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0),
     )
 
 
@@ -93,9 +91,7 @@ def text_embeddings(pipe: WanPipeline, texts: list[str]) -> torch.Tensor:
     Returns:
         ``(len(texts), 512, d_model)``.
     """
-    embeds, _ = pipe.encode_prompt(
-        texts, do_classifier_free_guidance=False, max_sequence_length=MAX_SEQUENCE_LENGTH
-    )
+    embeds, _ = pipe.encode_prompt(texts, do_classifier_free_guidance=False, max_sequence_length=MAX_SEQUENCE_LENGTH)
     return embeds.float()
 
 
@@ -148,8 +144,14 @@ def sample_t(batch: int, generator: torch.Generator) -> torch.Tensor:
 
 
 def train_transformer(
-    work: Path, steps: int, batch: int = 16, lr: float = 1e-3, seed: int = 0, ema_decay: float = 0.998,
-    start_from: str | None = None, save_as: str = "transformer",
+    work: Path,
+    steps: int,
+    batch: int = 16,
+    lr: float = 1e-3,
+    seed: int = 0,
+    ema_decay: float = 0.998,
+    start_from: str | None = None,
+    save_as: str = "transformer",
 ) -> dict:
     """Encode the dataset, train the transformer, save its EMA weights to ``work/<save_as>``.
 

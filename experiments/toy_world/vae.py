@@ -68,8 +68,14 @@ def image_batch(rng: np.random.Generator, batch: int) -> np.ndarray:
 
 
 def fit(
-    vae: AutoencoderKLWan, steps: int, batch: int, lr: float, seed: int, desc: str,
-    image_share: tuple[float, float], sample_share: float,
+    vae: AutoencoderKLWan,
+    steps: int,
+    batch: int,
+    lr: float,
+    seed: int,
+    desc: str,
+    image_share: tuple[float, float],
+    sample_share: float,
 ) -> float:
     """Train a VAE in place on random clips (sizes drawn from ``VAE_SIZES``) and single frames.
 
@@ -126,8 +132,13 @@ def fit(
 
 
 def train_vae(
-    out: Path, steps: int, batch: int = 4, lr: float = 3e-3, seed: int = 0,
-    image_share: tuple[float, float] = (0.7, 0.3), sample_share: float = 0.5,
+    out: Path,
+    steps: int,
+    batch: int = 4,
+    lr: float = 3e-3,
+    seed: int = 0,
+    image_share: tuple[float, float] = (0.7, 0.3),
+    sample_share: float = 0.5,
 ) -> dict:
     """Train the VAE from scratch, store latent statistics in its config, save it.
 

@@ -26,15 +26,21 @@ def claims_table(baseline: Point, claims: dict[str, Point], noise: float) -> lis
     lines = ["| knob | claimed speed-up | measured speed-up | verdict |", "|---|---|---|---|"]
     for name, point in claims.items():
         measured = baseline.wall_s / point.wall_s - 1
-        verdict = "within noise: no speed-up" if abs(measured) <= max(noise, 0.02) else (
-            "faster" if measured > 0 else "slower")
+        verdict = (
+            "within noise: no speed-up"
+            if abs(measured) <= max(noise, 0.02)
+            else ("faster" if measured > 0 else "slower")
+        )
         lines.append(f"| {name} | +{CLAIMS[name][0]:.0%} | {measured:+.1%} | {verdict} |")
     return lines
 
 
 def _details(points: dict[str, list[Point]], baseline: Point, model: CostModel, guide: float) -> list[str]:
-    lines = ["## Time per step by solver and by shift\n", "| configuration | s/step | relative to first |",
-             "|---|---|---|"]
+    lines = [
+        "## Time per step by solver and by shift\n",
+        "| configuration | s/step | relative to first |",
+        "|---|---|---|",
+    ]
     for group in ("solver", "shift"):
         first = points[group][0].step_s
         lines += [f"| {p.label} | {p.step_s:.4f} | {p.step_s / first:.3f} |" for p in points[group]]
@@ -47,23 +53,41 @@ def _details(points: dict[str, list[Point]], baseline: Point, model: CostModel, 
         f"time ≈ {model.fixed:.4f} s + steps × passes × ({model.per_pass:.3e} s + {model.per_token:.3e} s × tokens); "
         f"median error **{model.median_error:.1%}** over {len(model.errors)} measured configurations "
         f"(max {model.max_error:.1%}).\n",
-        "![time against steps](steps.png)\n", "![time per step against tokens](tokens.png)\n",
-        "## Stages of the baseline video\n", "| stage | s | share |", "|---|---|---|",
+        "![time against steps](steps.png)\n",
+        "![time per step against tokens](tokens.png)\n",
+        "## Stages of the baseline video\n",
+        "| stage | s | share |",
+        "|---|---|---|",
     ]
     total = sum(baseline.stages.values())
     lines += [f"| {k} | {v:.4f} | {v / total:.1%} |" for k, v in baseline.stages.items()]
-    lines += ["", "## Every configuration measured\n",
-              "| group | configuration | tokens | steps | passes | s/video | s/step | spread |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Every configuration measured\n",
+        "| group | configuration | tokens | steps | passes | s/video | s/step | spread |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for group, group_points in points.items():
-        lines += [f"| {group} | {p.label} | {p.tokens} | {p.steps} | {p.passes} | {p.wall_s:.4f} | {p.step_s:.4f} "
-                  f"| {p.spread:.1%} |" for p in group_points]
+        lines += [
+            f"| {group} | {p.label} | {p.tokens} | {p.steps} | {p.passes} | {p.wall_s:.4f} | {p.step_s:.4f} "
+            f"| {p.spread:.1%} |"
+            for p in group_points
+        ]
     return lines
 
 
-def report_lines(machine: str, loaded: LoadedPipeline, repeats: int, base_steps: int, guide: float,
-                 points: dict[str, list[Point]], baseline: Point, claims: dict[str, Point],
-                 model: CostModel, noise: float) -> list[str]:
+def report_lines(
+    machine: str,
+    loaded: LoadedPipeline,
+    repeats: int,
+    base_steps: int,
+    guide: float,
+    points: dict[str, list[Point]],
+    baseline: Point,
+    claims: dict[str, Point],
+    model: CostModel,
+    noise: float,
+) -> list[str]:
     """The whole report as markdown lines; its first lines are the summary printed to the terminal."""
     head = [
         f"# Audit of the proposal's knobs on `{machine}`\n",
@@ -73,10 +97,14 @@ def report_lines(machine: str, loaded: LoadedPipeline, repeats: int, base_steps:
         f"{baseline.wall_s:.3f} s per video. Run-to-run noise (median spread of repeats): **{noise:.1%}**.\n",
         "## The proposal's claims against measurement\n",
     ]
-    return [*head, *claims_table(baseline, claims, noise), "",
-            "Solver and shift do not change the work per step (one model evaluation per step; shift only "
-            "remaps sigmas); steps, guidance passes, frames and size do.\n",
-            *_details(points, baseline, model, guide)]
+    return [
+        *head,
+        *claims_table(baseline, claims, noise),
+        "",
+        "Solver and shift do not change the work per step (one model evaluation per step; shift only "
+        "remaps sigmas); steps, guidance passes, frames and size do.\n",
+        *_details(points, baseline, model, guide),
+    ]
 
 
 def plots(points: dict[str, list[Point]], folder: Path, model: CostModel) -> list[Path]:
@@ -98,8 +126,13 @@ def plots(points: dict[str, list[Point]], folder: Path, model: CostModel) -> lis
     grid = np.linspace(min(p.tokens for p in tokens), max(p.tokens for p in tokens), 50)
     axis.plot(grid, tokens[0].passes * (model.per_pass + model.per_token * grid), "-", label="cost model")
     for p in tokens:
-        axis.annotate(p.label.replace("size=", "").replace(", frames=", " x "), (p.tokens, p.step_s), fontsize=7,
-                      textcoords="offset points", xytext=(3, 3))
+        axis.annotate(
+            p.label.replace("size=", "").replace(", frames=", " x "),
+            (p.tokens, p.step_s),
+            fontsize=7,
+            textcoords="offset points",
+            xytext=(3, 3),
+        )
     axis.set(xlabel="transformer tokens (latent frames x H/16 x W/16)", ylabel="time per step (s)")
     axis.legend()
     axis.grid(alpha=0.3)
@@ -140,14 +173,19 @@ def run_audit(cfg: DictConfig) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     pictures = plots(points, folder, model)
     base = base_plan.preset
-    lines = report_lines(machine, loaded, repeats, base.sample_steps, base.sample_guide_scale, points, baseline,
-                         claims, model, noise)
+    lines = report_lines(
+        machine, loaded, repeats, base.sample_steps, base.sample_guide_scale, points, baseline, claims, model, noise
+    )
     report = folder / "report.md"
     report.write_text("\n".join(lines) + "\n")
 
     tracking.use_store(Path(cfg.paths.mlruns_dir), str(cfg.tracking.experiment))
-    metrics = {"noise": noise, "cost_model_median_error": model.median_error, "baseline_wall_s": baseline.wall_s,
-               **{f"claim_measured_{i}": baseline.wall_s / p.wall_s - 1 for i, p in enumerate(claims.values())}}
+    metrics = {
+        "noise": noise,
+        "cost_model_median_error": model.median_error,
+        "baseline_wall_s": baseline.wall_s,
+        **{f"claim_measured_{i}": baseline.wall_s / p.wall_s - 1 for i, p in enumerate(claims.values())},
+    }
     log_audit(machine, loaded, repeats, metrics, [report, *pictures])
     print("\n".join(lines[: 4 + 2 + len(claims) + 2]))  # title, claims table, the sentence below it
     print(f"cost model median error {model.median_error:.1%}; wrote {report}")

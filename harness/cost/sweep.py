@@ -55,8 +55,15 @@ class Sweep:
     def measure(self, label: str, **knobs: Any) -> Point:
         """Median of ``repeats`` generations of the baseline with ``knobs`` changed, after a warm-up."""
         base = self.plan.preset
-        settings = {"steps": base.sample_steps, "solver": base.sample_solver, "shift": base.sample_shift,
-                    "guidance": base.sample_guide_scale, "size": base.size, "frames": base.frame_num, **knobs}
+        settings = {
+            "steps": base.sample_steps,
+            "solver": base.sample_solver,
+            "shift": base.sample_shift,
+            "guidance": base.sample_guide_scale,
+            "size": base.size,
+            "frames": base.frame_num,
+            **knobs,
+        }
         request = self._request(**settings)
         loaded, solvers = self.session.loaded, self.session.solvers
         generate(loaded, replace(request, steps=2), solvers)  # warm this shape
@@ -65,14 +72,19 @@ class Sweep:
         wall = statistics.median(walls)
         shape = request.shape
         return Point(
-            label=label, steps=request.steps, passes=2 if request.guidance > 1 else 1,
-            tokens=loaded.latent_grid(shape.width, shape.height, shape.num_frames)[1], wall_s=wall,
+            label=label,
+            steps=request.steps,
+            passes=2 if request.guidance > 1 else 1,
+            tokens=loaded.latent_grid(shape.width, shape.height, shape.num_frames)[1],
+            wall_s=wall,
             denoise_s=statistics.median(r.denoise_s for r in runs),
             step_s=statistics.median(statistics.median(r.step_times[1:] or r.step_times) for r in runs),
             spread=(max(walls) - min(walls)) / wall,
-            stages={"text encoding": statistics.median(r.text_encode_s for r in runs),
-                    "denoising": statistics.median(r.denoise_s for r in runs),
-                    "VAE decode": statistics.median(r.decode_s for r in runs)},
+            stages={
+                "text encoding": statistics.median(r.text_encode_s for r in runs),
+                "denoising": statistics.median(r.denoise_s for r in runs),
+                "VAE decode": statistics.median(r.decode_s for r in runs),
+            },
         )
 
     def knobs(self) -> dict[str, list[Point]]:

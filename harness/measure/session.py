@@ -163,12 +163,19 @@ def score_video(cfg: DictConfig, plan_: Plan, session: Session, request: Generat
     return scores
 
 
-def _log_video_run(cfg: DictConfig, params: dict, request: GenerationRequest, generation: Generation,
-                   metrics: dict[str, float], tags: dict[str, str]) -> None:
+def _log_video_run(
+    cfg: DictConfig,
+    params: dict,
+    request: GenerationRequest,
+    generation: Generation,
+    metrics: dict[str, float],
+    tags: dict[str, str],
+) -> None:
     name = f"{cfg.name} seed {request.seed}: {request.prompt[:48]}"
     with tracking.run(name, nested=True, tags=tags):
-        mlflow.log_params({**params, "prompt": request.prompt, "seed": request.seed,
-                           "negative_prompt": request.negative_prompt})
+        mlflow.log_params(
+            {**params, "prompt": request.prompt, "seed": request.seed, "negative_prompt": request.negative_prompt}
+        )
         metrics["time_video_write_s"] = tracking.log_video(
             generation.frames, int(cfg.tracking.fps), int(cfg.tracking.grid_frames)
         )
@@ -225,9 +232,18 @@ def _announce(plan_: Plan) -> None:
     shape, videos = plan_.shape, len(plan_.prompts) * len(plan_.seeds)
     log.info(
         "%s: %d prompt(s) x %d seed(s) x %d repeat(s) = %d generation(s) at %dx%d (WxH), %d frames (asked %d), "
-        "%d steps %s", plan_.name, len(plan_.prompts), len(plan_.seeds), plan_.repeats, videos * plan_.repeats,
-        shape.width, shape.height, shape.num_frames, shape.frames_requested,
-        plan_.preset.sample_steps, plan_.preset.sample_solver,
+        "%d steps %s",
+        plan_.name,
+        len(plan_.prompts),
+        len(plan_.seeds),
+        plan_.repeats,
+        videos * plan_.repeats,
+        shape.width,
+        shape.height,
+        shape.num_frames,
+        shape.frames_requested,
+        plan_.preset.sample_steps,
+        plan_.preset.sample_solver,
     )
 
 

@@ -25,16 +25,37 @@ def summary_table(rows: list[dict[str, Any]], title: str = "presets measured") -
     """
     baseline = next((row for row in rows if row["name"] in ("baseline", "video_fast")), None)
     table = Table(title=title)
-    for column in ("preset", "size (WxH)", "frames", "steps", "solver", "shift", "guide",
-                   "median wall s", "speed-up", "step s", "CLIP", "PSNR dB", "SSIM"):
+    for column in (
+        "preset",
+        "size (WxH)",
+        "frames",
+        "steps",
+        "solver",
+        "shift",
+        "guide",
+        "median wall s",
+        "speed-up",
+        "step s",
+        "CLIP",
+        "PSNR dB",
+        "SSIM",
+    ):
         table.add_column(column, justify="left" if column in ("preset", "solver") else "right")
     for row in rows:
         speed_up = f"{baseline['median_wall_time_s'] / row['median_wall_time_s']:.2f}x" if baseline else "-"
         table.add_row(
-            row["name"], row["size"].replace("*", "x"), str(row["frames"]), str(row["steps"]),
-            row["solver"], f"{row['shift']:g}", f"{row['guidance']:g}",
-            f"{row['median_wall_time_s']:.3f}", speed_up, f"{row['median_step_time_s']:.4f}",
-            _fmt(row.get("mean_clip_score"), ".1f"), _fmt(row.get("mean_psnr_db"), ".1f"),
+            row["name"],
+            row["size"].replace("*", "x"),
+            str(row["frames"]),
+            str(row["steps"]),
+            row["solver"],
+            f"{row['shift']:g}",
+            f"{row['guidance']:g}",
+            f"{row['median_wall_time_s']:.3f}",
+            speed_up,
+            f"{row['median_step_time_s']:.4f}",
+            _fmt(row.get("mean_clip_score"), ".1f"),
+            _fmt(row.get("mean_psnr_db"), ".1f"),
             _fmt(row.get("mean_ssim"), ".3f"),
         )
     return table

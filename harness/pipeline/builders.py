@@ -45,12 +45,12 @@ def build_word_tokenizer(words: list[str] | tuple[str, ...] = WORDS):
     tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tokenizer.normalizer = normalizers.Lowercase()
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="$A </s>", special_tokens=[("</s>", 1)]
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
-    )
+    tokenizer.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+
+
+# The small models' text encoder: a 2-layer UMT5 (d_model 32); the vocabulary is the tokenizer's.
+SMALL_TEXT_ENCODER = dict(d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4, relative_attention_num_buckets=8)
 
 
 def build_small_text_encoder(vocab_size: int):
@@ -64,17 +64,7 @@ def build_small_text_encoder(vocab_size: int):
     """
     from transformers import UMT5Config, UMT5EncoderModel
 
-    return UMT5EncoderModel(
-        UMT5Config(
-            vocab_size=vocab_size,
-            d_model=32,
-            d_kv=8,
-            d_ff=64,
-            num_layers=2,
-            num_heads=4,
-            relative_attention_num_buckets=8,
-        )
-    )
+    return UMT5EncoderModel(UMT5Config(**{**SMALL_TEXT_ENCODER, "vocab_size": vocab_size}))
 
 
 def build_char_clip_tokenizer(folder: Path):
@@ -102,6 +92,24 @@ def build_char_clip_tokenizer(folder: Path):
     return tokenizer, len(vocab)
 
 
+# The tiny model's components, as in diffusers' own Wan tests: the whole pipeline runs on a CPU in well under a second.
+TINY_VAE = dict(base_dim=8, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True])
+TINY_TRANSFORMER = dict(
+    patch_size=(1, 2, 2),
+    num_attention_heads=2,
+    attention_head_dim=12,
+    in_channels=16,
+    out_channels=16,
+    text_dim=32,
+    freq_dim=256,
+    ffn_dim=32,
+    num_layers=2,
+    cross_attn_norm=True,
+    qk_norm="rms_norm_across_heads",
+    rope_max_seq_len=32,
+)
+
+
 def build_tiny_wan(folder: Path, seed: int = 0) -> Path:
     """Build a random tiny ``WanPipeline`` (2-layer transformer) and save it.
 
@@ -112,48 +120,9 @@ def build_tiny_wan(folder: Path, seed: int = 0) -> Path:
     Returns:
         ``folder``.
     """
-    from diffusers import (
-        AutoencoderKLWan,
-        UniPCMultistepScheduler,
-        WanPipeline,
-        WanTransformer3DModel,
-    )
-    torch.manual_seed(seed)
-    tokenizer = build_word_tokenizer()
-    text_encoder = build_small_text_encoder(len(tokenizer))
-    vae = AutoencoderKLWan(
-        base_dim=8,
-        z_dim=16,
-        dim_mult=[1, 1, 1, 1],
-        num_res_blocks=1,
-        temperal_downsample=[False, True, True],
-    )
-    transformer = WanTransformer3DModel(
-        patch_size=(1, 2, 2),
-        num_attention_heads=2,
-        attention_head_dim=12,
-        in_channels=16,
-        out_channels=16,
-        text_dim=32,
-        freq_dim=256,
-        ffn_dim=32,
-        num_layers=2,
-        cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads",
-        rope_max_seq_len=32,
-    )
-    scheduler = UniPCMultistepScheduler(
-        prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0
-    )
-    pipe = WanPipeline(
-        tokenizer=tokenizer,
-        text_encoder=text_encoder,
-        vae=vae,
-        transformer=transformer,
-        scheduler=scheduler,
-    )
-    pipe.save_pretrained(str(folder))
-    return folder
+    text_encoder = {**SMALL_TEXT_ENCODER, "vocab_size": len(build_word_tokenizer())}
+    architecture = {"transformer": TINY_TRANSFORMER, "vae": TINY_VAE, "text_encoder": text_encoder}
+    return build_random_wan(folder, seed=seed, architecture=architecture)
 
 
 def build_tiny_clip(folder: Path, seed: int = 0, image_size: int = 32) -> Path:
@@ -172,26 +141,17 @@ def build_tiny_clip(folder: Path, seed: int = 0, image_size: int = 32) -> Path:
     torch.manual_seed(seed)
     tokenizer, vocab_size = build_char_clip_tokenizer(folder)
     end_id = vocab_size - 1
+    tower = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2}
+    text = {
+        "vocab_size": vocab_size,
+        "max_position_embeddings": 77,
+        "bos_token_id": end_id - 1,
+        "eos_token_id": end_id,
+        "pad_token_id": end_id,
+    }
     config = CLIPConfig(
-        text_config=dict(
-            vocab_size=vocab_size,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            max_position_embeddings=77,
-            bos_token_id=end_id - 1,
-            eos_token_id=end_id,
-            pad_token_id=end_id,
-        ),
-        vision_config=dict(
-            image_size=image_size,
-            patch_size=8,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-        ),
+        text_config={**tower, **text},
+        vision_config={**tower, "image_size": image_size, "patch_size": 8},
         projection_dim=32,
     )
     model = CLIPModel(config)
@@ -237,7 +197,9 @@ def build_random_wan(folder: Path, seed: int = 0, architecture: dict | None = No
         tokenizer=tokenizer,
         text_encoder=UMT5EncoderModel(UMT5Config(**architecture["text_encoder"])),
         vae=AutoencoderKLWan(**architecture["vae"]),
-        transformer=WanTransformer3DModel(**{**architecture["transformer"], "patch_size": tuple(architecture["transformer"]["patch_size"])}),
+        transformer=WanTransformer3DModel(
+            **{**architecture["transformer"], "patch_size": tuple(architecture["transformer"]["patch_size"])}
+        ),
         scheduler=UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0),
     )
     pipe.save_pretrained(str(folder))

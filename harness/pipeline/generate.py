@@ -15,11 +15,11 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
-from harness.pipeline.load import LoadedPipeline, use_attention
-from harness.preset import VideoShape
-from harness.pipeline.schedulers import build_scheduler
-from harness.pipeline.levers import Speed
 from harness.pipeline.clocks import PeakMemory, StepClock, now
+from harness.pipeline.levers import Speed
+from harness.pipeline.load import LoadedPipeline, use_attention
+from harness.pipeline.schedulers import build_scheduler
+from harness.preset import VideoShape
 
 
 @dataclass(frozen=True)

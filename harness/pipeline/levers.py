@@ -43,7 +43,9 @@ class Speed:
         """
         stop = node["guidance_stop"]
         if isinstance(stop, bool) or not isinstance(stop, (int, float)) or not 0 < stop <= 1:
-            raise ValueError(f"speed.guidance_stop={stop!r} must be a fraction of the steps in (0, 1] (1 = guide every step)")
+            raise ValueError(
+                f"speed.guidance_stop={stop!r} must be a fraction of the steps in (0, 1] (1 = guide every step)"
+            )
         speed = cls(
             guidance_stop=float(stop),
             cache=str(node["cache"]),

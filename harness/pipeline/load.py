@@ -31,6 +31,7 @@ _PIPELINES: dict[tuple, "LoadedPipeline"] = {}
 _CLIPS: dict[str, tuple[Any, Any]] = {}
 LOAD_COUNT = {"pipeline": 0, "clip": 0}
 
+
 class ModelUnavailableError(RuntimeError):
     """The model's weights are neither on disk nor reachable."""
 
@@ -96,8 +97,12 @@ def resolve_model(cfg: Any) -> None:
         cfg.model = node
     if choice not in _AUTO_LOGGED:
         _AUTO_LOGGED.add(choice)
-        log.info("model=auto chose %s (%s); choose the other with model=%s", choice,
-                 "CUDA device present" if kind == "cuda" else "no CUDA device", other)
+        log.info(
+            "model=auto chose %s (%s); choose the other with model=%s",
+            choice,
+            "CUDA device present" if kind == "cuda" else "no CUDA device",
+            other,
+        )
 
 
 def use_attention(loaded: "LoadedPipeline", backend: str) -> None:
@@ -114,13 +119,18 @@ def _build_if_missing(kind: str, build: str | None, folder: Path, seed: int, arc
 
     from harness.pipeline import builders
 
-    builders = {("wan", "tiny"): builders.build_tiny_wan, ("clip", "tiny"): builders.build_tiny_clip,
-                ("wan", "random"): builders.build_random_wan}
+    builders = {
+        ("wan", "tiny"): builders.build_tiny_wan,
+        ("clip", "tiny"): builders.build_tiny_clip,
+        ("wan", "random"): builders.build_random_wan,
+    }
     if (kind, build) not in builders:
         raise ValueError(f"model build={build!r} is not something the harness can build; allowed: tiny, random")
     log.info("building the %s %s model into %s (once)", build, kind, folder)
     if build == "random":
-        plain = OmegaConf.to_container(architecture, resolve=True) if OmegaConf.is_config(architecture) else architecture
+        plain = (
+            OmegaConf.to_container(architecture, resolve=True) if OmegaConf.is_config(architecture) else architecture
+        )
         builders[(kind, build)](folder, seed=seed, architecture=plain)
     else:
         builders[(kind, build)](folder, seed=seed)
@@ -132,9 +142,13 @@ def _unavailable(what: str, path: str, error: Exception, setting: str) -> ModelU
         fix = f"point {setting} at a downloaded folder in the from_pretrained layout"
     else:
         problem = f"it is not in the local hub cache and the hub is unreachable ({type(error).__name__})"
-        fix = (f"download it where there is network (huggingface-cli download {path} --local-dir DIR) "
-               f"and pass {setting}=DIR")
-    return ModelUnavailableError(f"cannot load {what} from {path!r}: {problem}; {fix}, or run the small model: model=tiny")
+        fix = (
+            f"download it where there is network (huggingface-cli download {path} --local-dir DIR) "
+            f"and pass {setting}=DIR"
+        )
+    return ModelUnavailableError(
+        f"cannot load {what} from {path!r}: {problem}; {fix}, or run the small model: model=tiny"
+    )
 
 
 def locate(path: str, what: str, setting: str) -> str:

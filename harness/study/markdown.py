@@ -40,13 +40,17 @@ def _cell(value: Any, spec: str) -> str:
 
 def trials_table(study: optuna.Study) -> str:
     """Markdown table of every trial."""
-    head = "| # | preset | state | steps | solver | shift | guide | frames | size | s/video | CLIP | PSNR dB | SSIM | note |"
+    head = (
+        "| # | preset | state | steps | solver | shift | guide | frames | size | s/video | CLIP | PSNR dB | SSIM "
+        "| note |"
+    )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for t in study.get_trials(deepcopy=False):
         p, u = t.params, t.user_attrs
         lines.append(
             f"| {t.number} | {_label(t)} | {status(t)} | {p.get('sample_steps', '')} | {p.get('sample_solver', '')} | "
-            f"{_cell(p.get('sample_shift'), '.2f')} | {_cell(p.get('sample_guide_scale'), '.2f')} | {p.get('frame_num', '')} | "
+            f"{_cell(p.get('sample_shift'), '.2f')} | {_cell(p.get('sample_guide_scale'), '.2f')} | "
+            f"{p.get('frame_num', '')} | "
             f"{p.get('size', '')} | {_cell(t.value, '.3f')} | {_cell(u.get('mean_clip_score'), '.1f')} | "
             f"{_cell(u.get('mean_psnr_db'), '.1f')} | {_cell(u.get('mean_ssim'), '.3f')} | {_note(t)} |"
         )
@@ -62,20 +66,27 @@ def comparison(study: optuna.Study) -> str:
     best = best_feasible(study)
     if best is not None:
         rows.append((f"best feasible (#{best.number})", best))
-    lines = ["| preset | state | s/video | speed-up | CLIP (change) | PSNR dB | SSIM |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| preset | state | s/video | speed-up | CLIP (change) | PSNR dB | SSIM |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, t in rows:
         speed = f"{baseline.value / t.value:.2f}x" if baseline else ""
         clip = t.user_attrs.get("mean_clip_score")
         base_clip = baseline.user_attrs.get("mean_clip_score") if baseline else None
         change = f" ({(clip - base_clip) / base_clip:+.1%})" if clip is not None and base_clip else ""
-        lines.append(f"| {name} | {status(t)} | {t.value:.3f} | {speed} | {_cell(clip, '.1f')}{change} | "
-                     f"{_cell(t.user_attrs.get('mean_psnr_db'), '.1f')} | {_cell(t.user_attrs.get('mean_ssim'), '.3f')} |")
+        lines.append(
+            f"| {name} | {status(t)} | {t.value:.3f} | {speed} | {_cell(clip, '.1f')}{change} | "
+            f"{_cell(t.user_attrs.get('mean_psnr_db'), '.1f')} | {_cell(t.user_attrs.get('mean_ssim'), '.3f')} |"
+        )
     summary = ""
     if baseline and best:
-        summary = (f"\nBest feasible trial #{best.number} takes **{best.value:.3f} s** per video against the baseline's "
-                   f"{baseline.value:.3f} s: **{baseline.value / best.value:.2f}x faster**, with PSNR "
-                   f"{best.user_attrs.get('mean_psnr_db', float('nan')):.1f} dB and SSIM "
-                   f"{best.user_attrs.get('mean_ssim', float('nan')):.3f} against the baseline's video.\n")
+        summary = (
+            f"\nBest feasible trial #{best.number} takes **{best.value:.3f} s** per video against the baseline's "
+            f"{baseline.value:.3f} s: **{baseline.value / best.value:.2f}x faster**, with PSNR "
+            f"{best.user_attrs.get('mean_psnr_db', float('nan')):.1f} dB and SSIM "
+            f"{best.user_attrs.get('mean_ssim', float('nan')):.3f} against the baseline's video.\n"
+        )
     elif baseline:
         summary = "\nNo feasible trial is faster than the baseline yet.\n"
     return "\n".join(lines) + "\n" + summary
@@ -94,17 +105,21 @@ def _lever_row(name: str, group: list, baseline: optuna.trial.FrozenTrial | None
     psnr = [t.user_attrs["mean_psnr_db"] for t in done if "mean_psnr_db" in t.user_attrs]
     short = [v for t in done for v in shortfalls(t).values()]
     speed = f"{baseline.value / best.value:.2f}x" if baseline and best else ""
-    row = (f"| {name} | {len(done)} | {len(good)} | {_cell(best.value if best else None, '.3f')} | {speed} | "
-           f"{_cell(float(np.median(psnr)) if psnr else None, '.1f')} | "
-           f"{_cell(float(np.median(short)) if short else None, '.2f')} |")
+    row = (
+        f"| {name} | {len(done)} | {len(good)} | {_cell(best.value if best else None, '.3f')} | {speed} | "
+        f"{_cell(float(np.median(psnr)) if psnr else None, '.1f')} | "
+        f"{_cell(float(np.median(short)) if short else None, '.2f')} |"
+    )
     return row, best
 
 
 def _lever_verdict(lever: Any, plain: Any, lever_trials: list) -> str:
     """Whether the levers found the fastest feasible preset, and if not, which floors they missed."""
     if lever is not None and (plain is None or lever.value < plain.value):
-        return (f"\nThe levers found the fastest feasible preset: trial #{lever.number}, {lever.value:.3f} s/video "
-                f"({_cell(plain.value if plain else None, '.3f') or 'no'} s without them).\n")
+        return (
+            f"\nThe levers found the fastest feasible preset: trial #{lever.number}, {lever.value:.3f} s/video "
+            f"({_cell(plain.value if plain else None, '.3f') or 'no'} s without them).\n"
+        )
     if not lever_trials:
         return "\nNo trial used a lever yet.\n"
     done = [t for t in lever_trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -112,10 +127,13 @@ def _lever_verdict(lever: Any, plain: Any, lever_trials: list) -> str:
     for t in done:
         for k, v in shortfalls(t).items():
             missed.setdefault(k, []).append(v)
-    why = "; ".join(f"{k} missed in {len(v)} of {len(done)} by a median {float(np.median(v)):.2f}"
-                    for k, v in missed.items())
-    return (f"\nThe levers did not find a faster feasible preset: {why or 'their feasible trials were slower'}. "
-            "Truncating guidance or reusing cached features moves the video away from the baseline's.\n")
+    why = "; ".join(
+        f"{k} missed in {len(v)} of {len(done)} by a median {float(np.median(v)):.2f}" for k, v in missed.items()
+    )
+    return (
+        f"\nThe levers did not find a faster feasible preset: {why or 'their feasible trials were slower'}. "
+        "Truncating guidance or reusing cached features moves the video away from the baseline's.\n"
+    )
 
 
 def levers_section(study: optuna.Study) -> str:
@@ -125,10 +143,12 @@ def levers_section(study: optuna.Study) -> str:
         return ""
     groups = {"with a lever": [t for t in trials if uses_lever(t)], "without": [t for t in trials if not uses_lever(t)]}
     baseline = next((t for t in trials if t.user_attrs.get("preset_name") == "baseline" and t.value is not None), None)
-    lines = ["## Levers beyond the worker's keys (guidance truncation, caches)\n",
-             "| trials | measured | feasible | best feasible s/video | speed-up | median PSNR dB "
-             "| median shortfall of missed floors |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "## Levers beyond the worker's keys (guidance truncation, caches)\n",
+        "| trials | measured | feasible | best feasible s/video | speed-up | median PSNR dB "
+        "| median shortfall of missed floors |",
+        "|---|---|---|---|---|---|---|",
+    ]
     best = {}
     for name, group in groups.items():
         row, best[name] = _lever_row(name, group, baseline)
@@ -160,7 +180,8 @@ def write_report(cfg: DictConfig) -> Path:
     text = [
         f"# Study `{study.study_name}`\n",
         f"Storage: `{storage_url(cfg)}` (open it live: `optuna-dashboard {storage_url(cfg)}`). {machine}\n",
-        f"Objective: median generation wall time per video over the prompt set. Floors: {'; '.join(floors) or 'none'}.\n",
+        "Objective: median generation wall time per video over the prompt set. "
+        f"Floors: {'; '.join(floors) or 'none'}.\n",
         f"Trials: {len(study.trials)} — " + ", ".join(f"{n} {s}" for s, n in counts.items()) + ".\n",
         "## Baseline, the proposal's presets and the best feasible trial\n",
         comparison(study),
@@ -169,7 +190,9 @@ def write_report(cfg: DictConfig) -> Path:
         "## Optimization history\n",
         "![history](history.png)\n",
         "## Parameter importances (for time)\n",
-        "![importances](importances.png)\n" if importance else "Too few complete trials with varied parameters to estimate importances.\n",
+        "![importances](importances.png)\n"
+        if importance
+        else "Too few complete trials with varied parameters to estimate importances.\n",
         levers_section(study),
         "## All trials\n",
         trials_table(study),

@@ -60,8 +60,13 @@ class Objective:
         params = space.suggest(trial, self.dists)
         preset_name = trial.user_attrs.get("preset_name")
         name = preset_name or f"trial-{trial.number}"
-        tags = {"kind": "trial", "study": self.study.study_name, "trial_number": str(trial.number),
-                "optuna_storage": self.url, "preset_name": name}
+        tags = {
+            "kind": "trial",
+            "study": self.study.study_name,
+            "trial_number": str(trial.number),
+            "optuna_storage": self.url,
+            "preset_name": name,
+        }
         with tracking.run(f"#{trial.number} {name}", nested=True, tags=tags) as run:
             trial.set_user_attr("mlflow_run_id", run.info.run_id)
             summary = self._measure(trial, params, name, preset_name is not None)
@@ -77,7 +82,10 @@ class Objective:
             cfg = self.trial_cfg(params, name)
             plan_ = plan(cfg)
             return measure_in_run(
-                cfg, plan_, open_session(cfg, plan_), on_video=self._pruner(trial, named),
+                cfg,
+                plan_,
+                open_session(cfg, plan_),
+                on_video=self._pruner(trial, named),
                 video_tags={"study": self.study.study_name, "trial_number": str(trial.number)},
             )
         except optuna.TrialPruned:

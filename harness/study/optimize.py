@@ -77,8 +77,10 @@ def print_outcome(study: optuna.Study) -> None:
     """What the study did: counts by state, why trials were pruned or failed, the best."""
     trials = study.get_trials(deepcopy=False)
     counts = {state.name: sum(t.state == state for t in trials) for state in optuna.trial.TrialState}
-    print(f"study {study.study_name}: {len(trials)} trials -- "
-          + ", ".join(f"{n} {k.lower()}" for k, n in counts.items() if n))
+    print(
+        f"study {study.study_name}: {len(trials)} trials -- "
+        + ", ".join(f"{n} {k.lower()}" for k, n in counts.items() if n)
+    )
     for trial in trials:
         if trial.state == optuna.trial.TrialState.PRUNED:
             print(f"  pruned #{trial.number}: {trial.user_attrs.get('prune_reason', '')}")
@@ -88,16 +90,25 @@ def print_outcome(study: optuna.Study) -> None:
             missed = ", ".join(f"{key} by {value:.3g}" for key, value in shortfalls(trial).items())
             print(f"  infeasible #{trial.number} ({trial.user_attrs.get('preset_name', 'searched')}): missed {missed}")
     best = best_feasible(study)
-    baseline = next((t for t in trials if t.user_attrs.get("preset_name") == "baseline"
-                     and t.state == optuna.trial.TrialState.COMPLETE), None)
+    baseline = next(
+        (
+            t
+            for t in trials
+            if t.user_attrs.get("preset_name") == "baseline" and t.state == optuna.trial.TrialState.COMPLETE
+        ),
+        None,
+    )
     if best is None:
         print("  no feasible trial yet")
         return
     speed = f", {baseline.value / best.value:.2f}x faster than the baseline" if baseline else ""
-    print(f"  best feasible #{best.number} ({best.user_attrs.get('preset_name', 'searched')}): "
-          f"{best.value:.3f} s/video{speed}")
+    print(
+        f"  best feasible #{best.number} ({best.user_attrs.get('preset_name', 'searched')}): "
+        f"{best.value:.3f} s/video{speed}"
+    )
     print(f"  params: {best.params}")
-    print(f"  next: python -m harness.report study={study.study_name} && python -m harness.select study={study.study_name}")
+    name = study.study_name
+    print(f"  next: python -m harness.report study={name} && python -m harness.select study={name}")
 
 
 def _check_settings(cfg: DictConfig) -> tuple[dict, list[Floor], int]:
@@ -117,18 +128,25 @@ def _announce(cfg: DictConfig, base_overrides: list[str], dists: dict, remaining
     """Print what the study will cost before it starts; returns the machine line."""
     per_step, fixed, machine = estimate(base_overrides)
     steps = dists.get("sample_steps")
-    mean_steps = (steps.low + steps.high) / 2 if isinstance(steps, optuna.distributions.IntDistribution) \
+    mean_steps = (
+        (steps.low + steps.high) / 2
+        if isinstance(steps, optuna.distributions.IntDistribution)
         else cfg.preset.sample_steps
+    )
     per_video = fixed + per_step * mean_steps
     videos = remaining * len(cfg.prompts.texts) * len(cfg.search.seeds)
-    print(f"study {cfg.search.study_name}: {remaining} trial(s) to run ({done} done) x {len(cfg.prompts.texts)} "
-          f"prompt(s) x {len(cfg.search.seeds)} seed(s) = {videos} videos, plus a reference video per new "
-          f"size/frames/prompt/seed; about {videos * per_video / 60:.1f} min at ~{per_video:.2f} s/video "
-          f"({per_step:.3f} s/step at the baseline's shape)")
+    print(
+        f"study {cfg.search.study_name}: {remaining} trial(s) to run ({done} done) x {len(cfg.prompts.texts)} "
+        f"prompt(s) x {len(cfg.search.seeds)} seed(s) = {videos} videos, plus a reference video per new "
+        f"size/frames/prompt/seed; about {videos * per_video / 60:.1f} min at ~{per_video:.2f} s/video "
+        f"({per_step:.3f} s/step at the baseline's shape)"
+    )
     return machine
 
 
-def _optimize(cfg: DictConfig, base_overrides: list[str], study: optuna.Study, remaining: int, client, experiment_id) -> None:
+def _optimize(
+    cfg: DictConfig, base_overrides: list[str], study: optuna.Study, remaining: int, client, experiment_id
+) -> None:
     """Run ``remaining`` trials under the study's MLflow run (created once, resumed after)."""
     study_tags = {"kind": "study", "study": study.study_name, "optuna_storage": storage_url(cfg)}
     run_id = study_run_id(client, experiment_id, study.study_name)
@@ -137,8 +155,9 @@ def _optimize(cfg: DictConfig, base_overrides: list[str], study: optuna.Study, r
     try:
         if run_id is None:
             tracking.log_config(cfg, "study_config.yaml")
-        study.optimize(Objective(cfg, base_overrides, study), n_trials=remaining,
-                       timeout=cfg.search.timeout_s, catch=(Exception,))
+        study.optimize(
+            Objective(cfg, base_overrides, study), n_trials=remaining, timeout=cfg.search.timeout_s, catch=(Exception,)
+        )
         best = best_feasible(study)
         if best is not None:
             mlflow.log_metric("best_feasible_time_s", best.value)

@@ -10,26 +10,47 @@ import optuna
 from harness.measure.figures import save_figure
 from harness.study.floors import feasible, status
 
-STATE_STYLE = {"feasible": ("tab:green", "o"), "infeasible": ("tab:red", "x"), "pruned": ("tab:gray", "v"),
-               "failed": ("black", "s")}
+STATE_STYLE = {
+    "feasible": ("tab:green", "o"),
+    "infeasible": ("tab:red", "x"),
+    "pruned": ("tab:gray", "v"),
+    "failed": ("black", "s"),
+}
 
 
 def plot_pareto(study: optuna.Study, path: Path) -> Path:
     """Time against quality (PSNR and CLIP), by state, with the feasible Pareto front."""
-    trials = [t for t in study.get_trials(deepcopy=False) if t.value is not None or "median_wall_time_s" in t.user_attrs]
+    trials = [
+        t for t in study.get_trials(deepcopy=False) if t.value is not None or "median_wall_time_s" in t.user_attrs
+    ]
     figure, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    for axis, metric, name in ((axes[0], "mean_psnr_db", "PSNR to baseline video (dB)"), (axes[1], "mean_clip_score", "CLIP score")):
+    for axis, metric, name in (
+        (axes[0], "mean_psnr_db", "PSNR to baseline video (dB)"),
+        (axes[1], "mean_clip_score", "CLIP score"),
+    ):
         for state, (color, marker) in STATE_STYLE.items():
-            points = [(t.value, t.user_attrs[metric], t) for t in trials
-                      if status(t) == state and t.value is not None and metric in t.user_attrs]
+            points = [
+                (t.value, t.user_attrs[metric], t)
+                for t in trials
+                if status(t) == state and t.value is not None and metric in t.user_attrs
+            ]
             if points:
                 axis.scatter([p[0] for p in points], [p[1] for p in points], c=color, marker=marker, label=state)
             for x, y, t in points:
                 if "preset_name" in t.user_attrs:
-                    axis.annotate(t.user_attrs["preset_name"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+                    axis.annotate(
+                        t.user_attrs["preset_name"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8
+                    )
         front = _front([(t.value, t.user_attrs[metric]) for t in trials if feasible(t) and metric in t.user_attrs])
         if front:
-            axis.step([p[0] for p in front], [p[1] for p in front], where="post", c="tab:green", alpha=0.5, label="feasible front")
+            axis.step(
+                [p[0] for p in front],
+                [p[1] for p in front],
+                where="post",
+                c="tab:green",
+                alpha=0.5,
+                label="feasible front",
+            )
         axis.set_xlabel("median wall time per video (s)")
         axis.set_ylabel(name)
         axis.grid(alpha=0.3)

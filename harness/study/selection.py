@@ -38,24 +38,32 @@ def choose(study: optuna.Study, noise: float) -> optuna.trial.FrozenTrial:
     """
     candidates = sorted((t for t in study.get_trials(deepcopy=False) if feasible(t)), key=lambda t: t.value)
     if not candidates:
-        raise ValueError(f"study {study.study_name!r} has no feasible trial yet; run more trials or relax search.floors")
+        raise ValueError(
+            f"study {study.study_name!r} has no feasible trial yet; run more trials or relax search.floors"
+        )
     fastest = candidates[0].value
     tied = [t for t in candidates if t.value <= fastest * (1 + noise)]
     return max(tied, key=lambda t: (t.user_attrs.get("mean_psnr_db", 0.0), -t.value))
 
 
-def _remeasure(cfg: DictConfig, base_overrides: list[str], study: optuna.Study,
-               winner: optuna.trial.FrozenTrial) -> tuple[Plan, Session, dict[str, Any]]:
+def _remeasure(
+    cfg: DictConfig, base_overrides: list[str], study: optuna.Study, winner: optuna.trial.FrozenTrial
+) -> tuple[Plan, Session, dict[str, Any]]:
     """Measure the winner again on the held-out seeds, as a run tagged ``preset=production``."""
     seeds = list(cfg.search.select.seeds)
     used = set(cfg.search.seeds)
     if used & set(seeds):
         raise ValueError(f"search.select.seeds={seeds} overlap the search's seeds {sorted(used)}; pick unseen seeds")
     overrides = [o for o in base_overrides if not o.startswith(("study=", "search."))]
-    trial_cfg = compose_trial([
-        *overrides, *space.overrides(winner.params), f"name=production-{study.study_name}",
-        f"prompts.seeds={seeds}", f"timing.repeats={int(cfg.search.select.repeats)}",
-    ])
+    trial_cfg = compose_trial(
+        [
+            *overrides,
+            *space.overrides(winner.params),
+            f"name=production-{study.study_name}",
+            f"prompts.seeds={seeds}",
+            f"timing.repeats={int(cfg.search.select.repeats)}",
+        ]
+    )
     plan_ = plan(trial_cfg)
     session = open_session(trial_cfg, plan_)
     experiment_id = tracking.use_store(Path(cfg.paths.mlruns_dir), str(cfg.tracking.experiment))
@@ -77,7 +85,9 @@ def _floor_lines(cfg: DictConfig, study: optuna.Study, summary: dict[str, Any]) 
         if floor.ratio is not None and baseline.get(floor.metric) is None:
             continue
         value = summary.get(f"mean_{floor.metric}", float("nan"))
-        below = "" if summary.get(f"mean_{floor.metric}", -math.inf) >= floor.threshold(baseline) else " (BELOW the floor)"
+        below = (
+            "" if summary.get(f"mean_{floor.metric}", -math.inf) >= floor.threshold(baseline) else " (BELOW the floor)"
+        )
         lines.append(f"{floor.describe()}: {value:.3g} on held-out seeds{below}")
     return lines
 
@@ -86,15 +96,21 @@ def _warnings(plan_: Plan, session: Session) -> list[str]:
     """What the worker must know: a solver off the official path, levers that are not worker keys."""
     preset, speed, notes = plan_.preset, plan_.speed, []
     if not is_official(preset.sample_solver, session.solvers):
-        notes.append(f"WARNING: sample_solver={preset.sample_solver!r} exists only through diffusers; the official "
-                     f"Wan code path (generate.py) offers only unipc and dpm++.")
+        notes.append(
+            f"WARNING: sample_solver={preset.sample_solver!r} exists only through diffusers; the official "
+            f"Wan code path (generate.py) offers only unipc and dpm++."
+        )
     if speed.guidance_stop < 1.0:
-        notes.append(f"WARNING: measured with guidance truncation (speed.guidance_stop={speed.guidance_stop:g}: "
-                     f"guidance on the first {speed.guidance_stop:.0%} of the steps), which is not a worker key; "
-                     f"the worker must implement it to reach expected_time.")
+        notes.append(
+            f"WARNING: measured with guidance truncation (speed.guidance_stop={speed.guidance_stop:g}: "
+            f"guidance on the first {speed.guidance_stop:.0%} of the steps), which is not a worker key; "
+            f"the worker must implement it to reach expected_time."
+        )
     if speed.cache != "none":
-        notes.append(f"WARNING: measured with the diffusers cache speed.cache={speed.cache} (threshold "
-                     f"{speed.cache_threshold:g}), which is not a worker key; the worker must enable it.")
+        notes.append(
+            f"WARNING: measured with the diffusers cache speed.cache={speed.cache} (threshold "
+            f"{speed.cache_threshold:g}), which is not a worker key; the worker must enable it."
+        )
     return notes
 
 

@@ -6,24 +6,37 @@ from typing import Any, Mapping
 
 import optuna
 
-from harness.preset import Preset, official_frame_count, parse_size
 from harness.pipeline.levers import CACHES, COMPILE_MODES
+from harness.preset import Preset, official_frame_count, parse_size
 
 KINDS = ("int", "float", "categorical")
-SEARCHABLE = ("sample_steps", "sample_solver", "sample_shift", "sample_guide_scale", "frame_num", "size",
-              "guidance_stop", "cache", "cache_threshold", "attention", "compile")
+SEARCHABLE = (
+    "sample_steps",
+    "sample_solver",
+    "sample_shift",
+    "sample_guide_scale",
+    "frame_num",
+    "size",
+    "guidance_stop",
+    "cache",
+    "cache_threshold",
+    "attention",
+    "compile",
+)
 # Searchable keys that are not the worker's: where they live in the config, and their value
 # in a preset that does not set them.
 LEVERS = {
     "guidance_stop": ("speed.guidance_stop", 1.0),
     "cache": ("speed.cache", "none"),
     "cache_threshold": ("speed.cache_threshold", 0.05),
-    "attention": ("speed.attention", "native"),   # a backend this device lacks fails its trial, with the reason
-    "compile": ("speed.compile", "off"),          # each mode is one more pipeline load in the study
+    "attention": ("speed.attention", "native"),  # a backend this device lacks fails its trial, with the reason
+    "compile": ("speed.compile", "off"),  # each mode is one more pipeline load in the study
 }
 
 
-def distributions(space: Mapping[str, Mapping[str, Any]], solvers: Mapping[str, Any]) -> dict[str, optuna.distributions.BaseDistribution]:
+def distributions(
+    space: Mapping[str, Mapping[str, Any]], solvers: Mapping[str, Any]
+) -> dict[str, optuna.distributions.BaseDistribution]:
     """Turn the configured space into Optuna distributions, checking every entry.
 
     Args:
@@ -44,41 +57,48 @@ def distributions(space: Mapping[str, Mapping[str, Any]], solvers: Mapping[str, 
         kind = spec.get("type")
         if kind not in KINDS:
             raise ValueError(f"search.space.{key}.type={kind!r}; allowed: {list(KINDS)}")
-        if kind == "categorical":
-            choices = list(spec.get("choices") or [])
-            if not choices:
-                raise ValueError(f"search.space.{key}.choices is empty; list at least one value")
-            for choice in choices:
-                _check_choice(key, choice, solvers)
-            result[key] = optuna.distributions.CategoricalDistribution(choices)
-            continue
-        low, high = spec.get("low"), spec.get("high")
-        if low is None or high is None or not low <= high:
-            raise ValueError(f"search.space.{key}: low={low!r}, high={high!r} must be numbers with low <= high")
-        if key == "sample_steps" and (kind != "int" or low < 1):
-            raise ValueError(f"search.space.sample_steps must be type int with low >= 1, got {kind} low={low}")
-        if key in ("sample_shift",) and low <= 0:
-            raise ValueError(f"search.space.sample_shift.low={low} must be > 0")
-        if key == "guidance_stop" and not 0 < low <= high <= 1:
-            raise ValueError(f"search.space.guidance_stop: low={low}, high={high} must lie in (0, 1]")
-        if key == "sample_guide_scale" and low < 0:
-            raise ValueError(f"search.space.sample_guide_scale.low={low} must be >= 0")
-        if key in ("sample_solver", "size", "frame_num", "cache", "attention", "compile"):
-            raise ValueError(f"search.space.{key} must be type categorical (choices)")
-        step = spec.get("step")
-        if step is not None and not step > 0:
-            raise ValueError(f"search.space.{key}.step={step!r} must be > 0")
-        result[key] = (
-            optuna.distributions.IntDistribution(int(low), int(high), step=int(step or 1))
-            if kind == "int"
-            else optuna.distributions.FloatDistribution(float(low), float(high), step=None if step is None else float(step))
-        )
+        result[key] = _categorical(key, spec, solvers) if kind == "categorical" else _numeric(key, kind, spec)
     return result
+
+
+def _categorical(
+    key: str, spec: Mapping[str, Any], solvers: Mapping[str, Any]
+) -> optuna.distributions.BaseDistribution:
+    choices = list(spec.get("choices") or [])
+    if not choices:
+        raise ValueError(f"search.space.{key}.choices is empty; list at least one value")
+    for choice in choices:
+        _check_choice(key, choice, solvers)
+    return optuna.distributions.CategoricalDistribution(choices)
+
+
+def _numeric(key: str, kind: str, spec: Mapping[str, Any]) -> optuna.distributions.BaseDistribution:
+    low, high = spec.get("low"), spec.get("high")
+    if low is None or high is None or not low <= high:
+        raise ValueError(f"search.space.{key}: low={low!r}, high={high!r} must be numbers with low <= high")
+    if key == "sample_steps" and (kind != "int" or low < 1):
+        raise ValueError(f"search.space.sample_steps must be type int with low >= 1, got {kind} low={low}")
+    if key in ("sample_shift",) and low <= 0:
+        raise ValueError(f"search.space.sample_shift.low={low} must be > 0")
+    if key == "guidance_stop" and not 0 < low <= high <= 1:
+        raise ValueError(f"search.space.guidance_stop: low={low}, high={high} must lie in (0, 1]")
+    if key == "sample_guide_scale" and low < 0:
+        raise ValueError(f"search.space.sample_guide_scale.low={low} must be >= 0")
+    if key in ("sample_solver", "size", "frame_num", "cache", "attention", "compile"):
+        raise ValueError(f"search.space.{key} must be type categorical (choices)")
+    step = spec.get("step")
+    if step is not None and not step > 0:
+        raise ValueError(f"search.space.{key}.step={step!r} must be > 0")
+    if kind == "int":
+        return optuna.distributions.IntDistribution(int(low), int(high), step=int(step or 1))
+    return optuna.distributions.FloatDistribution(float(low), float(high), step=None if step is None else float(step))
 
 
 def _check_choice(key: str, choice: Any, solvers: Mapping[str, Any]) -> None:
     if key == "sample_solver" and choice not in solvers:
-        raise ValueError(f"search.space.sample_solver choice {choice!r} is not a known solver; allowed: {sorted(solvers)}")
+        raise ValueError(
+            f"search.space.sample_solver choice {choice!r} is not a known solver; allowed: {sorted(solvers)}"
+        )
     if key == "size":
         parse_size(choice)
     if key == "cache" and choice not in CACHES:
@@ -121,7 +141,10 @@ def params_of(preset: Preset, dists: Mapping[str, optuna.distributions.BaseDistr
         else:
             inside = dist.low <= value <= dist.high
         if not inside:
-            raise ValueError(f"preset {name!r} has {key}={value!r}, outside search.space.{key}; widen the space or drop it from search.enqueue")
+            raise ValueError(
+                f"preset {name!r} has {key}={value!r}, outside search.space.{key}; "
+                "widen the space or drop it from search.enqueue"
+            )
     return params
 
 
