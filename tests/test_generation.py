@@ -205,3 +205,29 @@ def test_the_random_model_has_the_published_size(make_cfg):
         encoder = UMT5EncoderModel(UMT5Config(**arch["text_encoder"]))
     assert sum(p.numel() for p in transformer.parameters()) / 1e9 == pytest.approx(1.42, abs=0.01)
     assert sum(p.numel() for p in encoder.parameters()) / 1e9 == pytest.approx(5.7, abs=0.1)  # umT5-XXL encoder
+
+
+@pytest.mark.parametrize("model", ["tiny", "toy"])
+def test_the_harness_generates_exactly_what_a_plain_wanpipeline_call_makes(make_cfg, model):
+    # The harness is a thin layer: same scheduler, prompt, seed, steps, size, frames and
+    # guidance give the same frames as WanPipeline(...) called directly.
+    import torch
+
+    cfg = make_cfg("+experiment=balanced", model=model)
+    solvers = OmegaConf.to_container(cfg.solver)
+    preset = validate_preset(OmegaConf.to_container(cfg.preset), solvers)
+    shape = resolve_shape(preset, cfg.model.scale.spatial, cfg.model.scale.temporal)
+    loaded = load_pipeline(cfg.model)
+    ours = generate(loaded, request(shape, solver="euler", steps=6), solvers)
+    plain = loaded.pipe(
+        prompt="a red circle moving left",
+        height=shape.height,
+        width=shape.width,
+        num_frames=shape.num_frames,
+        num_inference_steps=6,
+        guidance_scale=6.5,
+        generator=torch.Generator().manual_seed(0),
+        output_type="np",
+    ).frames[0]
+    assert type(loaded.pipe.scheduler).__name__ == "FlowMatchEulerDiscreteScheduler"  # the harness's, reused
+    assert np.array_equal(ours.frames, np.clip(np.round(plain * 255.0), 0, 255).astype(np.uint8))

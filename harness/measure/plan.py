@@ -31,6 +31,7 @@ class Plan:
     repeats: int
     warmup_steps: int  # 0: no warm-up
     speed: Speed = Speed()
+    max_sequence_length: int = 512
 
     def request(self, prompt: str, seed: int) -> GenerationRequest:
         """The generation request of one prompt and seed of this plan."""
@@ -44,6 +45,7 @@ class Plan:
             solver=self.preset.sample_solver,
             shift=self.preset.sample_shift,
             speed=self.speed,
+            max_sequence_length=self.max_sequence_length,
         )
 
 
@@ -105,4 +107,5 @@ def plan(cfg: DictConfig) -> Plan:
         repeats=check_int("timing.repeats", cfg.timing.repeats, 1),
         warmup_steps=warmup_steps,
         speed=speed,
+        max_sequence_length=check_int("model.max_sequence_length", cfg.model.get("max_sequence_length", 512), 1),
     )

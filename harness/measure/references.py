@@ -66,6 +66,7 @@ class ReferenceVideos:
             "prompt": request.prompt,
             "negative_prompt": request.negative_prompt,
             "seed": request.seed,
+            "text_length": request.max_sequence_length,
             "shape": [request.shape.width, request.shape.height, request.shape.num_frames],
             "sampler": [request.steps, request.solver, request.shift, request.guidance],
         }

@@ -35,6 +35,7 @@ class GenerationRequest:
     shift: float
     negative_prompt: str = ""
     speed: Speed = Speed()
+    max_sequence_length: int = 512  # text tokens, as WanPipeline.__call__ pads them
 
     @property
     def guided_steps(self) -> int:
@@ -107,6 +108,7 @@ def _encode(loaded: LoadedPipeline, request: GenerationRequest) -> tuple[Any, An
         prompt=request.prompt,
         negative_prompt=request.negative_prompt,
         do_classifier_free_guidance=request.guidance > 1.0,
+        max_sequence_length=request.max_sequence_length,  # encode_prompt alone defaults to 226
         device=loaded.device,
     )
 
@@ -155,6 +157,7 @@ def _generate(loaded: LoadedPipeline, request: GenerationRequest) -> Generation:
             generator=torch.Generator("cpu").manual_seed(request.seed),
             output_type="np",
             callback_on_step_end=_on_step_end(clock, request),
+            max_sequence_length=request.max_sequence_length,
         )
         finished = now(device)
     last_step = clock.ends[-1] if clock.ends else encoded
