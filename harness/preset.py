@@ -128,6 +128,11 @@ class Preset:
         return {key: getattr(self, key) for key in WORKER_KEYS}
 
 
+def same_sampler(preset: Preset, reference: Preset) -> bool:
+    """Whether a preset samples exactly as the reference does (steps, solver, shift, guidance)."""
+    return all(getattr(preset, key) == getattr(reference, key) for key in SAMPLER_KEYS)
+
+
 def _check_keys(raw: Mapping[str, Any]) -> None:
     missing = [key for key in WORKER_KEYS if key not in raw]
     if missing:
@@ -200,13 +205,37 @@ class VideoShape:
     preset_width: int
     preset_height: int
 
+    @property
+    def generated(self) -> tuple[int, int, int]:
+        """(width, height, frames) of the video the model makes."""
+        return self.width, self.height, self.num_frames
+
+    def seconds(self, fps: float) -> float:
+        """Seconds of video the worker outputs: its frames at its frame rate."""
+        return self.frames_official / fps
+
+    def output_spec(self, fps: float) -> str:
+        """What the worker outputs, e.g. ``480x832, 81 frames, 5.06 s``."""
+        return f"{self.preset_width}x{self.preset_height}, {self.frames_official} frames, {self.seconds(fps):.2f} s"
+
+    def spec_change(self, reference: "VideoShape") -> str:
+        """How this output differs from the reference's (``""`` when it does not)."""
+        changes = []
+        if (self.preset_width, self.preset_height) != (reference.preset_width, reference.preset_height):
+            changes.append(
+                f"size {reference.preset_width}x{reference.preset_height} -> {self.preset_width}x{self.preset_height}"
+            )
+        if self.frames_official != reference.frames_official:
+            changes.append(f"frames {reference.frames_official} -> {self.frames_official}")
+        return "; ".join(changes)
+
 
 def _scale_side(side: int, factor: float) -> int:
     # Round half up to the nearest multiple of 16, at least 16 (diffusers' constraint).
     return max(SIZE_MULTIPLE, int(side / factor / SIZE_MULTIPLE + 0.5) * SIZE_MULTIPLE)
 
 
-def resolve_shape(preset: Preset, spatial_scale: float = 1, temporal_scale: float = 1) -> VideoShape:
+def resolve_shape(preset: Preset, spatial_scale: float = 1, temporal_scale: float = 1, warn: bool = True) -> VideoShape:
     """Resolve a preset's size and frames to the video the model generates.
 
     The official frame rule applies first (warned when it changes the count); then a
@@ -217,6 +246,7 @@ def resolve_shape(preset: Preset, spatial_scale: float = 1, temporal_scale: floa
         preset: a validated preset.
         spatial_scale: divisor of width and height (1 for the real model).
         temporal_scale: divisor of latent frames (1 for the real model).
+        warn: log a warning when the frame rule changes the count.
 
     Returns:
         The resolved shape.
@@ -226,7 +256,7 @@ def resolve_shape(preset: Preset, spatial_scale: float = 1, temporal_scale: floa
             raise ValueError(f"model.scale.{name}={value!r} must be a number > 0")
     width, height = parse_size(preset.size)
     frames_official = official_frame_count(preset.frame_num)
-    if frames_official != preset.frame_num:
+    if warn and frames_official != preset.frame_num:
         log.warning(
             "frame_num=%d is not 4n+1: generating %d frames (%s)",
             preset.frame_num,

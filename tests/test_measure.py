@@ -228,7 +228,7 @@ def test_references_of_a_retrained_model_at_the_same_path_are_not_reused(make_cf
         loaded = LoadedPipeline(
             pipe=None, device=torch.device("cpu"), dtype=torch.float32, name="tiny", source=str(weights)
         )
-        return ReferenceVideos(tmp_path / "references", loaded, preset, solvers)
+        return ReferenceVideos(tmp_path / "references", loaded, preset, request.shape, solvers)
 
     before, after = np.zeros((1, 2, 2, 3), np.uint8), np.ones((1, 2, 2, 3), np.uint8)
     assert (references().get(request, own_frames=before) == before).all()

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -156,8 +157,10 @@ def test_select_exports_the_worker_format_and_it_loads_back(study_root):
     assert exported["expected_time"] > 0
     warned = "WARNING: sample_solver='euler'" in yaml_path.read_text()
     assert warned == (exported["sample_solver"] == "euler")
-    production = mlflow_runs(root, "production")
-    assert len(production) == 1 and production[0].data.tags["preset"] == "production"
+    verified = [r for r in mlflow_runs(root, "verification") if r.data.tags.get("preset") == "production"]
+    assert len(verified) == 1 and verified[0].data.tags["trial_number"] == str(winner.number)
+    # expected_time is the re-measured median to 3 significant figures, not rounded up to the next 0.1 s
+    assert exported["expected_time"] == float(f"{verified[0].data.metrics['median_wall_time_s']:.3g}")
     assert {p["seed"] for p in [r.data.params for r in mlflow_runs(root, "video")] if "seed" in p} >= {"100", "101"}
     reloaded = plan(compose_cfg([*overrides, f"preset_file={yaml_path}"]))
     assert reloaded.preset.to_worker() == exported
@@ -174,6 +177,61 @@ def test_a_study_refuses_trials_measured_with_other_prompts_or_weights(study_roo
     with pytest.raises(ValueError, match=r"^study 'video_fast' was measured with model 'tiny \(weights \w+\)', now"):
         search_presets(compose_cfg(other), other)
     assert [(t.number, t.state, t.value) for t in load(compose_cfg(overrides)).trials] == before
+
+
+@pytest.mark.parametrize(
+    "override, changed",
+    [
+        ("search.floors.psnr_db.value=10", "floors"),
+        ("reference.sample_steps=20", "reference"),
+        ("timing.repeats=3", "timing"),
+        ("timing.warmup_steps=3", "timing"),
+        ("quality.psnr_cap_db=50", "quality"),
+    ],
+)
+def test_continuing_under_another_protocol_is_refused_naming_the_change(study_root, override, changed):
+    root, overrides, _ = study_root
+    before = [(t.number, t.state, t.value) for t in load(compose_cfg(overrides)).trials]
+    other = [*overrides, "search.n_trials=8", override]
+    with pytest.raises(ValueError, match=rf"^study 'video_fast' was measured with {changed} '[^']+', now '[^']+'"):
+        search_presets(compose_cfg(other), other)
+    assert [(t.number, t.state, t.value) for t in load(compose_cfg(overrides)).trials] == before
+
+
+def test_select_refuses_another_model_than_the_study_s(study_root):
+    root, overrides, _ = study_root
+    toy = [o for o in overrides if not o.startswith("model")] + ["model=toy", "study=video_fast"]
+    with pytest.raises(
+        ValueError, match=r"^study 'video_fast' was measured with model 'tiny \(weights \w+\)', now 'toy"
+    ):
+        select_preset(compose_cfg(toy), toy)
+    assert not mlflow_runs(root, "verification") or all(
+        r.data.tags.get("trial_number") for r in mlflow_runs(root, "verification")
+    )
+
+
+def test_select_exports_nothing_when_the_winner_fails_on_held_out_seeds(tmp_path, base_overrides):
+    # On the tiny model, quality_first makes 50.3 dB on the search's seed 0 and 49.9 dB on
+    # the held-out seeds 100 and 101: it is feasible at a 50.1 dB floor, then fails it.
+    overrides = [
+        *base_overrides,
+        "search.n_trials=2",
+        "search.enqueue=[baseline,quality_first]",
+        "search.floors.psnr_db.value=50.1",
+    ]
+    study = search_presets(compose_cfg(overrides), overrides)
+    assert [t.user_attrs["preset_name"] for t in study.trials if feasible(t)] == ["baseline", "quality_first"]
+    command = [sys.executable, "-m", "harness.select", *overrides, "study=video_fast", "search.select.repeats=1"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]  # beside progress bars
+    assert len(errors) == 1 and result.stderr.strip().endswith(errors[0])
+    assert errors[0].startswith("error: no candidate of study 'video_fast' held its floors on held-out seeds")
+    assert re.search(r"#1 quality_first: psnr_db 49\.\d+ < 50\.1 \(short by 0\.\d+\)", errors[0])
+    assert not (tmp_path / "experiments" / "video_fast" / "video_fast.yaml").exists()
+    client = store_client(tmp_path)
+    experiment = client.get_experiment_by_name("wan-presets")
+    assert not client.search_runs([experiment.experiment_id], "tags.preset = 'production'")
 
 
 def test_choose_prefers_fidelity_among_equally_fast_trials():

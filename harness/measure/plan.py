@@ -11,10 +11,11 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from harness.pipeline.device import torch_threads
 from harness.pipeline.generate import GenerationRequest
 from harness.pipeline.levers import Speed
 from harness.pipeline.load import resolve_model
-from harness.preset import Preset, VideoShape, read_preset_file, resolve_shape, validate_preset
+from harness.preset import Preset, VideoShape, read_preset_file, resolve_shape, same_sampler, validate_preset
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,7 @@ class Plan:
     preset: Preset
     reference: Preset
     shape: VideoShape
+    reference_shape: VideoShape  # the baseline's output: every candidate is scored against it
     prompts: list[str]
     seeds: list[int]
     negative_prompt: str
@@ -32,6 +34,18 @@ class Plan:
     warmup_steps: int  # 0: no warm-up
     speed: Speed = Speed()
     max_sequence_length: int = 512
+    fps: int = 16  # the worker's frame rate: seconds of video = frames / fps
+    threads: int = 1  # torch intra-op threads
+    noise_bound: float = 0.10  # a time whose relative spread exceeds this is flagged noisy
+
+    @property
+    def is_reference(self) -> bool:
+        """Whether this plan's video is the reference video itself (same sampler, output, no lever)."""
+        return (
+            same_sampler(self.preset, self.reference)
+            and self.shape.generated == self.reference_shape.generated
+            and not self.speed.changes_output
+        )
 
     def request(self, prompt: str, seed: int) -> GenerationRequest:
         """The generation request of one prompt and seed of this plan."""
@@ -58,6 +72,12 @@ def check_int(key: str, value: Any, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{key}={value!r} must be an integer >= {minimum}")
     return value
+
+
+def _noise_bound(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 10:
+        raise ValueError(f"timing.noise_bound={value!r} must be a relative spread in (0, 10), e.g. 0.1 for 10%")
+    return float(value)
 
 
 def _prompts_and_seeds(cfg: DictConfig) -> tuple[list[str], list[int]]:
@@ -101,11 +121,15 @@ def plan(cfg: DictConfig) -> Plan:
         preset=preset,
         reference=reference,
         shape=resolve_shape(preset, cfg.model.scale.spatial, cfg.model.scale.temporal),
+        reference_shape=resolve_shape(reference, cfg.model.scale.spatial, cfg.model.scale.temporal, warn=False),
         prompts=prompts,
         seeds=seeds,
         negative_prompt=str(cfg.prompts.negative_prompt or ""),
         repeats=check_int("timing.repeats", cfg.timing.repeats, 1),
         warmup_steps=warmup_steps,
         speed=speed,
+        fps=check_int("tracking.fps", cfg.tracking.fps, 1),
+        threads=torch_threads(cfg.timing.threads),
+        noise_bound=_noise_bound(cfg.timing.noise_bound),
         max_sequence_length=check_int("model.max_sequence_length", cfg.model.get("max_sequence_length", 512), 1),
     )

@@ -19,7 +19,6 @@ from torchmetrics.functional.image import (
 from torchmetrics.multimodal.clip_score import CLIPScore
 
 from harness.pipeline.load import load_clip
-from harness.preset import Preset
 
 
 def _as_float_frames(frames: np.ndarray) -> torch.Tensor:
@@ -55,6 +54,34 @@ class ClipScorer:
         return float(value)
 
 
+def match_reference(frames: np.ndarray, reference_shape: tuple[int, ...]) -> np.ndarray:
+    """A video resampled to the reference's frames and size, so fidelity sees what it lost.
+
+    In time by position: reference frame ``j`` (at ``j / fps``) is compared with the
+    candidate's frame at the same time; a shorter video holds its last frame for the time it
+    does not cover. In space by bicubic resampling (antialiased when shrinking).
+
+    Args:
+        frames: uint8 (F, H, W, 3).
+        reference_shape: the reference's (F, H, W, 3).
+
+    Returns:
+        uint8 of ``reference_shape`` (``frames`` itself when the shapes match).
+    """
+    if frames.shape == tuple(reference_shape):
+        return frames
+    count, height, width = reference_shape[:3]
+    picked = frames[np.minimum(np.arange(count), len(frames) - 1)]
+    if picked.shape[1:3] == (height, width):
+        return picked
+    tensor = torch.from_numpy(picked).permute(0, 3, 1, 2).float()
+    shrink = height < picked.shape[1] or width < picked.shape[2]
+    resized = torch.nn.functional.interpolate(
+        tensor, size=(height, width), mode="bicubic", align_corners=False, antialias=shrink
+    )
+    return resized.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
 def fidelity(frames: np.ndarray, reference: np.ndarray, psnr_cap_db: float = 100.0) -> dict[str, float]:
     """PSNR and SSIM of a video against a reference of the same shape.
 
@@ -75,13 +102,3 @@ def fidelity(frames: np.ndarray, reference: np.ndarray, psnr_cap_db: float = 100
     psnr = float(peak_signal_noise_ratio(preds, target, data_range=1.0))
     ssim = float(structural_similarity_index_measure(preds, target, data_range=1.0))
     return {"psnr_db": min(psnr, psnr_cap_db), "ssim": ssim}
-
-
-def same_sampler(preset: Preset, reference: Preset) -> bool:
-    """Whether a preset samples exactly as the reference does (its video is the reference)."""
-    return (
-        preset.sample_steps == reference.sample_steps
-        and preset.sample_solver == reference.sample_solver
-        and preset.sample_shift == reference.sample_shift
-        and preset.sample_guide_scale == reference.sample_guide_scale
-    )

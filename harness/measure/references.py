@@ -1,8 +1,10 @@
-"""Reference videos: what the reference sampler makes for a prompt and seed, cached on disk.
+"""Reference videos: the baseline's own video for a prompt and seed, cached on disk.
 
-The reference sampler is the baseline's (steps, solver, shift, guidance). A reference is
-generated once per model weights, device, dtype, prompt, seed and shape, and reused by
-every run and trial that scores against it.
+The reference is what the user makes today: the baseline's sampler (steps, solver, shift,
+guidance) at the baseline's size and frame count. A candidate at another size or length is
+scored against it after resampling (``harness.measure.quality.match_reference``). A
+reference is generated once per model weights, device, dtype, text length, prompt, seed and
+shape, and reused by every run and trial that scores against it.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 from harness.pipeline.generate import GenerationRequest, generate
 from harness.pipeline.levers import Speed
 from harness.pipeline.load import LoadedPipeline
-from harness.preset import Preset
+from harness.preset import Preset, VideoShape
 
 log = logging.getLogger(__name__)
 
@@ -32,24 +34,28 @@ class ReferenceVideos:
         folder: Path,
         loaded: LoadedPipeline,
         reference: Preset,
+        shape: VideoShape,
         solvers: Mapping[str, Any],
     ):
         """Args:
         folder: cache folder (one ``.npy`` per video).
         loaded: the pipeline that generates the references.
         reference: the preset whose sampler settings define the reference.
+        shape: the reference preset's resolved shape (its size and frames).
         solvers: the solver mapping.
         """
         self.folder = folder
         self.loaded = loaded
         self.reference = reference
+        self.shape = shape
         self.solvers = solvers
 
     def request(self, like: GenerationRequest) -> GenerationRequest:
-        """The reference's request for a video: same shape, prompt and seed, the reference's
-        sampler, and no speed lever (a lever's video is scored against the plain sampler's)."""
+        """The reference's request for a video: same prompt and seed, the reference's sampler
+        and shape, and no speed lever (a lever's video is scored against the plain sampler's)."""
         return replace(
             like,
+            shape=self.shape,
             steps=self.reference.sample_steps,
             guidance=self.reference.sample_guide_scale,
             solver=self.reference.sample_solver,

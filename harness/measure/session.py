@@ -8,6 +8,7 @@ The pipeline, the CLIP scorer and the reference videos are loaded once per proce
 from __future__ import annotations
 
 import logging
+import os
 import statistics
 import time
 from dataclasses import dataclass, replace
@@ -22,9 +23,9 @@ from tqdm.auto import tqdm
 
 from harness.measure import tracking
 from harness.measure.plan import Plan, plan
-from harness.measure.quality import ClipScorer, fidelity, same_sampler
+from harness.measure.quality import ClipScorer, fidelity, match_reference
 from harness.measure.references import ReferenceVideos
-from harness.pipeline.device import check_attention, device_label, dtype_name
+from harness.pipeline.device import available_cpus, check_attention, device_label, dtype_name
 from harness.pipeline.generate import Generation, GenerationRequest, generate
 from harness.pipeline.load import LoadedPipeline, load_pipeline
 from harness.preset import FRAME_RULE
@@ -54,10 +55,12 @@ def open_session(cfg: DictConfig, plan_: Plan) -> Session:
         ValueError: an attention backend this device cannot run.
     """
     solvers = OmegaConf.to_container(cfg.solver, resolve=True)
+    torch.set_num_threads(plan_.threads)
     loaded = load_pipeline(cfg.model, plan_.speed.compile)
     check_attention(plan_.speed.attention, loaded.device)  # before any run is opened
     scorer = ClipScorer(cfg.model) if cfg.quality.clip else None
-    references = ReferenceVideos(Path(cfg.paths.cache_dir) / "references", loaded, plan_.reference, solvers)
+    folder = Path(cfg.paths.cache_dir) / "references"
+    references = ReferenceVideos(folder, loaded, plan_.reference, plan_.reference_shape, solvers)
     return Session(loaded=loaded, scorer=scorer, references=references, solvers=solvers)
 
 
@@ -77,13 +80,18 @@ def warm_up(loaded: LoadedPipeline, request: GenerationRequest, steps: int, solv
     return time.perf_counter() - started
 
 
+def spread(times: list[float]) -> float | None:
+    """Relative spread of repeated timings, (max - min) / median; None for fewer than two."""
+    return (max(times) - min(times)) / statistics.median(times) if len(times) > 1 else None
+
+
 def measure_video(
     loaded: LoadedPipeline, request: GenerationRequest, repeats: int, solvers: dict
-) -> tuple[Generation, dict[str, float]]:
-    """Generate a video ``repeats`` times; the first video, and the median of each time.
+) -> tuple[Generation, dict[str, float], list[float]]:
+    """Generate a video ``repeats`` times; the first video, the median of each time, every wall time.
 
     Returns:
-        The first generation and the median times (seconds) by stage.
+        The first generation, the median times (seconds) by stage, and each run's wall time.
     """
     runs = [generate(loaded, request, solvers) for _ in range(repeats)]
     medians = {
@@ -94,7 +102,9 @@ def measure_video(
         "wall_time_s": statistics.median(r.wall_s for r in runs),
         "peak_memory_mb": max(r.peak_memory_mb for r in runs),
     }
-    return runs[0], medians
+    if repeats > 1:
+        medians["wall_time_spread"] = spread([r.wall_s for r in runs])
+    return runs[0], medians, [r.wall_s for r in runs]
 
 
 def run_params(plan_: Plan, loaded: LoadedPipeline, cfg: DictConfig, scheduler: str) -> dict[str, Any]:
@@ -112,6 +122,9 @@ def run_params(plan_: Plan, loaded: LoadedPipeline, cfg: DictConfig, scheduler: 
         "latent_frames": latent_frames,
         "tokens": tokens,
         "frame_rule": FRAME_RULE,
+        "output_spec": shape.output_spec(plan_.fps),
+        "video_seconds": round(shape.seconds(plan_.fps), 4),
+        "spec_change": shape.spec_change(plan_.reference_shape) or "none",
         "scale_spatial": cfg.model.scale.spatial,
         "scale_temporal": cfg.model.scale.temporal,
         "scheduler": scheduler,
@@ -124,6 +137,8 @@ def run_params(plan_: Plan, loaded: LoadedPipeline, cfg: DictConfig, scheduler: 
         "diffusers_version": diffusers.__version__,
         **plan_.speed.params(),
         "repeats": plan_.repeats,
+        "torch_threads": plan_.threads,
+        "load_average_1min": round(os.getloadavg()[0], 2),
         "warmup_steps": plan_.warmup_steps,
         "reference_sampler": reference.format(**plan_.reference.to_worker()),
     }
@@ -157,9 +172,8 @@ def score_video(cfg: DictConfig, plan_: Plan, session: Session, request: Generat
     if cfg.model.get("world") == "toy":
         scores.update(adherence_metrics(frames, request.prompt))
     if cfg.quality.fidelity:
-        is_reference = same_sampler(plan_.preset, plan_.reference) and not plan_.speed.changes_output
-        reference = session.references.get(request, own_frames=frames if is_reference else None)
-        scores.update(fidelity(frames, reference, float(cfg.quality.psnr_cap_db)))
+        reference = session.references.get(request, own_frames=frames if plan_.is_reference else None)
+        scores.update(fidelity(match_reference(frames, reference.shape), reference, float(cfg.quality.psnr_cap_db)))
     return scores
 
 
@@ -209,26 +223,52 @@ def measure_in_run(
     _announce(plan_)
     loaded, solvers = session.loaded, session.solvers
     rows: list[dict[str, float]] = []
+    walls: list[float] = []
     warmup_s, params = 0.0, None
     tracking.log_config(cfg)
     requests = [plan_.request(prompt, seed) for prompt in plan_.prompts for seed in plan_.seeds]
     for request in tqdm(requests, desc=plan_.name, unit="video"):
         warmup_s += warm_up(loaded, request, plan_.warmup_steps, solvers)
-        generation, metrics = measure_video(loaded, request, plan_.repeats, solvers)
+        generation, metrics, times = measure_video(loaded, request, plan_.repeats, solvers)
+        walls += times
         if params is None:
             params = run_params(plan_, loaded, cfg, generation.scheduler)
             mlflow.log_params(params)
+        metrics["time_per_video_second_s"] = metrics["wall_time_s"] / plan_.shape.seconds(plan_.fps)
         metrics.update(score_video(cfg, plan_, session, request, generation.frames))
         _log_video_run(cfg, params, request, generation, metrics, {"kind": "video", **(video_tags or {})})
         rows.append(metrics)
         if on_video is not None:
             on_video(len(rows) - 1, metrics)
-    summary = _aggregate(rows)
-    mlflow.log_metrics({**summary, "time_warmup_s": warmup_s, "videos": len(rows)})  # warm-up: never in wall time
-    return {"name": plan_.name, "run_id": _active_run_id(), **_sampler_columns(plan_), **summary}
+    summary = {**_aggregate(rows), **_noise(walls, plan_.noise_bound)}
+    mlflow.log_metrics({k: v for k, v in summary.items() if k != "timing_noisy"})
+    mlflow.log_metrics({"time_warmup_s": warmup_s, "videos": len(rows)})  # warm-up: never in wall time
+    mlflow.set_tag("timing_noisy", {True: "true", False: "false", None: "unknown"}[summary["timing_noisy"]])
+    if summary["timing_noisy"]:
+        log.warning(
+            "%s: NOISY timing, its %d generations spread %.0f%% (bound %.0f%%): another process is "
+            "probably loading the machine",
+            plan_.name,
+            len(walls),
+            100 * summary["wall_time_spread"],
+            100 * plan_.noise_bound,
+        )
+    identity = {"name": plan_.name, "run_id": _active_run_id(), "is_baseline": plan_.is_reference}
+    return {**identity, **_sampler_columns(plan_), **summary}
+
+
+def _noise(walls: list[float], bound: float) -> dict[str, Any]:
+    """The spread of every generation's wall time, and whether it exceeds the bound (None: one generation)."""
+    measured = spread(walls)
+    if measured is None:
+        return {"timing_noisy": None}
+    return {"wall_time_spread": measured, "timing_noisy": measured > bound}
 
 
 def _announce(plan_: Plan) -> None:
+    load, cpus = os.getloadavg()[0], available_cpus()
+    if load > cpus:
+        log.warning("the machine is busy (load average %.1f on %d CPUs): timings will be noisy", load, cpus)
     shape, videos = plan_.shape, len(plan_.prompts) * len(plan_.seeds)
     log.info(
         "%s: %d prompt(s) x %d seed(s) x %d repeat(s) = %d generation(s) at %dx%d (WxH), %d frames (asked %d), "
@@ -255,6 +295,8 @@ def _active_run_id() -> str | None:
 def _sampler_columns(plan_: Plan) -> dict[str, Any]:
     shape = plan_.shape
     return {
+        "output_spec": shape.output_spec(plan_.fps),
+        "spec_change": shape.spec_change(plan_.reference_shape),
         "size": f"{shape.width}*{shape.height}",
         "frames": shape.num_frames,
         "steps": plan_.preset.sample_steps,
@@ -267,6 +309,7 @@ def _sampler_columns(plan_: Plan) -> dict[str, Any]:
 def _aggregate(rows: list[dict[str, float]]) -> dict[str, float]:
     summary = {
         "median_wall_time_s": statistics.median(r["wall_time_s"] for r in rows),
+        "median_time_per_video_second_s": statistics.median(r["time_per_video_second_s"] for r in rows),
         "median_step_time_s": statistics.median(r["time_step_median_s"] for r in rows),
         "max_peak_memory_mb": max(r["peak_memory_mb"] for r in rows),
     }

@@ -13,8 +13,51 @@ from rich.table import Table
 MEASURED: list[dict[str, Any]] = []
 
 
+COLUMNS = (
+    "preset",
+    "output (WxH, frames, s)",
+    "generated",
+    "steps",
+    "solver",
+    "shift",
+    "guide",
+    "s/video (spread)",
+    "speed-up",
+    "s per video-s",
+    "CLIP",
+    "PSNR dB",
+    "SSIM",
+)
+
+
+def _time_cell(row: dict[str, Any]) -> str:
+    cell = f"{row['median_wall_time_s']:.3f}"
+    if row.get("wall_time_spread") is not None:
+        cell += f" ±{row['wall_time_spread']:.0%}"
+    return cell + (" NOISY" if row.get("timing_noisy") else "")
+
+
+def _cells(row: dict[str, Any], baseline: dict[str, Any] | None) -> list[str]:
+    speed_up = f"{baseline['median_wall_time_s'] / row['median_wall_time_s']:.2f}x" if baseline else "-"
+    return [
+        row["name"],
+        row["output_spec"] + (" *" if row.get("spec_change") else ""),
+        f"{row['size'].replace('*', 'x')} x {row['frames']}",
+        str(row["steps"]),
+        row["solver"],
+        f"{row['shift']:g}",
+        f"{row['guidance']:g}",
+        _time_cell(row),
+        speed_up,
+        f"{row['median_time_per_video_second_s']:.3f}",
+        _fmt(row.get("mean_clip_score"), ".1f"),
+        _fmt(row.get("mean_psnr_db"), ".1f"),
+        _fmt(row.get("mean_ssim"), ".3f"),
+    ]
+
+
 def summary_table(rows: list[dict[str, Any]], title: str = "presets measured") -> Table:
-    """A table of preset summaries; speed-up is against the row named ``baseline`` if present.
+    """A table of preset summaries; speed-up is against the baseline (the reference preset) if present.
 
     Args:
         rows: summaries returned by ``harness.measure.session.measure_preset``.
@@ -23,41 +66,21 @@ def summary_table(rows: list[dict[str, Any]], title: str = "presets measured") -
     Returns:
         A rich table.
     """
-    baseline = next((row for row in rows if row["name"] in ("baseline", "video_fast")), None)
-    table = Table(title=title)
-    for column in (
-        "preset",
-        "size (WxH)",
-        "frames",
-        "steps",
-        "solver",
-        "shift",
-        "guide",
-        "median wall s",
-        "speed-up",
-        "step s",
-        "CLIP",
-        "PSNR dB",
-        "SSIM",
-    ):
-        table.add_column(column, justify="left" if column in ("preset", "solver") else "right")
-    for row in rows:
-        speed_up = f"{baseline['median_wall_time_s'] / row['median_wall_time_s']:.2f}x" if baseline else "-"
-        table.add_row(
-            row["name"],
-            row["size"].replace("*", "x"),
-            str(row["frames"]),
-            str(row["steps"]),
-            row["solver"],
-            f"{row['shift']:g}",
-            f"{row['guidance']:g}",
-            f"{row['median_wall_time_s']:.3f}",
-            speed_up,
-            f"{row['median_step_time_s']:.4f}",
-            _fmt(row.get("mean_clip_score"), ".1f"),
-            _fmt(row.get("mean_psnr_db"), ".1f"),
-            _fmt(row.get("mean_ssim"), ".3f"),
+    baseline = next((row for row in rows if row.get("is_baseline")), None)
+    notes = []
+    if any(row.get("spec_change") for row in rows):
+        notes.append("* output differs from the baseline's: scored against the baseline's own video, resampled")
+    if any(row.get("timing_noisy") for row in rows):
+        notes.append(
+            "NOISY: the times of its videos spread more than timing.noise_bound; measure again on a quiet machine"
         )
+    table = Table(title=title, caption="\n".join(notes) or None)
+    for column in COLUMNS:
+        table.add_column(
+            column, justify="left" if column in ("preset", "solver", "output (WxH, frames, s)") else "right"
+        )
+    for row in rows:
+        table.add_row(*_cells(row, baseline))
     return table
 
 
@@ -69,7 +92,7 @@ def print_summary(rows: list[dict[str, Any]], title: str = "presets measured") -
     """Print the summary table to the terminal."""
     console = Console()
     if not console.is_terminal:
-        console = Console(width=160)  # off a terminal rich assumes 80 columns and elides numbers
+        console = Console(width=200)  # off a terminal rich assumes 80 columns and elides numbers
     console.print(summary_table(rows, title))
 
 

@@ -69,6 +69,27 @@ def machine_name(device: torch.device) -> str:
     return f"cpu-{os.cpu_count()}cores"
 
 
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity), which can be fewer than the machine has."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def torch_threads(setting: object) -> int:
+    """The intra-op threads a ``timing.threads`` setting asks for.
+
+    Args:
+        setting: ``auto`` (the CPUs this process may use) or an integer >= 1.
+
+    Raises:
+        ValueError: anything else.
+    """
+    if setting == "auto":
+        return available_cpus()
+    if isinstance(setting, bool) or not isinstance(setting, int) or setting < 1:
+        raise ValueError(f"timing.threads={setting!r} must be auto or an integer >= 1")
+    return setting
+
+
 def check_attention(backend: str, device: torch.device) -> None:
     """Check that an attention backend exists and can run on this device without downloads.
 

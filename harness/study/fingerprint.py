@@ -1,4 +1,11 @@
-"""What a study measures with: trials are comparable only when measured with the same things."""
+"""A study is one measurement protocol: what its trials were measured with, and refusing anything else.
+
+Everything that changes a trial's numbers or its verdict is fingerprinted when the study
+starts: the weights, device and dtype, prompts and seeds, floors, the reference preset,
+timing settings and quality settings. Continuing the study (``harness.search``) or
+exporting from it (``harness.select``) with any of them changed is refused, naming each
+change, so old and new trials are never compared under different rules.
+"""
 
 from __future__ import annotations
 
@@ -13,12 +20,13 @@ from harness.measure.plan import plan
 from harness.pipeline.device import device_label, dtype_name
 from harness.pipeline.load import load_pipeline
 from harness.study.compose import compose_trial
+from harness.study.floors import floors
 
 log = logging.getLogger(__name__)
 
 
 def measured_with(cfg: DictConfig, base_overrides: list[str]) -> dict[str, str]:
-    """What every trial of a study must share to be compared: weights, device, prompts and seeds.
+    """The study's measurement protocol, readable: what every trial must share to be compared.
 
     Loads the pipeline (once per process; the trials reuse it).
 
@@ -27,44 +35,56 @@ def measured_with(cfg: DictConfig, base_overrides: list[str]) -> dict[str, str]:
         base_overrides: the overrides it was composed with.
 
     Returns:
-        A readable fingerprint, key -> description.
+        key -> description (model, device, prompts, floors, reference, timing, quality, levers).
     """
     base = compose_trial(base_overrides)
     plan_ = plan(base)
     loaded = load_pipeline(base.model, plan_.speed.compile)
     prompts = json.dumps([plan_.prompts, list(cfg.search.seeds), plan_.negative_prompt])
     device = "cpu" if loaded.device.type == "cpu" else device_label(loaded.device)
+    reference, shape = plan_.reference, plan_.reference_shape
     return {
         "model": f"{loaded.name} (weights {loaded.weights})",
         "device": f"{device} {dtype_name(loaded.dtype)}",
         "prompts": f"{len(plan_.prompts)} prompt(s) x {len(cfg.search.seeds)} seed(s) "
         f"({hashlib.sha256(prompts.encode()).hexdigest()[:8]})",
+        "floors": "; ".join(floor.describe() for floor in floors(cfg)),
+        "reference": f"{reference.sample_steps} {reference.sample_solver} steps, shift {reference.sample_shift:g}, "
+        f"guide {reference.sample_guide_scale:g}, {shape.output_spec(plan_.fps)}",
+        "timing": f"repeats {plan_.repeats}, warm-up {plan_.warmup_steps} steps, threads {plan_.threads}",
+        "quality": f"clip {'on' if base.quality.clip else 'off'}, fidelity {'on' if base.quality.fidelity else 'off'}"
+        f" (PSNR cap {float(base.quality.psnr_cap_db):g} dB), text length {plan_.max_sequence_length}",
+        "levers": ", ".join(f"{key}={value}" for key, value in plan_.speed.params().items()),
     }
 
 
-def check_comparable(study: optuna.Study, identity: dict[str, str], storage: str) -> None:
-    """Record what the study measures with, or refuse to add trials measured with something else.
+def differences(recorded: dict[str, str], identity: dict[str, str]) -> list[str]:
+    """Each key whose value changed, as ``key 'old', now 'new'``."""
+    return [
+        f"{key} {recorded.get(key)!r}, now {value!r}" for key, value in identity.items() if recorded.get(key) != value
+    ]
+
+
+def check_comparable(study: optuna.Study, identity: dict[str, str]) -> None:
+    """Record the study's protocol, or refuse to add trials measured under another one.
 
     Raises:
-        ValueError: the study's trials were measured with other weights, device or prompts
-            (a retrained model, a new GPU): mixing them would compare unlike times and scores.
+        ValueError: the study's trials were measured under another protocol (a retrained
+            model, a new GPU, other floors, prompts, reference, timing or quality settings).
     """
     recorded = study.user_attrs.get("measured_with")
     if recorded is None:
         if study.get_trials(deepcopy=False):
-            log.warning(
-                "study %s predates fingerprints of what it measures with; assuming its trials used %s",
-                study.study_name,
-                identity,
+            raise ValueError(
+                f"study {study.study_name!r} predates the harness's measurement fingerprints: its trials cannot be "
+                f"proven comparable; start a new study with search.study_name=NEW"
             )
         study.set_user_attr("measured_with", identity)
         return
-    changed = [
-        f"{key} {recorded.get(key)!r}, now {value!r}" for key, value in identity.items() if recorded.get(key) != value
-    ]
+    changed = differences(recorded, identity)
     if changed:
         raise ValueError(
-            f"study {study.study_name!r} was measured with {'; '.join(changed)}: its trials would not compare with "
-            f"new ones; choose a new search.study_name, or delete it: "
-            f"optuna delete-study --study-name {study.study_name} --storage {storage}"
+            f"study {study.study_name!r} was measured with {'; '.join(changed)}: its trials would not compare "
+            f"with new ones; start a new study with search.study_name=NEW (the old one stays readable: "
+            f"python -m harness.report study={study.study_name})"
         )

@@ -38,20 +38,39 @@ def _cell(value: Any, spec: str) -> str:
     return "" if value is None else format(value, spec)
 
 
+def time_cell(trial: optuna.trial.FrozenTrial) -> str:
+    """Seconds per video with its spread, and NOISY when the spread exceeded the bound."""
+    spread = trial.user_attrs.get("wall_time_spread")
+    cell = _cell(trial.value, ".3f") + (f" ±{spread:.0%}" if spread is not None and trial.value is not None else "")
+    return cell + (" NOISY" if trial.user_attrs.get("timing_noisy") else "")
+
+
+def output_cell(trial: optuna.trial.FrozenTrial) -> str:
+    """The worker's output (WxH, frames, seconds), starred when it differs from the baseline's."""
+    return trial.user_attrs.get("output_spec", "") + (" *" if trial.user_attrs.get("spec_change") else "")
+
+
+SPEC_NOTE = (
+    "\n\\* output differs from the baseline's (size or length): its PSNR/SSIM are against the baseline's own "
+    "video, the candidate resampled to it (bicubic in space, by time position in time; a shorter video holds "
+    "its last frame), so lost resolution and duration count as lost fidelity.\n"
+)
+
+
 def trials_table(study: optuna.Study) -> str:
     """Markdown table of every trial."""
     head = (
-        "| # | preset | state | steps | solver | shift | guide | frames | size | s/video | CLIP | PSNR dB | SSIM "
-        "| note |"
+        "| # | preset | state | output | steps | solver | shift | guide | s/video | s per video-s | CLIP | PSNR dB "
+        "| SSIM | note |"
     )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for t in study.get_trials(deepcopy=False):
         p, u = t.params, t.user_attrs
         lines.append(
-            f"| {t.number} | {_label(t)} | {status(t)} | {p.get('sample_steps', '')} | {p.get('sample_solver', '')} | "
-            f"{_cell(p.get('sample_shift'), '.2f')} | {_cell(p.get('sample_guide_scale'), '.2f')} | "
-            f"{p.get('frame_num', '')} | "
-            f"{p.get('size', '')} | {_cell(t.value, '.3f')} | {_cell(u.get('mean_clip_score'), '.1f')} | "
+            f"| {t.number} | {_label(t)} | {status(t)} | {output_cell(t)} | {p.get('sample_steps', '')} | "
+            f"{p.get('sample_solver', '')} | {_cell(p.get('sample_shift'), '.2f')} | "
+            f"{_cell(p.get('sample_guide_scale'), '.2f')} | {time_cell(t)} | "
+            f"{_cell(u.get('median_time_per_video_second_s'), '.3f')} | {_cell(u.get('mean_clip_score'), '.1f')} | "
             f"{_cell(u.get('mean_psnr_db'), '.1f')} | {_cell(u.get('mean_ssim'), '.3f')} | {_note(t)} |"
         )
     return "\n".join(lines)
@@ -67,8 +86,8 @@ def comparison(study: optuna.Study) -> str:
     if best is not None:
         rows.append((f"best feasible (#{best.number})", best))
     lines = [
-        "| preset | state | s/video | speed-up | CLIP (change) | PSNR dB | SSIM |",
-        "|---|---|---|---|---|---|---|",
+        "| preset | state | output | s/video | speed-up | s per video-s | CLIP (change) | PSNR dB | SSIM |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, t in rows:
         speed = f"{baseline.value / t.value:.2f}x" if baseline else ""
@@ -76,7 +95,8 @@ def comparison(study: optuna.Study) -> str:
         base_clip = baseline.user_attrs.get("mean_clip_score") if baseline else None
         change = f" ({(clip - base_clip) / base_clip:+.1%})" if clip is not None and base_clip else ""
         lines.append(
-            f"| {name} | {status(t)} | {t.value:.3f} | {speed} | {_cell(clip, '.1f')}{change} | "
+            f"| {name} | {status(t)} | {output_cell(t)} | {time_cell(t)} | {speed} | "
+            f"{_cell(t.user_attrs.get('median_time_per_video_second_s'), '.3f')} | {_cell(clip, '.1f')}{change} | "
             f"{_cell(t.user_attrs.get('mean_psnr_db'), '.1f')} | {_cell(t.user_attrs.get('mean_ssim'), '.3f')} |"
         )
     summary = ""
@@ -89,7 +109,8 @@ def comparison(study: optuna.Study) -> str:
         )
     elif baseline:
         summary = "\nNo feasible trial is faster than the baseline yet.\n"
-    return "\n".join(lines) + "\n" + summary
+    spec_note = SPEC_NOTE if any(t.user_attrs.get("spec_change") for _, t in rows) else ""
+    return "\n".join(lines) + "\n" + spec_note + summary
 
 
 def uses_lever(trial: optuna.trial.FrozenTrial) -> bool:
@@ -196,6 +217,7 @@ def write_report(cfg: DictConfig) -> Path:
         levers_section(study),
         "## All trials\n",
         trials_table(study),
+        SPEC_NOTE if any(t.user_attrs.get("spec_change") for t in study.trials) else "",
         "",
     ]
     report = folder / "report.md"

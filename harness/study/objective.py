@@ -16,7 +16,18 @@ from harness.study.compose import compose_trial
 from harness.study.floors import FLOOR_METRICS, best_feasible, floors
 from harness.study.storage import storage_url
 
-SUMMARY_ATTRS = ("median_wall_time_s", "mean_clip_score", "mean_psnr_db", "mean_ssim", "median_step_time_s")
+SUMMARY_ATTRS = (
+    "median_wall_time_s",
+    "mean_clip_score",
+    "mean_psnr_db",
+    "mean_ssim",
+    "median_step_time_s",
+    "median_time_per_video_second_s",
+    "wall_time_spread",
+    "timing_noisy",
+    "output_spec",
+    "spec_change",
+)
 
 
 class PrunedTrial(tracking.Stopped, optuna.TrialPruned):
@@ -101,7 +112,7 @@ class Objective:
     def _record(self, trial: optuna.Trial, summary: dict[str, Any], preset_name: str | None) -> None:
         """The trial's summary as user attributes; the baseline's scores also on the study."""
         for metric in SUMMARY_ATTRS:
-            if metric in summary:
+            if summary.get(metric) is not None:
                 trial.set_user_attr(metric, summary[metric])
         trial.set_user_attr("generated", f"{summary['size']} x {summary['frames']} frames")
         if preset_name == "baseline":

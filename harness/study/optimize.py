@@ -189,7 +189,7 @@ def search_presets(cfg: DictConfig, base_overrides: list[str]) -> optuna.Study:
     dists, floor_list, n_trials = _check_settings(cfg)
     identity = measured_with(cfg, base_overrides)  # also checks the base preset and prompts
     study = open_study(cfg)
-    check_comparable(study, identity, storage_url(cfg))
+    check_comparable(study, identity)
     experiment_id = tracking.use_store(Path(cfg.paths.mlruns_dir), str(cfg.tracking.experiment))
     client = mlflow.MlflowClient()
     if closed := close_orphans(client, experiment_id, study):

@@ -1,16 +1,18 @@
-"""Pick the production preset from a study, re-measure it on held-out seeds, export it.
+"""Pick the production preset from a study, verify it on held-out seeds, export only what held.
 
-The fastest feasible trial wins, unless a slower feasible trial is within timing noise
-of it (``search.select.noise``): then they are equally fast and the one most faithful
-to the baseline's video (PSNR) wins. The winner is re-measured on seeds the search never
-saw, its MLflow runs are tagged ``preset=production``, and it is written as
-``experiments/<study>/video_fast.yaml`` and ``.json`` in the worker's key format, with
-``expected_time`` from the re-measured median.
+Candidates are the study's feasible trials faster than the baseline, fastest first (a
+slower one within timing noise, ``search.select.noise``, goes first when it is more
+faithful to the baseline's video). Each is re-measured on seeds the search never saw, with
+the study's own model, device and protocol (anything else is refused, naming the
+difference), against the baseline re-measured on those seeds. The first that meets every
+floor there is tagged ``preset=production`` and written as ``experiments/<study>/
+video_fast.yaml`` and ``.json`` in the worker's keys, ``expected_time`` its re-measured
+median. If none holds, nothing is exported or tagged, and the error says which floors
+failed by how much.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -26,70 +28,100 @@ from harness.pipeline.schedulers import is_official
 from harness.preset import write_preset_files
 from harness.study import space
 from harness.study.compose import compose_trial
-from harness.study.floors import FLOOR_METRICS, feasible, floors
+from harness.study.fingerprint import differences, measured_with
+from harness.study.floors import FLOOR_METRICS, Floor, feasible, floors
 from harness.study.storage import load_study
 
 
 def choose(study: optuna.Study, noise: float) -> optuna.trial.FrozenTrial:
-    """The production trial: fastest feasible; ties within ``noise`` go to higher PSNR.
+    """The first candidate: fastest feasible; ties within ``noise`` go to higher PSNR.
 
     Raises:
         ValueError: no feasible trial.
     """
-    candidates = sorted((t for t in study.get_trials(deepcopy=False) if feasible(t)), key=lambda t: t.value)
-    if not candidates:
+    return candidates(study, noise)[0]
+
+
+def candidates(study: optuna.Study, noise: float) -> list[optuna.trial.FrozenTrial]:
+    """Feasible trials other than the baseline, in the order they are verified.
+
+    Raises:
+        ValueError: no feasible trial.
+    """
+    feasible_trials = sorted(
+        (t for t in study.get_trials(deepcopy=False) if feasible(t) and t.user_attrs.get("preset_name") != "baseline"),
+        key=lambda t: t.value,
+    )
+    if not feasible_trials:
         raise ValueError(
             f"study {study.study_name!r} has no feasible trial yet; run more trials or relax search.floors"
         )
-    fastest = candidates[0].value
-    tied = [t for t in candidates if t.value <= fastest * (1 + noise)]
-    return max(tied, key=lambda t: (t.user_attrs.get("mean_psnr_db", 0.0), -t.value))
+    fastest = feasible_trials[0].value
+    tied = [t for t in feasible_trials if t.value <= fastest * (1 + noise)]
+    first = max(tied, key=lambda t: (t.user_attrs.get("mean_psnr_db", 0.0), -t.value))
+    return [first, *(t for t in feasible_trials if t is not first)]
 
 
-def _remeasure(
-    cfg: DictConfig, base_overrides: list[str], study: optuna.Study, winner: optuna.trial.FrozenTrial
-) -> tuple[Plan, Session, dict[str, Any]]:
-    """Measure the winner again on the held-out seeds, as a run tagged ``preset=production``."""
-    seeds = list(cfg.search.select.seeds)
-    used = set(cfg.search.seeds)
-    if used & set(seeds):
-        raise ValueError(f"search.select.seeds={seeds} overlap the search's seeds {sorted(used)}; pick unseen seeds")
-    overrides = [o for o in base_overrides if not o.startswith(("study=", "search."))]
-    trial_cfg = compose_trial(
-        [
-            *overrides,
-            *space.overrides(winner.params),
-            f"name=production-{study.study_name}",
-            f"prompts.seeds={seeds}",
-            f"timing.repeats={int(cfg.search.select.repeats)}",
-        ]
-    )
-    plan_ = plan(trial_cfg)
-    session = open_session(trial_cfg, plan_)
-    experiment_id = tracking.use_store(Path(cfg.paths.mlruns_dir), str(cfg.tracking.experiment))
-    client = mlflow.MlflowClient()
-    for old in client.search_runs([experiment_id], f"tags.preset = 'production' and tags.study = '{study.study_name}'"):
-        client.delete_tag(old.info.run_id, "preset")  # one production preset per study
-    tags = {"kind": "production", "study": study.study_name, "trial_number": str(winner.number), "preset": "production"}
-    with tracking.run(f"production {study.study_name} (#{winner.number})", tags=tags):
-        summary = measure_in_run(trial_cfg, plan_, session)
-    if "mlflow_run_id" in winner.user_attrs:
-        client.set_tag(winner.user_attrs["mlflow_run_id"], "preset", "production")
-    return plan_, session, summary
-
-
-def _floor_lines(cfg: DictConfig, study: optuna.Study, summary: dict[str, Any]) -> list[str]:
-    baseline = {m: study.user_attrs.get(f"baseline_{m}") for m in FLOOR_METRICS}
-    lines = []
-    for floor in floors(cfg):
-        if floor.ratio is not None and baseline.get(floor.metric) is None:
-            continue
-        value = summary.get(f"mean_{floor.metric}", float("nan"))
-        below = (
-            "" if summary.get(f"mean_{floor.metric}", -math.inf) >= floor.threshold(baseline) else " (BELOW the floor)"
+def _check_protocol(cfg: DictConfig, base_overrides: list[str], study: optuna.Study) -> None:
+    """Refuse to re-measure with another model, device or protocol than the study's."""
+    recorded = study.user_attrs.get("measured_with")
+    if recorded is None:
+        raise ValueError(f"study {study.study_name!r} has no recorded measurement protocol; run harness.search first")
+    changed = differences(recorded, measured_with(cfg, base_overrides))
+    if changed:
+        raise ValueError(
+            f"study {study.study_name!r} was measured with {'; '.join(changed)}: re-measure its winner with the "
+            f"study's own settings (pass the same model, prompts and search overrides as harness.search)"
         )
-        lines.append(f"{floor.describe()}: {value:.3g} on held-out seeds{below}")
-    return lines
+
+
+class Verifier:
+    """Re-measures presets on the held-out seeds, each as an MLflow run of kind ``verification``."""
+
+    def __init__(self, cfg: DictConfig, base_overrides: list[str], study: optuna.Study):
+        self.cfg, self.study = cfg, study
+        self.seeds = list(cfg.search.select.seeds)
+        used = set(cfg.search.seeds)
+        if used & set(self.seeds):
+            raise ValueError(
+                f"search.select.seeds={self.seeds} overlap the search's seeds {sorted(used)}; pick unseen seeds"
+            )
+        self.overrides = [o for o in base_overrides if not o.startswith(("study=", "search."))]
+        self.experiment_id = tracking.use_store(Path(cfg.paths.mlruns_dir), str(cfg.tracking.experiment))
+
+    def measure(self, params: dict[str, Any], name: str, number: int | str) -> tuple[Plan, Session, dict[str, Any]]:
+        """Measure a trial's values on the held-out seeds."""
+        trial_cfg = compose_trial(
+            [
+                *self.overrides,
+                *space.overrides(params),
+                f"name={name}",
+                f"prompts.seeds={self.seeds}",
+                f"timing.repeats={int(self.cfg.search.select.repeats)}",
+            ]
+        )
+        plan_ = plan(trial_cfg)
+        session = open_session(trial_cfg, plan_)
+        tags = {"kind": "verification", "study": self.study.study_name, "trial_number": str(number)}
+        with tracking.run(f"{name} on held-out seeds {self.seeds}", tags=tags) as run:
+            summary = measure_in_run(trial_cfg, plan_, session)
+            summary["verification_run_id"] = run.info.run_id
+        return plan_, session, summary
+
+
+def failed_floors(floor_list: list[Floor], baseline: dict[str, Any], summary: dict[str, Any]) -> list[str]:
+    """Each floor a summary misses, as ``metric value < threshold (short by x)``."""
+    reference = {metric: baseline.get(f"mean_{metric}") for metric in FLOOR_METRICS}
+    failed = []
+    for floor in floor_list:
+        value, threshold = summary.get(f"mean_{floor.metric}"), floor.threshold(reference)
+        if value is None or value < threshold:
+            shown = "missing" if value is None else f"{value:.3g}"
+            failed.append(
+                f"{floor.metric} {shown} < {threshold:.3g}"
+                + ("" if value is None else f" (short by {threshold - value:.3g})")
+            )
+    return failed
 
 
 def _warnings(plan_: Plan, session: Session) -> list[str]:
@@ -114,32 +146,79 @@ def _warnings(plan_: Plan, session: Session) -> list[str]:
     return notes
 
 
+def expected_time(seconds: float) -> float:
+    """The re-measured median to 3 significant figures: rounded by at most 0.5%, never up to the next 0.1 s."""
+    return float(f"{seconds:.3g}")
+
+
+def _export(
+    cfg: DictConfig,
+    study: optuna.Study,
+    winner: optuna.trial.FrozenTrial,
+    verified: tuple,
+    floor_list: list[Floor],
+    baseline: dict[str, Any],
+) -> tuple[Path, Path]:
+    plan_, session, summary = verified
+    client = mlflow.MlflowClient()
+    query = f"tags.preset = 'production' and tags.study = '{study.study_name}'"
+    for old in client.search_runs([client.get_experiment_by_name(str(cfg.tracking.experiment)).experiment_id], query):
+        client.delete_tag(old.info.run_id, "preset")  # one production preset per study
+    for run_id in (summary["verification_run_id"], winner.user_attrs.get("mlflow_run_id")):
+        if run_id:
+            client.set_tag(run_id, "preset", "production")
+    measured = summary["median_wall_time_s"]
+    spread = summary.get("wall_time_spread")
+    held = [
+        f"{f.describe()}: {summary.get(f'mean_{f.metric}', float('nan')):.3g} on held-out seeds" for f in floor_list
+    ]
+    notes = [
+        f"Production preset from study {study.study_name!r}, trial #{winner.number} "
+        f"({winner.user_attrs.get('preset_name', 'searched')}); verified by harness.select on held-out seeds.",
+        f"expected_time = median wall time re-measured on held-out seeds {plan_.seeds} ({len(plan_.prompts)} "
+        f"prompt(s), {plan_.repeats} repeat(s), spread {'n/a' if spread is None else f'{spread:.1%}'}) with model "
+        f"{session.loaded.name!r} on {session.loaded.device.type}: {measured:.4g} s (baseline "
+        f"{baseline['median_wall_time_s']:.4g} s); search time was {winner.value:.4g} s.",
+        f"Output: {plan_.shape.output_spec(plan_.fps)}"
+        + (f" (changed from the baseline's: {summary['spec_change']})" if summary.get("spec_change") else ""),
+        *held,
+        *_warnings(plan_, session),
+    ]
+    preset = replace(plan_.preset, expected_time=expected_time(measured))
+    return write_preset_files(preset, Path(cfg.paths.root_dir) / "experiments" / study.study_name, "video_fast", notes)
+
+
 def select_preset(cfg: DictConfig, base_overrides: list[str]) -> tuple[Path, Path]:
-    """Choose, re-measure on held-out seeds, tag and export the production preset.
+    """Verify the study's candidates on held-out seeds and export the first that holds every floor.
 
     Args:
-        cfg: composed config (``study``, ``search.select``).
+        cfg: composed config (``study``, ``search.select``, the study's model and settings).
         base_overrides: overrides the config was composed with (model, prompts, paths...).
 
     Returns:
         Paths of the YAML and JSON exports.
 
     Raises:
-        ValueError: unknown study or no feasible trial.
+        ValueError: unknown study, another protocol than the study's, no feasible trial, or
+            no candidate that holds its floors on the held-out seeds (nothing is exported).
     """
     study = load_study(cfg)
-    winner = choose(study, float(cfg.search.select.noise))
-    plan_, session, summary = _remeasure(cfg, base_overrides, study, winner)
-    measured = summary["median_wall_time_s"]
-    preset = replace(plan_.preset, expected_time=math.ceil(measured * 10) / 10)
-    notes = [
-        f"Production preset from study {study.study_name!r}, trial #{winner.number} "
-        f"({winner.user_attrs.get('preset_name', 'searched')}); chosen by harness.select.",
-        f"expected_time = median wall time re-measured on held-out seeds {plan_.seeds} ({len(plan_.prompts)} "
-        f"prompt(s), {plan_.repeats} repeat(s)) with model {session.loaded.name!r} on "
-        f"{session.loaded.device.type}: {measured:.3f} s; search time was {winner.value:.3f} s.",
-        *_floor_lines(cfg, study, summary),
-        *_warnings(plan_, session),
-    ]
-    folder = Path(cfg.paths.root_dir) / "experiments" / study.study_name
-    return write_preset_files(preset, folder, "video_fast", notes)
+    _check_protocol(cfg, base_overrides, study)
+    verifier = Verifier(cfg, base_overrides, study)
+    floor_list = floors(cfg)
+    baseline_trial = next((t for t in study.trials if t.user_attrs.get("preset_name") == "baseline"), None)
+    order = candidates(study, float(cfg.search.select.noise))[: int(cfg.search.select.candidates)]
+    params = baseline_trial.params if baseline_trial else {}
+    *_, baseline = verifier.measure(params, "baseline", baseline_trial.number if baseline_trial else "baseline")
+    missed = []
+    for trial in order:
+        name = trial.user_attrs.get("preset_name", f"trial-{trial.number}")
+        verified = verifier.measure(trial.params, name, trial.number)
+        failed = failed_floors(floor_list, baseline, verified[2])
+        if not failed:
+            return _export(cfg, study, trial, verified, floor_list, baseline)
+        missed.append(f"#{trial.number} {name}: " + ", ".join(failed))
+    raise ValueError(
+        f"no candidate of study {study.study_name!r} held its floors on held-out seeds {verifier.seeds}, nothing "
+        f"exported: " + "; ".join(missed)
+    )
