@@ -10,6 +10,7 @@ Wan's conventions (official Wan-Video/Wan2.1):
 from __future__ import annotations
 
 import logging
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,10 @@ WORKER_KEYS = (
 SAMPLER_KEYS = ("sample_steps", "sample_solver", "sample_shift", "sample_guide_scale")
 VAE_TEMPORAL_STRIDE = 4
 SIZE_MULTIPLE = 16
+MAX_STEPS = 1000  # the flow schedulers' training timesteps: more steps than that repeat timesteps
+MAX_FRAMES = 1001  # 250 latent frames; Wan 2.1 was trained on 81
+MAX_SIDE = 1920  # Wan 2.1 generates up to 1280*720; larger sides are refused, not attempted
+TASKS = ("t2v-1.3B", "t2v-14B")  # the text-to-video tasks of Wan 2.1, as the worker names them
 FRAME_RULE = "official: latent frames (F-1)//4+1, generated (latent-1)*4+1"
 _SIZE_PATTERN = re.compile(r"^\s*(\d+)\s*\*\s*(\d+)\s*$")
 
@@ -54,6 +59,8 @@ def parse_size(size: Any) -> tuple[int, int]:
         raise ValueError(f"preset.size={size!r} is not 'W*H' (width*height, e.g. '480*832' for portrait)")
     width, height = int(match.group(1)), int(match.group(2))
     for side_name, side in (("width", width), ("height", height)):
+        if side > MAX_SIDE:
+            raise ValueError(f"preset.size={size!r}: {side_name} {side} is above {MAX_SIDE}, the largest side allowed")
         if side < SIZE_MULTIPLE or side % SIZE_MULTIPLE:
             raise ValueError(
                 f"preset.size={size!r}: {side_name} {side} must be a positive multiple of "
@@ -75,15 +82,16 @@ def official_frame_count(frame_num: int) -> int:
     return (latent_frames - 1) * VAE_TEMPORAL_STRIDE + 1
 
 
-def _as_int(key: str, value: Any, minimum: int) -> int:
+def _as_int(key: str, value: Any, minimum: int, maximum: int) -> int:
+    allowed = f"preset.{key}={value!r} must be an integer from {minimum} to {maximum}"
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise ValueError(f"preset.{key}={value!r} must be an integer >= {minimum}")
+        raise ValueError(allowed)
     try:
         number = float(value)
     except ValueError:
-        raise ValueError(f"preset.{key}={value!r} must be an integer >= {minimum}") from None
-    if not number.is_integer() or number < minimum:
-        raise ValueError(f"preset.{key}={value!r} must be an integer >= {minimum}")
+        raise ValueError(allowed) from None
+    if not number.is_integer() or not minimum <= number <= maximum:
+        raise ValueError(allowed)
     return int(number)
 
 
@@ -94,7 +102,7 @@ def _as_float(key: str, value: Any, allowed: str, minimum: float, strict: bool) 
         number = float(value)
     except (TypeError, ValueError):
         raise ValueError(f"preset.{key}={value!r} must be a number {allowed}") from None
-    if number != number or number < minimum or (strict and number == minimum):
+    if not math.isfinite(number) or number < minimum or (strict and number == minimum):
         raise ValueError(f"preset.{key}={value!r} must be a number {allowed}")
     return number
 
@@ -143,6 +151,8 @@ def _check_keys(raw: Mapping[str, Any]) -> None:
 
 
 def _check_choices(raw: Mapping[str, Any], solvers: Mapping[str, Any]) -> None:
+    if raw["task"] not in TASKS:
+        raise ValueError(f"preset.task={raw['task']!r} is not a text-to-video task; allowed: {list(TASKS)}")
     parse_size(raw["size"])
     if str(raw["sample_solver"]) not in solvers:
         raise ValueError(
@@ -176,13 +186,13 @@ def validate_preset(raw: Mapping[str, Any], solvers: Mapping[str, Any]) -> Prese
     preset = Preset(
         task=str(raw["task"]),
         size=str(raw["size"]).replace(" ", ""),
-        sample_steps=_as_int("sample_steps", raw["sample_steps"], 1),
+        sample_steps=_as_int("sample_steps", raw["sample_steps"], 1, MAX_STEPS),
         sample_guide_scale=_as_float(
             "sample_guide_scale", raw["sample_guide_scale"], ">= 0 (1 = no guidance)", 0.0, False
         ),
         sample_solver=solver,
         sample_shift=_as_float("sample_shift", raw["sample_shift"], "> 0", 0.0, True),
-        frame_num=_as_int("frame_num", raw["frame_num"], 1),
+        frame_num=_as_int("frame_num", raw["frame_num"], 1, MAX_FRAMES),
         enhance_prompt=raw["enhance_prompt"],
         expected_time=_as_float("expected_time", raw["expected_time"], ">= 0 (seconds)", 0, False),
         content_type="video",
@@ -300,7 +310,11 @@ def read_preset_file(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"preset_file={str(path)!r} does not exist")
     if file.suffix not in (".yaml", ".yml", ".json"):
         raise ValueError(f"preset_file={str(path)!r} must be .yaml, .yml or .json")
-    data = json.loads(file.read_text()) if file.suffix == ".json" else yaml.safe_load(file.read_text())
+    try:
+        data = json.loads(file.read_text()) if file.suffix == ".json" else yaml.safe_load(file.read_text())
+    except (json.JSONDecodeError, yaml.YAMLError) as error:
+        problem = " ".join(str(error).split())  # YAML's messages span lines; one line here
+        raise ValueError(f"preset_file={str(path)!r} is not valid {file.suffix[1:].upper()}: {problem}") from None
     if not isinstance(data, dict):
         raise ValueError(f"preset_file={str(path)!r} must hold a mapping of the worker's keys")
     return {key: value for key, value in data.items() if not str(key).startswith("_")}

@@ -1,9 +1,12 @@
 """A preset measured end to end into a temporary MLflow store: runs, params, metrics, mp4s."""
 
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -71,9 +74,20 @@ def test_the_baseline_is_its_own_reference(make_cfg, tmp_path):
     assert summary["mean_psnr_db"] == 100.0 and summary["mean_ssim"] == pytest.approx(1.0)
 
 
-def test_bad_input_opens_no_run(make_cfg, tmp_path):
-    with pytest.raises(ValueError, match="preset.sample_steps=0"):
-        measure_preset(make_cfg("preset.sample_steps=0"))
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("preset.sample_steps=0", "preset.sample_steps=0 must be an integer from 1 to 1000"),
+        ("preset.sample_guide_scale=inf", "preset.sample_guide_scale=inf must be a number >= 0"),
+        ("preset.task=i2v-14B", "preset.task='i2v-14B' is not a text-to-video task"),
+        # 1001 frames are 63 latent frames on the tiny model, whose RoPE has 32 positions
+        ("preset.frame_num=1001", "which model 'tiny' cannot make: 63 positions along one axis, its RoPE has 32"),
+        ("preset_file=nowhere.yaml", "preset_file='nowhere.yaml' does not exist"),
+    ],
+)
+def test_bad_input_opens_no_run(make_cfg, tmp_path, override, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        measure_preset(make_cfg(override))
     assert not (tmp_path / "mlruns" / "mlflow.db").exists()
 
 
@@ -236,3 +250,44 @@ def test_references_of_a_retrained_model_at_the_same_path_are_not_reused(make_cf
     shutil.rmtree(weights)
     retrain_one_weight(model_dir / "tiny-wan", weights)
     assert (references().get(request, own_frames=after) == after).all()
+
+
+BURSTS = """
+import multiprocessing, os, time
+def burst(phase):
+    time.sleep(phase)
+    while True:
+        start = time.time()
+        while time.time() - start < 0.3:
+            pass
+        time.sleep(0.3)
+if __name__ == "__main__":
+    for index in range(2 * os.cpu_count()):
+        multiprocessing.Process(target=burst, args=(0.1 * (index % 3),)).start()
+"""
+
+
+def test_a_time_measured_under_a_bursty_cpu_load_is_flagged_noisy(make_cfg, tmp_path):
+    # Another process loads every core in bursts: the repeats of one video no longer agree.
+    cfg = make_cfg("+experiment=balanced", "timing.repeats=6", "quality.clip=false", "quality.fidelity=false")
+    load = subprocess.Popen([sys.executable, "-c", BURSTS], start_new_session=True)
+    try:
+        time.sleep(0.5)
+        summary = measure_preset(cfg)
+    finally:
+        os.killpg(load.pid, signal.SIGKILL)
+        load.wait()
+    assert summary["timing_noisy"] is True and summary["wall_time_spread"] > cfg.timing.noise_bound
+    run = store_client(tmp_path).get_run(summary["run_id"])
+    assert run.data.tags["timing_noisy"] == "true" and run.data.metrics["wall_time_spread"] > 0.1
+    assert "NOISY" in str(summary_table_text([summary]))
+
+
+def summary_table_text(rows):
+    from rich.console import Console
+
+    from harness.measure.terminal import summary_table
+
+    console = Console(width=250, record=True, file=open(os.devnull, "w"))
+    console.print(summary_table(rows))
+    return console.export_text()

@@ -4,7 +4,7 @@ import logging
 
 import pytest
 
-from harness.preset import official_frame_count, parse_size, resolve_shape, validate_preset
+from harness.preset import official_frame_count, parse_size, read_preset_file, resolve_shape, validate_preset
 
 SOLVERS = {"unipc": {}, "dpm++": {}, "euler": {}}
 BASE = dict(
@@ -72,13 +72,20 @@ def test_tiny_scale_keeps_relative_costs(size, frames, expected):
             {"sample_solver": "heun"},
             "preset.sample_solver='heun' is not a known solver; allowed: ['dpm++', 'euler', 'unipc']",
         ),
-        ({"sample_steps": 0}, "preset.sample_steps=0 must be an integer >= 1"),
-        ({"sample_steps": 2.5}, "preset.sample_steps=2.5 must be an integer >= 1"),
-        ({"sample_steps": "abc"}, "preset.sample_steps='abc' must be an integer >= 1"),
-        ({"frame_num": 0}, "preset.frame_num=0 must be an integer >= 1"),
+        ({"sample_steps": 0}, "preset.sample_steps=0 must be an integer from 1 to 1000"),
+        ({"sample_steps": 2.5}, "preset.sample_steps=2.5 must be an integer from 1 to"),
+        ({"sample_steps": "abc"}, "preset.sample_steps='abc' must be an integer from 1 to"),
+        ({"frame_num": 0}, "preset.frame_num=0 must be an integer from 1 to"),
         ({"sample_guide_scale": -1}, "preset.sample_guide_scale=-1 must be a number >= 0"),
         ({"sample_shift": 0}, "preset.sample_shift=0 must be a number > 0"),
         ({"file_extension": "gif"}, "only 'mp4' is written"),
+        ({"sample_steps": 1001}, "preset.sample_steps=1001 must be an integer from 1 to 1000"),
+        ({"sample_guide_scale": float("inf")}, "preset.sample_guide_scale=inf must be a number >= 0"),
+        ({"sample_guide_scale": float("nan")}, "preset.sample_guide_scale=nan must be a number >= 0"),
+        ({"sample_shift": float("inf")}, "preset.sample_shift=inf must be a number > 0"),
+        ({"sample_shift": "nan"}, "preset.sample_shift='nan' must be a number > 0"),
+        ({"task": "i2v-14B"}, "preset.task='i2v-14B' is not a text-to-video task; allowed: ['t2v-1.3B', 't2v-14B']"),
+        ({"size": "480*4096"}, "preset.size='480*4096': height 4096 is above 1920, the largest side allowed"),
     ],
 )
 def test_bad_values_name_the_value_and_what_is_allowed(changes, message):
@@ -97,3 +104,18 @@ def test_unknown_and_missing_keys():
 
 def test_worker_format_round_trips():
     assert preset().to_worker() == {**BASE, "expected_time": 135.0}
+
+
+@pytest.mark.parametrize(
+    "suffix, text, problem",
+    [
+        (".yaml", "task: t2v-1.3B\nsize: [480*832\n", "is not valid YAML: while parsing a flow sequence"),
+        (".json", '{"task": "t2v-1.3B", "size": }', "is not valid JSON: Expecting value: line 1 column 30"),
+    ],
+)
+def test_a_malformed_preset_file_is_one_line_naming_the_file(tmp_path, suffix, text, problem):
+    file = tmp_path / f"video_fast{suffix}"
+    file.write_text(text)
+    with pytest.raises(ValueError) as error:
+        read_preset_file(file)
+    assert str(error.value).startswith(f"preset_file={str(file)!r} {problem}") and "\n" not in str(error.value)

@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 
 from harness.measure.plan import Plan
 from harness.measure.session import Session
+from harness.pipeline.clocks import relative_spread
 from harness.pipeline.generate import generate
 from harness.preset import resolve_shape, validate_preset
 
@@ -35,7 +36,7 @@ class Point:
     wall_s: float
     denoise_s: float
     step_s: float
-    spread: float  # (max - min) / median of the wall times over repeats
+    spread: float  # relative spread of the wall times over repeats (harness.pipeline.clocks.relative_spread)
     stages: dict[str, float]
 
 
@@ -79,7 +80,7 @@ class Sweep:
             wall_s=wall,
             denoise_s=statistics.median(r.denoise_s for r in runs),
             step_s=statistics.median(statistics.median(r.step_times[1:] or r.step_times) for r in runs),
-            spread=(max(walls) - min(walls)) / wall,
+            spread=relative_spread(walls) or 0.0,
             stages={
                 "text encoding": statistics.median(r.text_encode_s for r in runs),
                 "denoising": statistics.median(r.denoise_s for r in runs),

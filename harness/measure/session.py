@@ -25,6 +25,7 @@ from harness.measure import tracking
 from harness.measure.plan import Plan, plan
 from harness.measure.quality import ClipScorer, fidelity, match_reference
 from harness.measure.references import ReferenceVideos
+from harness.pipeline.clocks import relative_spread
 from harness.pipeline.device import available_cpus, check_attention, device_label, dtype_name
 from harness.pipeline.generate import Generation, GenerationRequest, generate
 from harness.pipeline.load import LoadedPipeline, load_pipeline
@@ -58,6 +59,8 @@ def open_session(cfg: DictConfig, plan_: Plan) -> Session:
     torch.set_num_threads(plan_.threads)
     loaded = load_pipeline(cfg.model, plan_.speed.compile)
     check_attention(plan_.speed.attention, loaded.device)  # before any run is opened
+    asked = f"preset.size={plan_.preset.size!r}, frame_num={plan_.preset.frame_num}"
+    loaded.check_shape(*plan_.shape.generated, asked)
     scorer = ClipScorer(cfg.model) if cfg.quality.clip else None
     folder = Path(cfg.paths.cache_dir) / "references"
     references = ReferenceVideos(folder, loaded, plan_.reference, plan_.reference_shape, solvers)
@@ -80,11 +83,6 @@ def warm_up(loaded: LoadedPipeline, request: GenerationRequest, steps: int, solv
     return time.perf_counter() - started
 
 
-def spread(times: list[float]) -> float | None:
-    """Relative spread of repeated timings, (max - min) / median; None for fewer than two."""
-    return (max(times) - min(times)) / statistics.median(times) if len(times) > 1 else None
-
-
 def measure_video(
     loaded: LoadedPipeline, request: GenerationRequest, repeats: int, solvers: dict
 ) -> tuple[Generation, dict[str, float], list[float]]:
@@ -103,7 +101,7 @@ def measure_video(
         "peak_memory_mb": max(r.peak_memory_mb for r in runs),
     }
     if repeats > 1:
-        medians["wall_time_spread"] = spread([r.wall_s for r in runs])
+        medians["wall_time_spread"] = relative_spread([r.wall_s for r in runs])
     return runs[0], medians, [r.wall_s for r in runs]
 
 
@@ -259,7 +257,7 @@ def measure_in_run(
 
 def _noise(walls: list[float], bound: float) -> dict[str, Any]:
     """The spread of every generation's wall time, and whether it exceeds the bound (None: one generation)."""
-    measured = spread(walls)
+    measured = relative_spread(walls)
     if measured is None:
         return {"timing_noisy": None}
     return {"wall_time_spread": measured, "timing_noisy": measured > bound}

@@ -72,6 +72,35 @@ class LoadedPipeline:
         latent_frames = (num_frames - 1) // temporal + 1
         return latent_frames, latent_frames * (height // spatial // patch_h) * (width // spatial // patch_w)
 
+    def check_shape(self, width: int, height: int, num_frames: int, asked: str) -> None:
+        """Refuse a video this model cannot make: sides off its patch grid, or more positions than its RoPE has.
+
+        Args:
+            width: frame width in pixels.
+            height: frame height in pixels.
+            num_frames: frames generated.
+            asked: the preset's size and frames, for the message.
+
+        Raises:
+            ValueError: naming the size, what the model allows, and why.
+        """
+        spatial, config = self.pipe.vae_scale_factor_spatial, self.pipe.transformer.config
+        _, patch_h, patch_w = config.patch_size
+        step_h, step_w = spatial * patch_h, spatial * patch_w
+        if width % step_w or height % step_h:
+            raise ValueError(
+                f"{asked} generates {width}x{height}, which model {self.name!r} cannot make: width must "
+                f"be a multiple of {step_w} and height of {step_h}"
+            )
+        latent_frames, _ = self.latent_grid(width, height, num_frames)
+        longest = max(latent_frames, height // step_h, width // step_w)
+        if longest > config.rope_max_seq_len:
+            raise ValueError(
+                f"{asked} generates {width}x{height} x {num_frames} frames, which model {self.name!r} "
+                f"cannot make: {longest} positions along one axis, its RoPE has "
+                f"{config.rope_max_seq_len}"
+            )
+
 
 _AUTO_LOGGED: set[str] = set()
 
