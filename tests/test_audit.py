@@ -3,8 +3,8 @@
 import pytest
 from conftest import store_client
 
-from harness.cost.audit_report import run_audit
-from harness.cost.sweep import CLAIMS
+from harness.cost.audit_report import knob_sentence, run_audit
+from harness.cost.sweep import CLAIMS, Point
 
 
 @pytest.mark.slow
@@ -31,3 +31,19 @@ def test_audit_reports_claims_cost_model_and_logs_to_mlflow(make_cfg, tmp_path):
         "audit/report.md",
         "audit/steps.png",
     }
+
+
+def point(label, step_s):
+    return Point(label, 25, 2, 100, 1.0, 1.0, step_s, 0.01, {})
+
+
+def test_the_audit_says_what_its_numbers_show_not_a_fixed_sentence():
+    alike = [point("unipc", 0.100), point("euler", 0.101)]
+    apart = [point("unipc", 0.100), point("euler", 0.144)]
+    assert knob_sentence("solver", alike, 0.03) == (
+        "Solver changes the time per step by at most 1.0%, within the 3.0% noise: no measurable cost."
+    )
+    assert knob_sentence("solver", apart, 0.03) == (
+        "Solver changes the time per step by up to 44.0%, more than the 3.0% noise (euler slowest)."
+    )
+    assert "no measurable cost" in knob_sentence("shift", apart, 0.50)  # under 50% noise nothing is measurable

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -19,23 +20,84 @@ from harness.measure.plan import plan
 from harness.measure.session import open_session
 from harness.pipeline.device import device_label, dtype_name, machine_name
 from harness.pipeline.load import LoadedPipeline
+from harness.preset import Preset
 
 
-def claims_table(baseline: Point, claims: dict[str, Point], noise: float) -> list[str]:
+@dataclass
+class Audit:
+    """Everything an audit measured and fitted, on one machine."""
+
+    machine: str
+    loaded: LoadedPipeline
+    repeats: int
+    base: Preset
+    points: dict[str, list[Point]]
+    baseline: Point
+    claims: dict[str, Point]
+    model: CostModel
+    noise: float  # median relative spread of the repeats over every configuration
+    noise_bound: float  # timing.noise_bound
+
+    @property
+    def noisy(self) -> bool:
+        return self.noise > self.noise_bound
+
+    @property
+    def noisy_points(self) -> list[Point]:
+        return [p for group in self.points.values() for p in group if p.spread > self.noise_bound]
+
+
+def _resolution(noise: float) -> float:
+    """The smallest difference the audit can tell from noise: the noise itself, at least 2%."""
+    return max(noise, 0.02)
+
+
+def claims_table(audit: Audit) -> list[str]:
     """Markdown rows: each claimed speed-up beside the measured one and a verdict against the noise."""
     lines = ["| knob | claimed speed-up | measured speed-up | verdict |", "|---|---|---|---|"]
-    for name, point in claims.items():
-        measured = baseline.wall_s / point.wall_s - 1
-        verdict = (
-            "within noise: no speed-up"
-            if abs(measured) <= max(noise, 0.02)
-            else ("faster" if measured > 0 else "slower")
-        )
+    for name, point in audit.claims.items():
+        measured = audit.baseline.wall_s / point.wall_s - 1
+        if abs(measured) <= _resolution(audit.noise):
+            verdict = "within noise: no speed-up"
+        else:
+            verdict = "faster" if measured > 0 else "slower"
         lines.append(f"| {name} | +{CLAIMS[name][0]:.0%} | {measured:+.1%} | {verdict} |")
     return lines
 
 
-def _details(points: dict[str, list[Point]], baseline: Point, model: CostModel, guide: float) -> list[str]:
+def knob_sentence(knob: str, points: list[Point], noise: float) -> str:
+    """What a knob does to the time per step, said from the measured points and the noise."""
+    steps = [p.step_s for p in points]
+    deviation = max(steps) / min(steps) - 1
+    if deviation <= _resolution(noise):
+        return (
+            f"{knob.capitalize()} changes the time per step by at most {deviation:.1%}, within the "
+            f"{noise:.1%} noise: no measurable cost."
+        )
+    slowest = max(points, key=lambda p: p.step_s)
+    return (
+        f"{knob.capitalize()} changes the time per step by up to {deviation:.1%}, more than the "
+        f"{noise:.1%} noise ({slowest.label} slowest)."
+    )
+
+
+def noise_line(audit: Audit) -> str:
+    """The noise the figures were measured under, and a warning when it exceeds the bound."""
+    line = (
+        f"Run-to-run noise (median relative spread of the repeats): **{audit.noise:.1%}**; "
+        f"{len(audit.noisy_points)} of {sum(len(g) for g in audit.points.values())} configurations above the "
+        f"{audit.noise_bound:.0%} bound."
+    )
+    if audit.noisy:
+        line += (
+            " **NOISY: this audit ran while the machine was busy; differences below "
+            f"{_resolution(audit.noise):.0%} mean nothing here. Measure again on a quiet machine.**"
+        )
+    return line
+
+
+def _details(audit: Audit) -> list[str]:
+    points, model = audit.points, audit.model
     lines = [
         "## Time per step by solver and by shift\n",
         "| configuration | s/step | relative to first |",
@@ -47,20 +109,22 @@ def _details(points: dict[str, list[Point]], baseline: Point, model: CostModel, 
     guided, unguided = points["guidance"][1], points["guidance"][0]
     lines += [
         "",
-        f"## Guidance\n\nGuidance {guide:g} (two passes per step) takes {guided.denoise_s:.3f} s of denoising, "
-        f"guidance 1 (one pass) {unguided.denoise_s:.3f} s: **{guided.denoise_s / unguided.denoise_s:.2f}x**.\n",
+        f"## Guidance\n\nGuidance {audit.base.sample_guide_scale:g} (two passes per step) takes "
+        f"{guided.denoise_s:.3f} s of denoising, guidance 1 (one pass) {unguided.denoise_s:.3f} s: "
+        f"**{guided.denoise_s / unguided.denoise_s:.2f}x**.\n",
         "## Cost model\n",
         f"time ≈ {model.fixed:.4f} s + steps × passes × ({model.per_pass:.3e} s + {model.per_token:.3e} s × tokens); "
         f"median error **{model.median_error:.1%}** over {len(model.errors)} measured configurations "
-        f"(max {model.max_error:.1%}).\n",
+        f"(max {model.max_error:.1%}), fitted under {audit.noise:.1%} run-to-run noise: an error near the noise "
+        f"is all any model can show here.\n",
         "![time against steps](steps.png)\n",
         "![time per step against tokens](tokens.png)\n",
         "## Stages of the baseline video\n",
         "| stage | s | share |",
         "|---|---|---|",
     ]
-    total = sum(baseline.stages.values())
-    lines += [f"| {k} | {v:.4f} | {v / total:.1%} |" for k, v in baseline.stages.items()]
+    total = sum(audit.baseline.stages.values())
+    lines += [f"| {k} | {v:.4f} | {v / total:.1%} |" for k, v in audit.baseline.stages.items()]
     lines += [
         "",
         "## Every configuration measured\n",
@@ -70,41 +134,26 @@ def _details(points: dict[str, list[Point]], baseline: Point, model: CostModel, 
     for group, group_points in points.items():
         lines += [
             f"| {group} | {p.label} | {p.tokens} | {p.steps} | {p.passes} | {p.wall_s:.4f} | {p.step_s:.4f} "
-            f"| {p.spread:.1%} |"
+            f"| {p.spread:.1%}{' NOISY' if p.spread > audit.noise_bound else ''} |"
             for p in group_points
         ]
     return lines
 
 
-def report_lines(
-    machine: str,
-    loaded: LoadedPipeline,
-    repeats: int,
-    base_steps: int,
-    guide: float,
-    points: dict[str, list[Point]],
-    baseline: Point,
-    claims: dict[str, Point],
-    model: CostModel,
-    noise: float,
-) -> list[str]:
+def report_lines(audit: Audit) -> list[str]:
     """The whole report as markdown lines; its first lines are the summary printed to the terminal."""
+    loaded = audit.loaded
     head = [
-        f"# Audit of the proposal's knobs on `{machine}`\n",
+        f"# Audit of the proposal's knobs on `{audit.machine}`\n",
         f"Model `{loaded.name}` ({dtype_name(loaded.dtype)}) on {loaded.device.type} ({device_label(loaded.device)}),"
-        f" torch {torch.__version__}; each figure is the median of {repeats} generations after a warm-up.",
-        f" Baseline preset as the model generates it: {baseline.tokens} tokens, {base_steps} steps, "
-        f"{baseline.wall_s:.3f} s per video. Run-to-run noise (median spread of repeats): **{noise:.1%}**.\n",
+        f" torch {torch.__version__}; each figure is the median of {audit.repeats} generations after a warm-up."
+        f" Baseline preset as the model generates it: {audit.baseline.tokens} tokens, {audit.base.sample_steps} "
+        f"steps, {audit.baseline.wall_s:.3f} s per video.\n",
+        noise_line(audit) + "\n",
         "## The proposal's claims against measurement\n",
     ]
-    return [
-        *head,
-        *claims_table(baseline, claims, noise),
-        "",
-        "Solver and shift do not change the work per step (one model evaluation per step; shift only "
-        "remaps sigmas); steps, guidance passes, frames and size do.\n",
-        *_details(points, baseline, model, guide),
-    ]
+    knobs = [knob_sentence(knob, audit.points[knob], audit.noise) for knob in ("solver", "shift")]
+    return [*head, *claims_table(audit), "", " ".join(knobs) + "\n", *_details(audit)]
 
 
 def plots(points: dict[str, list[Point]], folder: Path, model: CostModel) -> list[Path]:
@@ -163,30 +212,45 @@ def run_audit(cfg: DictConfig) -> Path:
     sweep = Sweep(cfg, base_plan, session, repeats)
     points = sweep.knobs()
     everything = [p for group in points.values() for p in group]
-    noise = statistics.median(p.spread for p in everything)
     model = fit_cost_model([(p.steps, p.passes, p.tokens, p.wall_s) for p in everything])
     baseline, claims = sweep.claims()
-
-    loaded = session.loaded
-    machine = machine_name(loaded.device)
-    folder = Path(cfg.paths.root_dir) / "experiments" / f"audit-{machine}"
-    folder.mkdir(parents=True, exist_ok=True)
-    pictures = plots(points, folder, model)
-    base = base_plan.preset
-    lines = report_lines(
-        machine, loaded, repeats, base.sample_steps, base.sample_guide_scale, points, baseline, claims, model, noise
+    audit = Audit(
+        machine=machine_name(session.loaded.device),
+        loaded=session.loaded,
+        repeats=repeats,
+        base=base_plan.preset,
+        points=points,
+        baseline=baseline,
+        claims=claims,
+        model=model,
+        noise=statistics.median(p.spread for p in everything),
+        noise_bound=base_plan.noise_bound,
     )
+    return write_audit(cfg, audit)
+
+
+def write_audit(cfg: DictConfig, audit: Audit) -> Path:
+    """Write the report and plots, log them to MLflow, print the summary; returns the report's path."""
+    folder = Path(cfg.paths.root_dir) / "experiments" / f"audit-{audit.machine}"
+    folder.mkdir(parents=True, exist_ok=True)
+    pictures = plots(audit.points, folder, audit.model)
+    lines = report_lines(audit)
     report = folder / "report.md"
     report.write_text("\n".join(lines) + "\n")
-
+    model, baseline, claims = audit.model, audit.baseline, audit.claims
     tracking.use_store(Path(cfg.paths.mlruns_dir), str(cfg.tracking.experiment))
     metrics = {
-        "noise": noise,
+        "noise": audit.noise,
         "cost_model_median_error": model.median_error,
         "baseline_wall_s": baseline.wall_s,
         **{f"claim_measured_{i}": baseline.wall_s / p.wall_s - 1 for i, p in enumerate(claims.values())},
     }
-    log_audit(machine, loaded, repeats, metrics, [report, *pictures])
-    print("\n".join(lines[: 4 + 2 + len(claims) + 2]))  # title, claims table, the sentence below it
-    print(f"cost model median error {model.median_error:.1%}; wrote {report}")
+    log_audit(audit.machine, audit.loaded, audit.repeats, metrics, [report, *pictures])
+    print("\n".join(lines[: 4 + 2 + len(claims) + 2]))  # title, noise, claims table, the knobs' sentence
+    print(f"cost model median error {model.median_error:.1%} under {audit.noise:.1%} noise; wrote {report}")
+    if audit.noisy:
+        print(
+            f"NOISY: run-to-run noise {audit.noise:.1%} exceeds timing.noise_bound {audit.noise_bound:.0%}; "
+            f"measure again on a quiet machine"
+        )
     return report

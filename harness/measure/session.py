@@ -238,9 +238,16 @@ def measure_in_run(
         rows.append(metrics)
         if on_video is not None:
             on_video(len(rows) - 1, metrics)
+    summary = _log_summary(plan_, rows, walls)
+    mlflow.log_metrics({"time_warmup_s": warmup_s, "videos": len(rows)})  # warm-up: never in wall time
+    identity = {"name": plan_.name, "run_id": _active_run_id(), "is_baseline": plan_.is_reference}
+    return {**identity, **_sampler_columns(plan_), **summary}
+
+
+def _log_summary(plan_: Plan, rows: list[dict[str, float]], walls: list[float]) -> dict[str, Any]:
+    """The parent run's medians, means and timing noise, logged to MLflow; NOISY is warned."""
     summary = {**_aggregate(rows), **_noise(walls, plan_.noise_bound)}
     mlflow.log_metrics({k: v for k, v in summary.items() if k != "timing_noisy"})
-    mlflow.log_metrics({"time_warmup_s": warmup_s, "videos": len(rows)})  # warm-up: never in wall time
     mlflow.set_tag("timing_noisy", {True: "true", False: "false", None: "unknown"}[summary["timing_noisy"]])
     if summary["timing_noisy"]:
         log.warning(
@@ -251,8 +258,7 @@ def measure_in_run(
             100 * summary["wall_time_spread"],
             100 * plan_.noise_bound,
         )
-    identity = {"name": plan_.name, "run_id": _active_run_id(), "is_baseline": plan_.is_reference}
-    return {**identity, **_sampler_columns(plan_), **summary}
+    return summary
 
 
 def _noise(walls: list[float], bound: float) -> dict[str, Any]:
