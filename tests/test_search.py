@@ -75,6 +75,10 @@ def test_the_study_measures_the_baseline_and_proposal_presets_first(study_root):
 def test_re_running_with_more_trials_continues_the_same_study(study_root):
     root, overrides, first = study_root
     study = load(compose_cfg(overrides))
+    drift = study.user_attrs["baseline_drift"]  # the baseline measured again at the end of each session
+    assert [record["after_trials"] for record in drift] == [5, 6]
+    assert all(record["was_s"] == study.trials[0].value and record["now_s"] > 0 for record in drift)
+    assert len(mlflow_runs(root, "drift")) == 2
     assert len(study.trials) == 6
     assert [(t.number, t.state, t.value) for t in study.trials[:5]] == first  # nothing lost or redone
     assert all(t.state in (STATES.COMPLETE, STATES.PRUNED, STATES.FAIL) for t in study.trials)
@@ -120,6 +124,8 @@ def test_report_writes_markdown_and_pictures_and_logs_them(study_root):
         "| aggressive |",
         "| quality_first |",
         "## All trials",
+        "## Timing noise",
+        "baseline re-measured after 5 trials",
         "pareto.png",
         "optuna-dashboard",
     ):

@@ -17,6 +17,7 @@ import optuna
 from omegaconf import DictConfig
 
 from harness.measure import tracking
+from harness.study.drift import noise_lines
 from harness.study.floors import best_feasible, feasible, shortfalls, status
 from harness.study.plots import plot_history, plot_importances, plot_pareto
 from harness.study.storage import load_study, storage_url, study_run_id
@@ -204,6 +205,10 @@ def write_report(cfg: DictConfig) -> Path:
         "Objective: median generation wall time per video over the prompt set. "
         f"Floors: {'; '.join(floors) or 'none'}.\n",
         f"Trials: {len(study.trials)} — " + ", ".join(f"{n} {s}" for s, n in counts.items()) + ".\n",
+        "## Timing noise\n",
+        "\n".join(f"- {line}" for line in noise_lines(study, float(cfg.timing.noise_bound)))
+        or "No trial's timing spread past timing.noise_bound; no drift check recorded.",
+        "",
         "## Baseline, the proposal's presets and the best feasible trial\n",
         comparison(study),
         "## Time against quality\n",

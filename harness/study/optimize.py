@@ -26,6 +26,7 @@ from harness.pipeline.generate import generate
 from harness.preset import validate_preset
 from harness.study import space
 from harness.study.compose import compose_trial
+from harness.study.drift import check_drift, noise_lines
 from harness.study.fingerprint import check_comparable, measured_with
 from harness.study.floors import Floor, best_feasible, feasible, floors, shortfalls
 from harness.study.objective import Objective
@@ -73,8 +74,8 @@ def enqueue_presets(study: optuna.Study, cfg: DictConfig, base_overrides: list[s
         study.enqueue_trial(space.params_of(preset, dists, name), user_attrs={"preset_name": name})
 
 
-def print_outcome(study: optuna.Study) -> None:
-    """What the study did: counts by state, why trials were pruned or failed, the best."""
+def print_outcome(study: optuna.Study, noise_bound: float) -> None:
+    """What the study did: counts by state, why trials were pruned or failed, the noise, the best."""
     trials = study.get_trials(deepcopy=False)
     counts = {state.name: sum(t.state == state for t in trials) for state in optuna.trial.TrialState}
     print(
@@ -89,6 +90,8 @@ def print_outcome(study: optuna.Study) -> None:
         elif trial.state == optuna.trial.TrialState.COMPLETE and not feasible(trial):
             missed = ", ".join(f"{key} by {value:.3g}" for key, value in shortfalls(trial).items())
             print(f"  infeasible #{trial.number} ({trial.user_attrs.get('preset_name', 'searched')}): missed {missed}")
+    for line in noise_lines(study, noise_bound):
+        print(f"  {line}")
     best = best_feasible(study)
     baseline = next(
         (
@@ -155,9 +158,10 @@ def _optimize(
     try:
         if run_id is None:
             tracking.log_config(cfg, "study_config.yaml")
-        study.optimize(
-            Objective(cfg, base_overrides, study), n_trials=remaining, timeout=cfg.search.timeout_s, catch=(Exception,)
-        )
+        objective = Objective(cfg, base_overrides, study)
+        study.optimize(objective, n_trials=remaining, timeout=cfg.search.timeout_s, catch=(Exception,))
+        if cfg.search.drift_check:
+            check_drift(objective, study)
         best = best_feasible(study)
         if best is not None:
             mlflow.log_metric("best_feasible_time_s", best.value)
@@ -201,10 +205,10 @@ def search_presets(cfg: DictConfig, base_overrides: list[str]) -> optuna.Study:
     study.set_user_attr("floors", [f.describe() for f in floor_list])
     if remaining <= 0:
         print(f"study {study.study_name} already has {done} trials (search.n_trials={n_trials}); raise it to continue")
-        print_outcome(study)
+        print_outcome(study, float(cfg.timing.noise_bound))
         return study
     study.set_user_attr("machine", _announce(cfg, base_overrides, dists, remaining, done))
     print(f"floors: {'; '.join(f.describe() for f in floor_list)}; storage {storage_url(cfg)}")
     _optimize(cfg, base_overrides, study, remaining, client, experiment_id)
-    print_outcome(study)
+    print_outcome(study, float(cfg.timing.noise_bound))
     return study
