@@ -132,6 +132,7 @@ def test_report_writes_markdown_and_pictures_and_logs_them(study_root):
         assert needle in text
     for picture in ("pareto.png", "history.png"):
         assert (report.parent / picture).stat().st_size > 5000
+    assert str(root) not in text and "`sqlite:///mlruns/optuna.db`" in text  # no machine's path in a report
     client = store_client(root)
     logged = {a.path for a in client.list_artifacts(mlflow_runs(root, "study")[0].info.run_id, "report")}
     assert {"report/report.md", "report/pareto.png", "report/history.png"} <= logged
@@ -376,3 +377,16 @@ def test_report_says_whether_levers_found_a_faster_feasible_preset():
     study.tell(trial, 0.7)
     assert "The levers found the fastest feasible preset" in levers_section(study)
     assert levers_section(optuna.create_study()) == ""
+
+
+def test_urls_are_printed_with_the_password_masked_and_project_paths_relative(tmp_path):
+    from harness.study.storage import public_url
+
+    assert public_url("postgresql://bob:s3cret@db:5432/optuna") == "postgresql://bob:***@db:5432/optuna"
+    assert public_url("http://u:p@127.0.0.1:5000") == "http://u:***@127.0.0.1:5000"
+    assert (
+        public_url("postgresql+psycopg://postgres@/postgres?host=/tmp/s")
+        == "postgresql+psycopg://postgres@/postgres?host=/tmp/s"
+    )
+    assert public_url(f"sqlite:///{tmp_path}/mlruns/optuna.db", tmp_path) == "sqlite:///mlruns/optuna.db"
+    assert public_url("sqlite:////elsewhere/optuna.db", tmp_path) == "sqlite:////elsewhere/optuna.db"

@@ -20,7 +20,7 @@ from harness.measure import tracking
 from harness.study.drift import noise_lines
 from harness.study.floors import best_feasible, feasible, shortfalls, status
 from harness.study.plots import plot_history, plot_importances, plot_pareto
-from harness.study.storage import load_study, storage_url, study_run_id
+from harness.study.storage import load_study, public_url, storage_url, study_run_id
 
 
 def _label(trial: optuna.trial.FrozenTrial) -> str:
@@ -199,9 +199,10 @@ def write_report(cfg: DictConfig) -> Path:
     counts = {s: sum(status(t) == s for t in study.trials) for s in ("feasible", "infeasible", "pruned", "failed")}
     floors = study.user_attrs.get("floors", [])
     machine = study.user_attrs.get("machine", "")
+    url = public_url(storage_url(cfg), cfg.paths.root_dir)
     text = [
         f"# Study `{study.study_name}`\n",
-        f"Storage: `{storage_url(cfg)}` (open it live: `optuna-dashboard {storage_url(cfg)}`). {machine}\n",
+        f"Storage: `{url}` (open it live: `optuna-dashboard {url}`). {machine}\n",
         "Objective: median generation wall time per video over the prompt set. "
         f"Floors: {'; '.join(floors) or 'none'}.\n",
         f"Trials: {len(study.trials)} — " + ", ".join(f"{n} {s}" for s, n in counts.items()) + ".\n",

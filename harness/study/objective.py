@@ -14,7 +14,7 @@ from harness.measure.session import measure_in_run, open_session
 from harness.study import space
 from harness.study.compose import compose_trial
 from harness.study.floors import FLOOR_METRICS, best_feasible, floors
-from harness.study.storage import storage_url
+from harness.study.storage import public_url, storage_url
 
 SUMMARY_ATTRS = (
     "median_wall_time_s",
@@ -44,7 +44,7 @@ class Objective:
         self.solvers = OmegaConf.to_container(cfg.solver, resolve=True)
         self.dists = space.distributions(OmegaConf.to_container(cfg.search.space, resolve=True), self.solvers)
         self.floors = floors(cfg)
-        self.url = storage_url(cfg)
+        self.url = public_url(storage_url(cfg))
 
     def trial_cfg(self, params: dict[str, Any], name: str) -> DictConfig:
         """The trial's config: the study's overrides, the trial's values, the study's seeds."""

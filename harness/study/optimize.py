@@ -30,7 +30,7 @@ from harness.study.drift import check_drift, noise_lines
 from harness.study.fingerprint import check_comparable, measured_with
 from harness.study.floors import Floor, best_feasible, feasible, floors, shortfalls
 from harness.study.objective import Objective
-from harness.study.storage import FINISHED, close_orphans, open_study, storage_url, study_run_id
+from harness.study.storage import FINISHED, close_orphans, open_study, public_url, storage_url, study_run_id
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ def _optimize(
     cfg: DictConfig, base_overrides: list[str], study: optuna.Study, remaining: int, client, experiment_id
 ) -> None:
     """Run ``remaining`` trials under the study's MLflow run (created once, resumed after)."""
-    study_tags = {"kind": "study", "study": study.study_name, "optuna_storage": storage_url(cfg)}
+    study_tags = {"kind": "study", "study": study.study_name, "optuna_storage": public_url(storage_url(cfg))}
     run_id = study_run_id(client, experiment_id, study.study_name)
     started = time.perf_counter()
     mlflow.start_run(run_id=run_id, run_name=f"study {study.study_name}", tags=study_tags)
@@ -208,7 +208,7 @@ def search_presets(cfg: DictConfig, base_overrides: list[str]) -> optuna.Study:
         print_outcome(study, float(cfg.timing.noise_bound))
         return study
     study.set_user_attr("machine", _announce(cfg, base_overrides, dists, remaining, done))
-    print(f"floors: {'; '.join(f.describe() for f in floor_list)}; storage {storage_url(cfg)}")
+    print(f"floors: {'; '.join(f.describe() for f in floor_list)}; storage {public_url(storage_url(cfg))}")
     _optimize(cfg, base_overrides, study, remaining, client, experiment_id)
     print_outcome(study, float(cfg.timing.noise_bound))
     return study

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import mlflow
@@ -18,6 +19,24 @@ def storage_url(cfg: DictConfig) -> str:
     mlruns = Path(cfg.paths.mlruns_dir).resolve()
     mlruns.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{mlruns / 'optuna.db'}"
+
+
+def public_url(url: str, root: str | Path | None = None) -> str:
+    """A storage or tracking URL safe to print, log and commit.
+
+    A password (``scheme://user:password@host``) becomes ``***``; a SQLite file inside
+    ``root`` (the project) is shown relative to it, so a report names no machine's paths.
+
+    Args:
+        url: an Optuna storage or MLflow tracking URL.
+        root: the project root (``paths.root_dir``), or None to keep paths as they are.
+    """
+    masked = re.sub(r"(?<=://)([^:/@]*):[^@/]*@", r"\1:***@", url)
+    if root is not None and masked.startswith("sqlite:///"):
+        path, base = Path(masked.removeprefix("sqlite:///")), Path(root).resolve()
+        if path.is_absolute() and path.is_relative_to(base):
+            return f"sqlite:///{path.relative_to(base)}"
+    return masked
 
 
 def open_study(cfg: DictConfig) -> optuna.Study:
@@ -48,7 +67,7 @@ def load_study(cfg: DictConfig) -> optuna.Study:
     url = storage_url(cfg)
     names = [s.study_name for s in optuna.get_all_study_summaries(url)]
     if cfg.study not in names:
-        raise ValueError(f"study={cfg.study!r} is not in {url}; studies there: {names or 'none'}")
+        raise ValueError(f"study={cfg.study!r} is not in {public_url(url)}; studies there: {names or 'none'}")
     return optuna.load_study(study_name=str(cfg.study), storage=url)
 
 
