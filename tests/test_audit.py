@@ -41,9 +41,11 @@ def test_the_audit_says_what_its_numbers_show_not_a_fixed_sentence():
     alike = [point("unipc", 0.100), point("euler", 0.101)]
     apart = [point("unipc", 0.100), point("euler", 0.144)]
     assert knob_sentence("solver", alike, 0.03) == (
-        "Solver changes the time per step by at most 1.0%, within the 3.0% noise: no measurable cost."
+        "Solver changes the time per step by at most 1.0%, within what this audit resolves (9.0%, from 3.0% "
+        "noise): no measurable cost."
     )
     assert knob_sentence("solver", apart, 0.03) == (
-        "Solver changes the time per step by up to 44.0%, more than the 3.0% noise (euler slowest)."
+        "Solver changes the time per step by up to 44.0%, more than this audit resolves (9.0%, from 3.0% noise; "
+        "euler slowest)."
     )
     assert "no measurable cost" in knob_sentence("shift", apart, 0.50)  # under 50% noise nothing is measurable

@@ -48,8 +48,12 @@ class Audit:
 
 
 def _resolution(noise: float) -> float:
-    """The smallest difference the audit can tell from noise: the noise itself, at least 2%."""
-    return max(noise, 0.02)
+    """The smallest difference the audit tells from noise: three times the noise, at least 2%.
+
+    Each figure is a median of noisy repeats, so two figures of the same work differ by
+    about the noise; three times it is a difference that noise alone seldom makes.
+    """
+    return max(3 * noise, 0.02)
 
 
 def claims_table(audit: Audit) -> list[str]:
@@ -71,13 +75,13 @@ def knob_sentence(knob: str, points: list[Point], noise: float) -> str:
     deviation = max(steps) / min(steps) - 1
     if deviation <= _resolution(noise):
         return (
-            f"{knob.capitalize()} changes the time per step by at most {deviation:.1%}, within the "
-            f"{noise:.1%} noise: no measurable cost."
+            f"{knob.capitalize()} changes the time per step by at most {deviation:.1%}, within what this audit "
+            f"resolves ({_resolution(noise):.1%}, from {noise:.1%} noise): no measurable cost."
         )
     slowest = max(points, key=lambda p: p.step_s)
     return (
-        f"{knob.capitalize()} changes the time per step by up to {deviation:.1%}, more than the "
-        f"{noise:.1%} noise ({slowest.label} slowest)."
+        f"{knob.capitalize()} changes the time per step by up to {deviation:.1%}, more than this audit "
+        f"resolves ({_resolution(noise):.1%}, from {noise:.1%} noise; {slowest.label} slowest)."
     )
 
 
@@ -145,7 +149,7 @@ def report_lines(audit: Audit) -> list[str]:
     loaded = audit.loaded
     head = [
         f"# Audit of the proposal's knobs on `{audit.machine}`\n",
-        f"Model `{loaded.name}` ({dtype_name(loaded.dtype)}) on {loaded.device.type} ({device_label(loaded.device)}),"
+        f"Model `{loaded.name}` ({dtype_name(loaded.dtype)}) on {device_label(loaded.device)},"
         f" torch {torch.__version__}; each figure is the median of {audit.repeats} generations after a warm-up."
         f" Baseline preset as the model generates it: {audit.baseline.tokens} tokens, {audit.base.sample_steps} "
         f"steps, {audit.baseline.wall_s:.3f} s per video.\n",

@@ -208,7 +208,8 @@ def search_presets(cfg: DictConfig, base_overrides: list[str]) -> optuna.Study:
         print_outcome(study, float(cfg.timing.noise_bound))
         return study
     study.set_user_attr("machine", _announce(cfg, base_overrides, dists, remaining, done))
-    print(f"floors: {'; '.join(f.describe() for f in floor_list)}; storage {public_url(storage_url(cfg))}")
+    storage = public_url(storage_url(cfg), cfg.paths.root_dir)
+    print(f"floors: {'; '.join(f.describe() for f in floor_list)}; storage {storage}")
     _optimize(cfg, base_overrides, study, remaining, client, experiment_id)
     print_outcome(study, float(cfg.timing.noise_bound))
     return study
