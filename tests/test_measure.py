@@ -291,3 +291,25 @@ def summary_table_text(rows):
     console = Console(width=250, record=True, file=open(os.devnull, "w"))
     console.print(summary_table(rows))
     return console.export_text()
+
+
+def test_a_smaller_shorter_preset_is_scored_against_the_baseline_s_full_video(make_cfg, tmp_path):
+    summary = measure_preset(make_cfg("+experiment=aggressive"))  # 384*640, 45 frames
+    assert summary["output_spec"] == "384x640, 45 frames, 2.81 s"
+    assert summary["spec_change"] == "size 480x832 -> 384x640; frames 81 -> 45"
+    child = children(store_client(tmp_path), store_client(tmp_path).get_run(summary["run_id"]))[0]
+    assert child.data.params["spec_change"] == "size 480x832 -> 384x640; frames 81 -> 45"
+    assert child.data.metrics["time_per_video_second_s"] == pytest.approx(child.data.metrics["wall_time_s"] / (45 / 16))
+    # the reference is the baseline's own video: 480*832 x 81 frames on the tiny scale
+    references = [np.load(path) for path in (tmp_path / ".cache" / "references").glob("*.npy")]
+    assert [r.shape for r in references] == [(17, 112, 64, 3)]
+    assert summary["mean_psnr_db"] < 30  # lost size and seconds count as lost fidelity
+
+
+def test_matching_the_reference_holds_the_last_frame_and_upsamples():
+    from harness.measure.quality import match_reference
+
+    short = np.stack([np.full((4, 2, 3), value, np.uint8) for value in (10, 20)])  # 2 frames, 4x2
+    matched = match_reference(short, (4, 8, 4, 3))
+    assert matched.shape == (4, 8, 4, 3)
+    assert [int(frame.mean()) for frame in matched] == [10, 20, 20, 20]  # frame j at second j; then the last held
