@@ -242,7 +242,7 @@ def write_audit(cfg: DictConfig, audit: Audit) -> Path:
     report = folder / "report.md"
     report.write_text("\n".join(lines) + "\n")
     model, baseline, claims = audit.model, audit.baseline, audit.claims
-    tracking.use_store(Path(cfg.paths.mlruns_dir), str(cfg.tracking.experiment))
+    tracking.use_store(cfg)
     metrics = {
         "noise": audit.noise,
         "cost_model_median_error": model.median_error,

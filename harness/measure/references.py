@@ -18,6 +18,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from harness.measure.atomic import save_array
 from harness.pipeline.generate import GenerationRequest, generate
 from harness.pipeline.levers import Speed
 from harness.pipeline.load import LoadedPipeline
@@ -100,7 +101,5 @@ class ReferenceVideos:
         else:
             log.info("generating the reference video (%d steps %s)", request.steps, request.solver)
             frames = generate(self.loaded, request, self.solvers).frames
-        temporary = path.with_suffix(".tmp.npy")
-        np.save(temporary, frames)
-        temporary.replace(path)  # atomic: a killed run never leaves half a reference
+        save_array(frames, path)  # atomic, and safe when two workers write the same reference
         return frames

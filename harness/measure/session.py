@@ -157,7 +157,7 @@ def measure_preset(cfg: DictConfig) -> dict[str, Any]:
     """
     plan_ = plan(cfg)
     session = open_session(cfg, plan_)
-    tracking.use_store(Path(cfg.paths.mlruns_dir), str(cfg.tracking.experiment))
+    tracking.use_store(cfg)
     with tracking.run(plan_.name, tags={"kind": "preset", "preset_name": plan_.name}):
         return measure_in_run(cfg, plan_, session)
 

@@ -1,7 +1,9 @@
-"""MLflow store: SQLite in ``mlruns/mlflow.db`` with artifacts under ``mlruns/artifacts``.
+"""MLflow tracking: a local SQLite store under ``mlruns/``, or a tracking server.
 
-The file store is deprecated in MLflow 3, so the design's ``mlruns/`` folder holds a
-SQLite database and the artifact tree instead. Open the UI with::
+The file store is deprecated in MLflow 3, so by default the design's ``mlruns/`` folder
+holds a SQLite database (``mlruns/mlflow.db``) and the artifact tree. ``tracking.uri``
+(or ``MLFLOW_TRACKING_URI``) points at an ``mlflow server`` instead, for a fleet of
+workers; run it with ``--artifacts-destination`` so videos travel over HTTP. Open the UI::
 
     mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db
 """
@@ -9,6 +11,9 @@ SQLite database and the artifact tree instead. Open the UI with::
 from __future__ import annotations
 
 import logging
+import os
+import re
+import socket
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,12 +21,37 @@ from typing import Any, Iterator, Mapping
 
 import mlflow
 import numpy as np
+from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 
+from harness.measure.atomic import file_lock
 from harness.measure.video import frame_grid, write_mp4
 
 for noisy in ("alembic", "mlflow.store.db.utils", "mlflow.tracking.fluent"):
     logging.getLogger(noisy).setLevel(logging.WARNING)
+
+# The user's MLFLOW_TRACKING_URI, read before anything runs: mlflow.set_tracking_uri writes the variable too.
+ENV_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")
+# Tags every run this process opens: a run left RUNNING by a dead worker on this machine is closed by the next.
+WORKER = f"{socket.gethostname()}:{os.getpid()}"
+
+
+def public_url(url: str, root: str | Path | None = None) -> str:
+    """A storage or tracking URL safe to print, log and commit.
+
+    A password (``scheme://user:password@host``) becomes ``***``; a SQLite file inside
+    ``root`` (the project) is shown relative to it, so a report names no machine's paths.
+
+    Args:
+        url: an Optuna storage or MLflow tracking URL.
+        root: the project root (``paths.root_dir``), or None to keep paths as they are.
+    """
+    masked = re.sub(r"(?<=://)([^:/@]*):[^@/]*@", r"\1:***@", url)
+    if root is not None and masked.startswith("sqlite:///"):
+        path, base = Path(masked.removeprefix("sqlite:///")), Path(root).resolve()
+        if path.is_absolute() and path.is_relative_to(base):
+            return f"sqlite:///{path.relative_to(base)}"
+    return masked
 
 
 def tracking_uri(mlruns_dir: Path) -> str:
@@ -29,25 +59,77 @@ def tracking_uri(mlruns_dir: Path) -> str:
     return f"sqlite:///{mlruns_dir.resolve() / 'mlflow.db'}"
 
 
-def use_store(mlruns_dir: Path, experiment: str) -> str:
-    """Point MLflow at the store in ``mlruns_dir`` and select (or create) an experiment.
+def store_uri(cfg: DictConfig) -> str:
+    """Where runs go: ``tracking.uri``, else ``MLFLOW_TRACKING_URI``, else SQLite under ``paths.mlruns_dir``."""
+    return str(cfg.tracking.get("uri") or ENV_TRACKING_URI or tracking_uri(Path(cfg.paths.mlruns_dir)))
+
+
+def _local_folder(mlruns_dir: Path) -> Path:
+    """The ``mlruns`` folder, created and checked writable.
+
+    Raises:
+        ValueError: it is a file, or cannot be created or written.
+    """
+    if mlruns_dir.exists() and not mlruns_dir.is_dir():
+        raise ValueError(f"paths.mlruns_dir={str(mlruns_dir)!r} is a file; it must be a folder (or not exist yet)")
+    try:
+        mlruns_dir.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=mlruns_dir, prefix=".write-test-")
+        probe.close()
+    except OSError as error:
+        raise ValueError(f"paths.mlruns_dir={str(mlruns_dir)!r} is not writable ({error.strerror})") from None
+    return mlruns_dir.resolve()
+
+
+def _check_server(uri: str) -> None:
+    """Raises ValueError unless the tracking server answers its health check."""
+    import requests
+
+    try:
+        requests.get(f"{uri.rstrip('/')}/health", timeout=5).raise_for_status()
+    except requests.RequestException as error:
+        raise ValueError(
+            f"tracking.uri={public_url(uri)!r} does not answer ({type(error).__name__}); start `mlflow server` "
+            f"there or fix the address"
+        ) from None
+
+
+def _experiment(name: str, artifact_location: str | None) -> str:
+    """The experiment's id, created if missing (another worker creating it at the same moment is fine)."""
+    found = mlflow.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    try:
+        return mlflow.create_experiment(name, artifact_location=artifact_location)
+    except MlflowException:  # created by another worker meanwhile
+        return mlflow.get_experiment_by_name(name).experiment_id
+
+
+def use_store(cfg: DictConfig) -> str:
+    """Point MLflow at the configured store and select (or create) the experiment.
+
+    A fresh local store's schema is created under a file lock, so workers starting
+    together do not race MLflow's migrations.
 
     Args:
-        mlruns_dir: the ``mlruns`` folder (created if missing).
-        experiment: MLflow experiment name.
+        cfg: the composed config (``tracking``, ``paths.mlruns_dir``).
 
     Returns:
         The experiment id.
+
+    Raises:
+        ValueError: an ``mlruns`` folder that is a file or read-only, or a server that does not answer.
     """
-    mlruns_dir = mlruns_dir.resolve()
-    mlruns_dir.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(tracking_uri(mlruns_dir))
-    found = mlflow.get_experiment_by_name(experiment)
-    if found is None:
-        location = (mlruns_dir / "artifacts" / experiment).as_uri()
-        experiment_id = mlflow.create_experiment(experiment, artifact_location=location)
+    uri, experiment = store_uri(cfg), str(cfg.tracking.experiment)
+    if uri.startswith(("http://", "https://")):
+        _check_server(uri)
+        mlflow.set_tracking_uri(uri)
+        experiment_id = _experiment(experiment, None)  # the server decides where artifacts go
     else:
-        experiment_id = found.experiment_id
+        mlruns_dir = _local_folder(Path(cfg.paths.mlruns_dir))
+        mlflow.set_tracking_uri(uri)
+        with file_lock(mlruns_dir / ".store.lock"):
+            experiment_id = _experiment(experiment, (mlruns_dir / "artifacts" / experiment).as_uri())
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
 
@@ -63,7 +145,7 @@ def run(name: str, nested: bool = False, tags: Mapping[str, str] | None = None) 
     It ends FINISHED, KILLED when the block is stopped on purpose (``Stopped``, Ctrl-C),
     or FAILED when the block raises anything else; the exception propagates.
     """
-    active = mlflow.start_run(run_name=name, nested=nested, tags=dict(tags or {}))
+    active = mlflow.start_run(run_name=name, nested=nested, tags={"worker": WORKER, **(tags or {})})
     try:
         yield active
     except (Stopped, KeyboardInterrupt):

@@ -233,7 +233,7 @@ def write_report(cfg: DictConfig) -> Path:
 
 
 def _log_to_study_run(cfg: DictConfig, study_name: str, files: list[Path]) -> None:
-    experiment_id = tracking.use_store(Path(cfg.paths.mlruns_dir), str(cfg.tracking.experiment))
+    experiment_id = tracking.use_store(cfg)
     client = mlflow.MlflowClient()
     run_id = study_run_id(client, experiment_id, study_name)
     if run_id is None:

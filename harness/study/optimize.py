@@ -12,25 +12,25 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import mlflow
 import optuna
 from omegaconf import DictConfig, OmegaConf
 
 from harness.measure import tracking
-from harness.measure.plan import plan
+from harness.measure.plan import check_int, plan
 from harness.measure.session import open_session
+from harness.measure.tracking import public_url
 from harness.pipeline.device import device_label, dtype_name
 from harness.pipeline.generate import generate
-from harness.preset import validate_preset
 from harness.study import space
 from harness.study.compose import compose_trial
 from harness.study.drift import check_drift, noise_lines
 from harness.study.fingerprint import check_comparable, measured_with
 from harness.study.floors import Floor, best_feasible, feasible, floors, shortfalls
-from harness.study.objective import Objective
-from harness.study.storage import FINISHED, close_orphans, open_study, public_url, storage_url, study_run_id
+from harness.study.lock import StudyLock, check_scheme
+from harness.study.storage import close_orphans, open_study, rdb_storage, storage_url, study_run_id
+from harness.study.workers import Worker, counts_toward
 
 log = logging.getLogger(__name__)
 
@@ -52,26 +52,6 @@ def estimate(base_overrides: list[str]) -> tuple[float, float, str]:
     loaded = session.loaded
     machine = f"Measured with model `{loaded.name}` ({dtype_name(loaded.dtype)}) on {device_label(loaded.device)}."
     return per_step, max(one - per_step, 0.0), machine
-
-
-def enqueue_presets(study: optuna.Study, cfg: DictConfig, base_overrides: list[str], dists: dict, room: int) -> None:
-    """Enqueue the baseline and the proposal's presets that the study still lacks.
-
-    A preset counts as measured once it has a trial that is waiting, running, complete,
-    pruned, or failed for a reason; one whose process was killed mid-trial is enqueued
-    again, so the report always shows it. At most ``room`` presets are enqueued.
-    """
-    solvers = OmegaConf.to_container(cfg.solver, resolve=True)
-    had_a_chance = {
-        t.user_attrs.get("preset_name")
-        for t in study.get_trials(deepcopy=False)
-        if t.state != optuna.trial.TrialState.FAIL or "fail_reason" in t.user_attrs
-    }
-    missing = [name for name in (cfg.search.enqueue or []) if name not in had_a_chance]
-    for name in missing[: max(room, 0)]:
-        preset_cfg = compose_trial([*base_overrides, f"+experiment={name}"])
-        preset = validate_preset(OmegaConf.to_container(preset_cfg.preset, resolve=True), solvers)
-        study.enqueue_trial(space.params_of(preset, dists, name), user_attrs={"preset_name": name})
 
 
 def print_outcome(study: optuna.Study, noise_bound: float) -> None:
@@ -115,15 +95,24 @@ def print_outcome(study: optuna.Study, noise_bound: float) -> None:
 
 
 def _check_settings(cfg: DictConfig) -> tuple[dict, list[Floor], int]:
-    """The space, floors and trial count, checked before anything loads."""
+    """The space, floors, trial count and study settings, checked before anything loads."""
     solvers = OmegaConf.to_container(cfg.solver, resolve=True)
     dists = space.distributions(OmegaConf.to_container(cfg.search.space, resolve=True), solvers)
     floor_list = floors(cfg)
     if any(f.ratio is not None for f in floor_list) and "baseline" not in list(cfg.search.enqueue or []):
         raise ValueError("search.floors with a ratio need 'baseline' in search.enqueue (it is measured first)")
-    n_trials = cfg.search.n_trials
-    if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
-        raise ValueError(f"search.n_trials={n_trials!r} must be an integer >= 1")
+    n_trials = check_int("search.n_trials", cfg.search.n_trials, 1)
+    margin = cfg.search.prune_margin
+    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not margin >= 1:
+        raise ValueError(f"search.prune_margin={margin!r} must be a number >= 1 (a multiple of the best time)")
+    seeds = list(cfg.search.seeds or [])
+    if not seeds:
+        raise ValueError("search.seeds=[] must list at least one integer seed")
+    for seed in seeds:
+        check_int("search.seeds[]", seed, 0)
+    for key in ("heartbeat_s", "grace_s"):
+        check_int(f"search.{key}", cfg.search[key], 1)
+    check_scheme(storage_url(cfg), public_url(storage_url(cfg), cfg.paths.root_dir))
     return dists, floor_list, n_trials
 
 
@@ -147,38 +136,43 @@ def _announce(cfg: DictConfig, base_overrides: list[str], dists: dict, remaining
     return machine
 
 
-def _optimize(
-    cfg: DictConfig, base_overrides: list[str], study: optuna.Study, remaining: int, client, experiment_id
-) -> None:
-    """Run ``remaining`` trials under the study's MLflow run (created once, resumed after)."""
-    study_tags = {"kind": "study", "study": study.study_name, "optuna_storage": public_url(storage_url(cfg))}
+def _study_run(client: mlflow.MlflowClient, experiment_id: str, cfg: DictConfig, study: optuna.Study) -> str:
+    """The study's MLflow run, created once (call under the study's lock)."""
     run_id = study_run_id(client, experiment_id, study.study_name)
+    if run_id is None:
+        tags = {"kind": "study", "study": study.study_name, "optuna_storage": public_url(storage_url(cfg))}
+        run_id = client.create_run(experiment_id, run_name=f"study {study.study_name}", tags=tags).info.run_id
+        client.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "study_config.yaml")
+    return run_id
+
+
+def _work(cfg: DictConfig, worker: Worker, run_id: str, client, experiment_id) -> None:
+    """Run this worker's trials (and its drift check) inside the study's MLflow run."""
     started = time.perf_counter()
-    mlflow.start_run(run_id=run_id, run_name=f"study {study.study_name}", tags=study_tags)
+    deadline = None if cfg.search.timeout_s is None else time.time() + float(cfg.search.timeout_s)
+    mlflow.start_run(run_id=run_id)
     try:
-        if run_id is None:
-            tracking.log_config(cfg, "study_config.yaml")
-        objective = Objective(cfg, base_overrides, study)
-        study.optimize(objective, n_trials=remaining, timeout=cfg.search.timeout_s, catch=(Exception,))
-        if cfg.search.drift_check:
-            check_drift(objective, study)
-        best = best_feasible(study)
+        if worker.run(deadline) and cfg.search.drift_check:
+            check_drift(worker.objective, worker.study)
+        best = best_feasible(worker.study)
         if best is not None:
             mlflow.log_metric("best_feasible_time_s", best.value)
             mlflow.set_tag("best_trial", str(best.number))
-        mlflow.log_metric("trials", len(study.get_trials(deepcopy=False)))
+        mlflow.log_metric("trials", len(worker.study.get_trials(deepcopy=False)))
     except KeyboardInterrupt:
         mlflow.end_run("KILLED")
         raise
+    except ValueError:
+        mlflow.end_run("FAILED")
+        raise
     finally:
-        optuna.storages.fail_stale_trials(study)
-        close_orphans(client, experiment_id, study)
+        close_orphans(client, experiment_id, worker.study)
     mlflow.end_run("FINISHED")
-    log.info("study ran %.0f s", time.perf_counter() - started)
+    log.info("this worker ran %d trial(s) in %.0f s", worker.ran, time.perf_counter() - started)
 
 
 def search_presets(cfg: DictConfig, base_overrides: list[str]) -> optuna.Study:
-    """Run (or continue) the study until it holds ``search.n_trials`` trials.
+    """Run (or continue) the study until it holds ``search.n_trials`` counted trials, beside any other workers.
 
     Args:
         cfg: the composed config (``search`` node).
@@ -188,28 +182,29 @@ def search_presets(cfg: DictConfig, base_overrides: list[str]) -> optuna.Study:
         The study.
 
     Raises:
-        ValueError: a bad search space, floor or preset (before any trial runs).
+        ValueError: bad settings, stores or presets (before any trial runs), another protocol
+            than the study's, or trials that keep failing for one configuration reason.
     """
     dists, floor_list, n_trials = _check_settings(cfg)
+    experiment_id = tracking.use_store(cfg)  # a bad MLflow store fails here, before the model loads
+    storage = rdb_storage(cfg)
     identity = measured_with(cfg, base_overrides)  # also checks the base preset and prompts
-    study = open_study(cfg)
-    check_comparable(study, identity)
-    experiment_id = tracking.use_store(Path(cfg.paths.mlruns_dir), str(cfg.tracking.experiment))
+    lock = StudyLock(storage_url(cfg), str(cfg.search.study_name))
     client = mlflow.MlflowClient()
+    with lock:
+        study = open_study(cfg, storage)
+        check_comparable(study, identity)
+        study.set_user_attr("floors", [f.describe() for f in floor_list])
+        run_id = _study_run(client, experiment_id, cfg, study)
     if closed := close_orphans(client, experiment_id, study):
-        log.info("closed %d MLflow run(s) a killed process left RUNNING", closed)
-    done = len(study.get_trials(deepcopy=False, states=FINISHED))
-    remaining = n_trials - done
-    waiting = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
-    enqueue_presets(study, cfg, base_overrides, dists, remaining - waiting)
-    study.set_user_attr("floors", [f.describe() for f in floor_list])
-    if remaining <= 0:
+        log.info("closed %d MLflow run(s) a dead worker left RUNNING", closed)
+    done = sum(counts_toward(t) for t in study.get_trials(deepcopy=False))
+    if done >= n_trials:
         print(f"study {study.study_name} already has {done} trials (search.n_trials={n_trials}); raise it to continue")
-        print_outcome(study, float(cfg.timing.noise_bound))
-        return study
-    study.set_user_attr("machine", _announce(cfg, base_overrides, dists, remaining, done))
-    storage = public_url(storage_url(cfg), cfg.paths.root_dir)
-    print(f"floors: {'; '.join(f.describe() for f in floor_list)}; storage {storage}")
-    _optimize(cfg, base_overrides, study, remaining, client, experiment_id)
+    else:
+        study.set_user_attr("machine", _announce(cfg, base_overrides, dists, n_trials - done, done))
+        shown = public_url(storage_url(cfg), cfg.paths.root_dir)
+        print(f"floors: {'; '.join(f.describe() for f in floor_list)}; storage {shown}")
+        _work(cfg, Worker(cfg, base_overrides, study, storage, lock), run_id, client, experiment_id)
     print_outcome(study, float(cfg.timing.noise_bound))
     return study

@@ -87,7 +87,7 @@ class Verifier:
                 f"search.select.seeds={self.seeds} overlap the search's seeds {sorted(used)}; pick unseen seeds"
             )
         self.overrides = [o for o in base_overrides if not o.startswith(("study=", "search."))]
-        self.experiment_id = tracking.use_store(Path(cfg.paths.mlruns_dir), str(cfg.tracking.experiment))
+        self.experiment_id = tracking.use_store(cfg)
 
     def measure(self, params: dict[str, Any], name: str, number: int | str) -> tuple[Plan, Session, dict[str, Any]]:
         """Measure a trial's values on the held-out seeds."""

@@ -1,19 +1,30 @@
-"""Where a study lives: its Optuna storage, its MLflow study run, and runs a killed process left open."""
+"""Where a study lives: its Optuna storage, its MLflow study run, and runs a dead worker left open."""
 
 from __future__ import annotations
 
-import re
+import logging
+import os
+import warnings
+import zlib
 from pathlib import Path
 
 import mlflow
 import optuna
+import sqlalchemy
 from omegaconf import DictConfig
 
+from harness.measure.tracking import WORKER, public_url
+
+log = logging.getLogger(__name__)
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats, by design
 
 
 def storage_url(cfg: DictConfig) -> str:
-    """The study's storage: ``search.storage``, or SQLite beside the MLflow store."""
+    """The study's storage: ``search.storage``, or SQLite beside the MLflow store.
+
+    ``postgresql://`` URLs use psycopg 3 (SQLAlchemy 2.1's default driver for the scheme).
+    """
     if cfg.search.storage:
         return str(cfg.search.storage)
     mlruns = Path(cfg.paths.mlruns_dir).resolve()
@@ -21,41 +32,47 @@ def storage_url(cfg: DictConfig) -> str:
     return f"sqlite:///{mlruns / 'optuna.db'}"
 
 
-def public_url(url: str, root: str | Path | None = None) -> str:
-    """A storage or tracking URL safe to print, log and commit.
+def worker_seed(seed: int) -> int:
+    """This worker's sampler seed: ``search.sampler.seed`` mixed with the worker's host and process.
 
-    A password (``scheme://user:password@host``) becomes ``***``; a SQLite file inside
-    ``root`` (the project) is shown relative to it, so a report names no machine's paths.
-
-    Args:
-        url: an Optuna storage or MLflow tracking URL.
-        root: the project root (``paths.root_dir``), or None to keep paths as they are.
+    Workers of one study then propose different presets instead of the same ones.
     """
-    masked = re.sub(r"(?<=://)([^:/@]*):[^@/]*@", r"\1:***@", url)
-    if root is not None and masked.startswith("sqlite:///"):
-        path, base = Path(masked.removeprefix("sqlite:///")), Path(root).resolve()
-        if path.is_absolute() and path.is_relative_to(base):
-            return f"sqlite:///{path.relative_to(base)}"
-    return masked
+    return (int(seed) + zlib.crc32(WORKER.encode())) % 2**31
 
 
-def open_study(cfg: DictConfig) -> optuna.Study:
-    """Create the study, or load it when it exists, and fail trials a killed process left RUNNING."""
-    storage = optuna.storages.RDBStorage(
-        storage_url(cfg), heartbeat_interval=int(cfg.search.heartbeat_s), grace_period=int(cfg.search.grace_s)
-    )
+def rdb_storage(cfg: DictConfig) -> optuna.storages.RDBStorage:
+    """The study's storage with heartbeats.
+
+    Raises:
+        ValueError: the server cannot be reached or its driver is missing (one line, password masked).
+    """
+    url, shown = storage_url(cfg), public_url(storage_url(cfg), cfg.paths.root_dir)
+    try:
+        return optuna.storages.RDBStorage(
+            url, heartbeat_interval=int(cfg.search.heartbeat_s), grace_period=int(cfg.search.grace_s)
+        )
+    except ImportError as error:
+        raise ValueError(
+            f"search.storage={shown!r} needs a driver that is not installed ({error.name}); "
+            f"for PostgreSQL: pip install -e '.[postgres]'"
+        ) from None
+    except sqlalchemy.exc.SQLAlchemyError as error:
+        reason = " ".join(str(error.orig if hasattr(error, "orig") else error).split())[:300]
+        raise ValueError(f"search.storage={shown!r} cannot be opened: {reason}") from None
+
+
+def open_study(cfg: DictConfig, storage: optuna.storages.RDBStorage) -> optuna.Study:
+    """Create the study, or load it when it exists (call under the study's lock)."""
     sampler = optuna.samplers.TPESampler(
-        seed=int(cfg.search.sampler.seed), n_startup_trials=int(cfg.search.sampler.n_startup_trials)
+        seed=worker_seed(cfg.search.sampler.seed), n_startup_trials=int(cfg.search.sampler.n_startup_trials)
     )
-    study = optuna.create_study(
+    return optuna.create_study(
         study_name=str(cfg.search.study_name),
         storage=storage,
         sampler=sampler,
         direction="minimize",
         load_if_exists=True,
     )
-    optuna.storages.fail_stale_trials(study)
-    return study
 
 
 def load_study(cfg: DictConfig) -> optuna.Study:
@@ -72,13 +89,30 @@ def load_study(cfg: DictConfig) -> optuna.Study:
 
 
 def study_run_id(client: mlflow.MlflowClient, experiment_id: str, study_name: str) -> str | None:
-    """The MLflow run of a study (one per study, resumed when it continues), or None."""
+    """The MLflow run of a study (one per study, resumed by every worker and session), or None."""
     found = client.search_runs([experiment_id], f"tags.kind = 'study' and tags.study = '{study_name}'", max_results=1)
     return found[0].info.run_id if found else None
 
 
+def _alive_here(worker: str) -> bool:
+    """Whether a worker tag (``host:pid``) names a live process on this machine."""
+    host, _, pid = worker.rpartition(":")
+    if host != WORKER.rpartition(":")[0] or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def close_orphans(client: mlflow.MlflowClient, experiment_id: str, study: optuna.Study) -> int:
-    """End MLflow runs of this study left RUNNING by a killed process (their trial is not running).
+    """End this study's MLflow runs that a dead worker left RUNNING.
+
+    A run is alive while its trial is RUNNING in the study, or while the worker that
+    opened it still runs on this machine; any other RUNNING run is closed as KILLED.
 
     Returns:
         How many runs were closed.
@@ -90,8 +124,10 @@ def close_orphans(client: mlflow.MlflowClient, experiment_id: str, study: optuna
     )
     closed = 0
     for run in orphans:
-        if run.data.tags.get("trial_number") not in running:
-            client.set_terminated(run.info.run_id, "KILLED")
-            client.set_tag(run.info.run_id, "note", "process ended mid-run (closed on the next start)")
-            closed += 1
+        tags = run.data.tags
+        if tags.get("trial_number") in running and tags.get("kind") != "drift" or _alive_here(tags.get("worker", "")):
+            continue
+        client.set_terminated(run.info.run_id, "KILLED")
+        client.set_tag(run.info.run_id, "note", "its worker ended mid-run (closed by the next worker)")
+        closed += 1
     return closed

@@ -1,0 +1,45 @@
+"""The baseline and the proposal's presets as the study's first trials, each enqueued once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+from omegaconf import DictConfig, OmegaConf
+
+from harness.preset import validate_preset
+from harness.study import space
+from harness.study.compose import compose_trial
+
+
+def had_a_chance(trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether a preset's trial counts as measured: waiting, running, complete, pruned, or failed
+    for a reason of its own (not killed mid-trial, not failed by a configuration error)."""
+    if trial.state != optuna.trial.TrialState.FAIL:
+        return True
+    return "fail_reason" in trial.user_attrs and not trial.user_attrs.get("config_error")
+
+
+def preset_params(cfg: DictConfig, base_overrides: list[str], dists: dict, name: str) -> dict[str, Any]:
+    """The searched keys' values of the experiment ``name`` (``conf/experiment``).
+
+    Raises:
+        ValueError: the preset is invalid or lies outside the search space.
+    """
+    solvers = OmegaConf.to_container(cfg.solver, resolve=True)
+    preset_cfg = compose_trial([*base_overrides, f"+experiment={name}"])
+    preset = validate_preset(OmegaConf.to_container(preset_cfg.preset, resolve=True), solvers)
+    return space.params_of(preset, dists, name)
+
+
+def enqueue_presets(study: optuna.Study, cfg: DictConfig, base_overrides: list[str], dists: dict, room: int) -> None:
+    """Enqueue, in ``search.enqueue`` order, the presets the study still lacks, at most ``room`` of them.
+
+    A preset whose trial was killed mid-trial, or failed by a configuration error, is
+    enqueued again, so the report always shows it. Call it under the study's lock.
+    """
+    measured = {t.user_attrs.get("preset_name") for t in study.get_trials(deepcopy=False) if had_a_chance(t)}
+    missing = [name for name in (cfg.search.enqueue or []) if name not in measured]
+    for name in missing[: max(room, 0)]:
+        params = preset_params(cfg, base_overrides, dists, name)
+        study.enqueue_trial(params, user_attrs={"preset_name": name})

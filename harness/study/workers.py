@@ -1,0 +1,190 @@
+"""A worker of a study: claim a trial under the study's lock, run it with a heartbeat, repeat.
+
+Any number of workers, on one machine (SQLite) or many (PostgreSQL), run one study:
+
+- exactly ``search.n_trials`` trials count: complete, pruned, and failed for a reason of
+  the trial itself. A trial whose process was killed (its heartbeat went stale) does not
+  count and its preset is measured again; neither do trials failed by a configuration error.
+- the baseline is measured first: while it is not complete, other workers wait for it
+  (nothing else can be judged against it), and a killed baseline is claimed again once
+  its heartbeat is stale. The proposal's presets are enqueued once, under the lock.
+- a session whose trials keep failing for one and the same reason stops with that reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+
+import optuna
+from omegaconf import DictConfig
+
+from harness.study.enqueue import enqueue_presets, preset_params
+from harness.study.lock import StudyLock
+from harness.study.objective import Objective
+
+log = logging.getLogger(__name__)
+# Workers ask for trials themselves (under the study's lock) and beat their heartbeats themselves.
+warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+STATES = optuna.trial.TrialState
+CONFIG_FAILURES = 3  # the same failure this many times in a row, nothing complete: a configuration error
+
+
+def counts_toward(trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether a trial is one of the study's ``n_trials``: finished for a reason of its own."""
+    if trial.state in (STATES.COMPLETE, STATES.PRUNED):
+        return True
+    return trial.state == STATES.FAIL and "fail_reason" in trial.user_attrs and not trial.user_attrs.get("config_error")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a worker does next: run a claimed trial, wait (and why), or stop."""
+
+    trial: optuna.Trial | None = None
+    wait: str = ""
+
+    @property
+    def stop(self) -> bool:
+        return self.trial is None and not self.wait
+
+
+class Worker:
+    """Claims and runs trials of one study until it holds ``search.n_trials``."""
+
+    def __init__(self, cfg: DictConfig, base_overrides: list[str], study: optuna.Study, storage, lock: StudyLock):
+        self.cfg, self.base_overrides, self.study, self.storage, self.lock = cfg, base_overrides, study, storage, lock
+        self.objective = Objective(cfg, base_overrides, study)
+        self.n_trials = int(cfg.search.n_trials)
+        self.failures: list[tuple[int, str]] = []  # this session's failures since its last success
+        self.ran = 0
+
+    def _baseline_first(self, trials: list) -> Decision | None:
+        """While the baseline is not complete: claim it, or wait for the worker measuring it."""
+        if "baseline" not in list(self.cfg.search.enqueue or []):
+            return None
+        mine = [t for t in trials if t.user_attrs.get("preset_name") == "baseline"]
+        if any(t.state == STATES.COMPLETE for t in mine):
+            return None
+        running = [t.number for t in mine if t.state == STATES.RUNNING]
+        if running:
+            return Decision(
+                wait=f"the baseline (trial #{running[0]}) is being measured; every trial is judged against it"
+            )
+        if not any(t.state == STATES.WAITING for t in mine):
+            self.study.enqueue_trial(
+                preset_params(self.cfg, self.base_overrides, self.objective.dists, "baseline"),
+                user_attrs={"preset_name": "baseline"},
+            )
+        return Decision(trial=self.study.ask())
+
+    def claim(self) -> Decision:
+        """Under the lock: the next trial to run, a reason to wait, or stop (the study is full)."""
+        optuna.storages.fail_stale_trials(self.study)  # killed workers' trials: FAIL, uncounted
+        trials = self.study.get_trials(deepcopy=False)
+        done = sum(counts_toward(t) for t in trials)
+        if done >= self.n_trials:
+            return Decision()
+        first = self._baseline_first(trials)
+        if first is not None:
+            return first
+        running = [t.number for t in trials if t.state == STATES.RUNNING]
+        waiting = sum(t.state == STATES.WAITING for t in trials)
+        enqueue_presets(
+            self.study,
+            self.cfg,
+            self.base_overrides,
+            self.objective.dists,
+            self.n_trials - done - len(running) - waiting,
+        )
+        waiting = sum(t.state == STATES.WAITING for t in self.study.get_trials(deepcopy=False))
+        if waiting or done + len(running) < self.n_trials:
+            return Decision(trial=self.study.ask())
+        return Decision(
+            wait=f"the study's last trials {running} are running elsewhere (claimed again if their worker dies)"
+        )
+
+    def run(self, deadline: float | None) -> int:
+        """Claim and run trials until the study is full or the deadline passes; the trials this worker ran."""
+        last_wait = ""
+        while deadline is None or time.time() < deadline:
+            with self.lock:
+                decision = self.claim()
+                if decision.trial is not None:
+                    self.storage.record_heartbeat(decision.trial._trial_id)  # stale from now on if killed
+            if decision.stop:
+                break
+            if decision.trial is None:
+                if decision.wait != last_wait:
+                    log.info("waiting: %s", decision.wait)
+                    last_wait = decision.wait
+                time.sleep(float(self.cfg.search.heartbeat_s))
+                continue
+            last_wait = ""
+            self._run_trial(decision.trial)
+        return self.ran
+
+    def _run_trial(self, trial: optuna.Trial) -> None:
+        with heartbeat(self.storage, trial, float(self.cfg.search.heartbeat_s)):
+            try:
+                value = self.objective(trial)
+            except optuna.TrialPruned as pruned:
+                self.study.tell(trial, state=STATES.PRUNED)
+                log.info("trial #%d pruned: %s", trial.number, pruned)
+                value = None
+            except Exception as error:  # recorded with its reason by the objective
+                self.study.tell(trial, state=STATES.FAIL)
+                log.warning("trial #%d failed: %s", trial.number, trial.user_attrs.get("fail_reason", error))
+                self.ran += 1
+                self._check_config_error(trial)
+                return
+            except KeyboardInterrupt:
+                self.study.tell(trial, state=STATES.FAIL)
+                raise
+        if value is not None:
+            self.study.tell(trial, value)
+            log.info(
+                "trial #%d (%s): %.3f s/video", trial.number, trial.user_attrs.get("preset_name", "searched"), value
+            )
+        self.ran += 1
+        self.failures.clear()
+
+    def _check_config_error(self, trial: optuna.Trial) -> None:
+        """Stop the session when its trials keep failing for one reason: mark them uncounted, say why."""
+        reason = self.study.get_trials(deepcopy=False)[trial.number].user_attrs.get("fail_reason", "")
+        self.failures.append((trial.number, reason))
+        recent = self.failures[-CONFIG_FAILURES:]
+        if len(recent) == CONFIG_FAILURES and len({r for _, r in recent}) == 1:
+            for number, _ in recent:
+                self.storage.set_trial_user_attr(self.study.trials[number]._trial_id, "config_error", True)
+            raise ConfigurationError(
+                f"trials {[n for n, _ in recent]} all failed with: {reason}; the study stops here, those trials do "
+                f"not count, and it goes on once the configuration is fixed"
+            )
+
+
+class ConfigurationError(ValueError):
+    """Every trial of a session fails for the same reason: the configuration, not the presets."""
+
+
+@contextmanager
+def heartbeat(storage, trial: optuna.Trial, interval_s: float) -> Iterator[None]:
+    """Record the trial's heartbeat every ``interval_s`` while the block runs."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(interval_s):
+            storage.record_heartbeat(trial._trial_id)
+
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
