@@ -18,7 +18,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from harness.measure.atomic import save_array
+from harness.atomic import save_array
 from harness.pipeline.generate import GenerationRequest, generate
 from harness.pipeline.levers import Speed
 from harness.pipeline.load import LoadedPipeline

@@ -24,7 +24,7 @@ import numpy as np
 from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 
-from harness.measure.atomic import file_lock
+from harness.atomic import file_lock
 from harness.measure.video import frame_grid, write_mp4
 
 for noisy in ("alembic", "mlflow.store.db.utils", "mlflow.tracking.fluent"):
@@ -157,9 +157,18 @@ def run(name: str, nested: bool = False, tags: Mapping[str, str] | None = None) 
     mlflow.end_run("FINISHED")
 
 
+def public_config(cfg: DictConfig) -> str:
+    """The resolved config as YAML, with the storage's and tracking server's passwords masked."""
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    for group, key in (("search", "storage"), ("tracking", "uri")):
+        if isinstance(plain.get(group), dict) and plain[group].get(key):
+            plain[group][key] = public_url(str(plain[group][key]))
+    return OmegaConf.to_yaml(OmegaConf.create(plain))
+
+
 def log_config(cfg: DictConfig, name: str = "config.yaml") -> None:
-    """Log the resolved config as a YAML artifact of the active run."""
-    mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), name)
+    """Log the resolved config (passwords masked) as a YAML artifact of the active run."""
+    mlflow.log_text(public_config(cfg), name)
 
 
 def log_video(frames: np.ndarray, fps: int, grid_frames: int) -> float:

@@ -18,6 +18,7 @@ from diffusers.utils import logging as diffusers_logging
 from transformers.utils import logging as transformers_logging
 
 from harness import CONF_DIR
+from harness.atomic import file_lock
 from harness.pipeline.device import dtype_name, resolve_device, resolve_dtype
 from harness.pipeline.levers import check_compile_mode
 
@@ -142,8 +143,15 @@ def use_attention(loaded: "LoadedPipeline", backend: str) -> None:
 
 
 def _build_if_missing(kind: str, build: str | None, folder: Path, seed: int, architecture: Any = None) -> None:
-    if build is None or (folder / ("model_index.json" if kind == "wan" else "config.json")).exists():
+    marker = folder / ("model_index.json" if kind == "wan" else "config.json")
+    if build is None or marker.exists():
         return
+    with file_lock(folder.parent / f".{folder.name}.build.lock"):  # workers starting together build it once
+        if not marker.exists():
+            _build(kind, build, folder, seed, architecture)
+
+
+def _build(kind: str, build: str, folder: Path, seed: int, architecture: Any) -> None:
     from omegaconf import OmegaConf
 
     from harness.pipeline import builders

@@ -65,16 +65,22 @@ def differences(recorded: dict[str, str], identity: dict[str, str]) -> list[str]
     ]
 
 
-def check_comparable(study: optuna.Study, identity: dict[str, str]) -> None:
+def check_comparable(study: optuna.Study, identity: dict[str, str], measured: bool) -> None:
     """Record the study's protocol, or refuse to add trials measured under another one.
+
+    Args:
+        study: the study.
+        identity: the protocol of this session (:func:`measured_with`).
+        measured: whether any of its trials counts (a study of killed or configuration-failed
+            trials only has measured nothing yet, and takes this session's protocol).
 
     Raises:
         ValueError: the study's trials were measured under another protocol (a retrained
             model, a new GPU, other floors, prompts, reference, timing or quality settings).
     """
     recorded = study.user_attrs.get("measured_with")
-    if recorded is None:
-        if study.get_trials(deepcopy=False):
+    if recorded is None or (not measured and recorded != identity):
+        if recorded is None and study.get_trials(deepcopy=False):
             raise ValueError(
                 f"study {study.study_name!r} predates the harness's measurement fingerprints: its trials cannot be "
                 f"proven comparable; start a new study with search.study_name=NEW"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import sqlalchemy
 
-from harness.measure.atomic import file_lock
+from harness.atomic import file_lock
 
 SCHEMES = ("sqlite", "postgresql")
 

@@ -142,7 +142,7 @@ def _study_run(client: mlflow.MlflowClient, experiment_id: str, cfg: DictConfig,
     if run_id is None:
         tags = {"kind": "study", "study": study.study_name, "optuna_storage": public_url(storage_url(cfg))}
         run_id = client.create_run(experiment_id, run_name=f"study {study.study_name}", tags=tags).info.run_id
-        client.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "study_config.yaml")
+        client.log_text(run_id, tracking.public_config(cfg), "study_config.yaml")
     return run_id
 
 
@@ -193,7 +193,7 @@ def search_presets(cfg: DictConfig, base_overrides: list[str]) -> optuna.Study:
     client = mlflow.MlflowClient()
     with lock:
         study = open_study(cfg, storage)
-        check_comparable(study, identity)
+        check_comparable(study, identity, any(counts_toward(t) for t in study.get_trials(deepcopy=False)))
         study.set_user_attr("floors", [f.describe() for f in floor_list])
         run_id = _study_run(client, experiment_id, cfg, study)
     if closed := close_orphans(client, experiment_id, study):

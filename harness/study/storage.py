@@ -14,6 +14,7 @@ import sqlalchemy
 from omegaconf import DictConfig
 
 from harness.measure.tracking import WORKER, public_url
+from harness.study.lock import StudyLock
 
 log = logging.getLogger(__name__)
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
@@ -27,9 +28,7 @@ def storage_url(cfg: DictConfig) -> str:
     """
     if cfg.search.storage:
         return str(cfg.search.storage)
-    mlruns = Path(cfg.paths.mlruns_dir).resolve()
-    mlruns.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{mlruns / 'optuna.db'}"
+    return f"sqlite:///{Path(cfg.paths.mlruns_dir).resolve() / 'optuna.db'}"
 
 
 def worker_seed(seed: int) -> int:
@@ -47,10 +46,13 @@ def rdb_storage(cfg: DictConfig) -> optuna.storages.RDBStorage:
         ValueError: the server cannot be reached or its driver is missing (one line, password masked).
     """
     url, shown = storage_url(cfg), public_url(storage_url(cfg), cfg.paths.root_dir)
+    if url.startswith("sqlite:///"):
+        Path(sqlalchemy.engine.make_url(url).database).parent.mkdir(parents=True, exist_ok=True)
     try:
-        return optuna.storages.RDBStorage(
-            url, heartbeat_interval=int(cfg.search.heartbeat_s), grace_period=int(cfg.search.grace_s)
-        )
+        with StudyLock(url, "schema"):  # workers starting together on a fresh database race its schema
+            return optuna.storages.RDBStorage(
+                url, heartbeat_interval=int(cfg.search.heartbeat_s), grace_period=int(cfg.search.grace_s)
+            )
     except ImportError as error:
         raise ValueError(
             f"search.storage={shown!r} needs a driver that is not installed ({error.name}); "

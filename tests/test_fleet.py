@@ -1,0 +1,155 @@
+"""Several workers on one study, and workers killed at any moment: on SQLite, and on PostgreSQL
+with an MLflow tracking server, both real servers started here (tiny model, CPU)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import optuna
+import pytest
+import sqlalchemy
+from conftest import store_client
+from servers import mlflow_server, postgres
+
+from harness.study.workers import counts_toward
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+STATES = optuna.trial.TrialState
+PRESETS = ["baseline", "balanced", "aggressive", "quality_first"]
+PASSWORD = "s3cret-pw-4711"
+
+
+def worker_args(root: Path, model_dir: Path, *extra: str) -> list[str]:
+    return [f"paths.root_dir={root}", "model=tiny", f"model.path={model_dir}/tiny-wan",
+            f"model.clip={model_dir}/tiny-clip", "prompts=smoke", "search.heartbeat_s=1", "search.grace_s=3",
+            *extra]  # fmt: skip
+
+
+def start(args: list[str], log: Path, module: str = "harness.search") -> subprocess.Popen:
+    with log.open("a") as out:
+        return subprocess.Popen([sys.executable, "-m", module, *args], cwd=ROOT, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+
+
+def finish(processes: list[subprocess.Popen], logs: list[Path]) -> None:
+    for process, log in zip(processes, logs):
+        assert process.wait(timeout=900) == 0, log.read_text()[-3000:]
+
+
+def check_study(study: optuna.Study, client: mlflow.MlflowClient, n_trials: int) -> None:
+    """What a study must hold after its workers end, whatever happened to them."""
+    trials = study.get_trials(deepcopy=False)
+    assert sum(counts_toward(t) for t in trials) == n_trials
+    assert not [t.number for t in trials if t.state in (STATES.RUNNING, STATES.WAITING)]
+    measured = [t.user_attrs["preset_name"] for t in trials if counts_toward(t) and "preset_name" in t.user_attrs]
+    assert sorted(measured) == sorted(PRESETS)  # each exactly once, none lost
+    assert all(t.state == STATES.COMPLETE for t in trials if counts_toward(t) and t.user_attrs.get("preset_name"))
+    baseline = next(t for t in trials if t.user_attrs.get("preset_name") == "baseline" and t.state == STATES.COMPLETE)
+    later = [t for t in trials if counts_toward(t) and t is not baseline]
+    assert all(t.datetime_start >= baseline.datetime_complete for t in later)  # the baseline first
+    searched = [tuple(sorted(t.params.items())) for t in later if "preset_name" not in t.user_attrs]
+    enqueued = {tuple(sorted(t.params.items())) for t in later if "preset_name" in t.user_attrs}
+    assert len(set(searched)) == len(searched) and not set(searched) & enqueued
+    experiment = client.get_experiment_by_name("wan-presets").experiment_id
+    assert len(client.search_runs([experiment], "tags.kind = 'study'")) == 1
+    for trial in trials:
+        if trial.state == STATES.COMPLETE:
+            run = client.get_run(trial.user_attrs["mlflow_run_id"])
+            assert run.info.status == "FINISHED" and "median_wall_time_s" in run.data.metrics
+    assert not client.search_runs([experiment], "attributes.status = 'RUNNING'")
+
+
+def run_three_workers(root: Path, args: list[str]) -> list[Path]:
+    logs = [root / f"worker{i}.log" for i in range(3)]
+    finish([start(args, log) for log in logs], logs)
+    return logs
+
+
+def test_three_workers_on_one_sqlite_study_run_exactly_n_trials(tmp_path, model_dir):
+    run_three_workers(tmp_path, worker_args(tmp_path, model_dir, "search.n_trials=12"))
+    study = optuna.load_study(study_name="video_fast", storage=f"sqlite:///{tmp_path}/mlruns/optuna.db")
+    client = store_client(tmp_path)
+    check_study(study, client, 12)
+    experiment = client.get_experiment_by_name("wan-presets").experiment_id
+    workers = {run.data.tags["worker"] for run in client.search_runs([experiment], "tags.kind = 'trial'")}
+    assert len(workers) >= 2  # the trials were shared, not run by one worker while the others waited
+
+
+def with_password(url: str) -> str:
+    """A login role with a password on the test server, and its URL (the socket trusts it, as a server may)."""
+    engine = sqlalchemy.create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(sqlalchemy.text(f"CREATE ROLE harness LOGIN SUPERUSER PASSWORD '{PASSWORD}'"))
+    engine.dispose()
+    return url.replace("postgres:@", f"harness:{PASSWORD}@", 1)
+
+
+def test_three_workers_on_postgresql_with_an_mlflow_server_never_show_the_password(tmp_path, model_dir):
+    with postgres(tmp_path / "pg") as admin_url, mlflow_server(tmp_path / "mlflow") as tracking:
+        url = with_password(admin_url)
+        args = worker_args(tmp_path, model_dir, "search.n_trials=12", f"search.storage='{url}'",
+                           f"tracking.uri={tracking}")  # fmt: skip
+        logs = run_three_workers(tmp_path, args)
+        report = tmp_path / "report.log"
+        finish([start([*args, "study=video_fast"], report, "harness.report")], [report])
+        study = optuna.load_study(study_name="video_fast", storage=url)
+        client = mlflow.MlflowClient(tracking)
+        check_study(study, client, 12)
+        assert not (tmp_path / "mlruns").exists()  # everything went to the server
+        experiment = client.get_experiment_by_name("wan-presets").experiment_id
+        runs = client.search_runs([experiment])
+        texts = [log.read_text() for log in [*logs, report]]
+        texts += [str(run.data.tags) + str(run.data.params) for run in runs]
+        study_run = client.search_runs([experiment], "tags.kind = 'study'")[0].info.run_id
+        texts += [Path(client.download_artifacts(study_run, name, str(tmp_path / "dl"))).read_text()
+                  for name in ("study_config.yaml", "report/report.md")]  # fmt: skip
+        texts += [(tmp_path / "experiments" / "video_fast" / "report.md").read_text()]
+        assert "harness:***@" in "".join(texts)  # the URL is shown, masked
+        assert not [text for text in texts if PASSWORD in text]
+
+
+def wait_for_running(storage: str, wanted, deadline_s: float = 300) -> int:
+    """The number of the first RUNNING trial ``wanted(trial)`` accepts, polling for at most ``deadline_s``."""
+    deadline = time.time() + deadline_s
+    while time.time() < deadline:
+        try:
+            watcher = optuna.storages.RDBStorage(storage, skip_table_creation=True)  # never races the workers
+            trials = optuna.load_study(study_name="video_fast", storage=watcher).get_trials(deepcopy=False)
+        except (KeyError, sqlalchemy.exc.OperationalError):  # the study or its database is not created yet
+            trials = []
+        for trial in trials:
+            if trial.state == STATES.RUNNING and wanted(trial):
+                return trial.number
+        time.sleep(0.1)
+    pytest.fail("the awaited trial never ran")
+
+
+def test_sigkill_at_any_moment_loses_only_the_killed_trial(tmp_path, model_dir):
+    args = worker_args(tmp_path, model_dir, "search.n_trials=7", "search.seeds=[0,1,2]")
+    storage = f"sqlite:///{tmp_path}/mlruns/optuna.db"
+    log = tmp_path / "worker.log"
+    moments = [  # which trial is running when the worker is killed, and when it is restarted
+        (lambda t: t.user_attrs.get("preset_name") == "baseline", 0),
+        (lambda t: t.user_attrs.get("preset_name") == "balanced", 5),  # after the heartbeat went stale
+        (lambda t: "preset_name" not in t.user_attrs, 0),
+    ]
+    killed = []
+    for wanted, pause_s in moments:
+        process = start(args, log)
+        killed.append(wait_for_running(storage, wanted))
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        time.sleep(pause_s)
+    finish([start(args, log)], [log])
+    study = optuna.load_study(study_name="video_fast", storage=storage)
+    check_study(study, store_client(tmp_path), 7)
+    for number in killed:  # killed trials failed as stale, without a reason, and were not counted
+        trial = study.trials[number]
+        assert trial.state == STATES.FAIL and "fail_reason" not in trial.user_attrs and not counts_toward(trial)
