@@ -32,9 +32,9 @@ def worker_args(root: Path, model_dir: Path, *extra: str) -> list[str]:
             *extra]  # fmt: skip
 
 
-def start(args: list[str], log: Path, module: str = "harness.search") -> subprocess.Popen:
+def start(args: list[str], log: Path, module: str = "harness.search", env: dict | None = None) -> subprocess.Popen:
     with log.open("a") as out:
-        return subprocess.Popen([sys.executable, "-m", module, *args], cwd=ROOT, stdout=out,
+        return subprocess.Popen([sys.executable, "-m", module, *args], cwd=ROOT, stdout=out, env=env,
                                 stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
 
 
@@ -66,14 +66,15 @@ def check_study(study: optuna.Study, client: mlflow.MlflowClient, n_trials: int)
     assert not client.search_runs([experiment], "attributes.status = 'RUNNING'")
 
 
-def run_three_workers(root: Path, args: list[str]) -> list[Path]:
-    logs = [root / f"worker{i}.log" for i in range(3)]
-    finish([start(args, log) for log in logs], logs)
+def run_workers(root: Path, workers: list[tuple[list[str], dict | None]]) -> list[Path]:
+    """Workers (arguments, environment) started at the same moment; their logs once all ended well."""
+    logs = [root / f"worker{i}.log" for i in range(len(workers))]
+    finish([start(args, log, env=env) for (args, env), log in zip(workers, logs)], logs)
     return logs
 
 
 def test_three_workers_on_one_sqlite_study_run_exactly_n_trials(tmp_path, model_dir):
-    run_three_workers(tmp_path, worker_args(tmp_path, model_dir, "search.n_trials=12"))
+    run_workers(tmp_path, [(worker_args(tmp_path, model_dir, "search.n_trials=12"), None)] * 3)
     study = optuna.load_study(study_name="video_fast", storage=f"sqlite:///{tmp_path}/mlruns/optuna.db")
     client = store_client(tmp_path)
     check_study(study, client, 12)
@@ -94,11 +95,12 @@ def with_password(url: str) -> str:
 def test_three_workers_on_postgresql_with_an_mlflow_server_never_show_the_password(tmp_path, model_dir):
     with postgres(tmp_path / "pg") as admin_url, mlflow_server(tmp_path / "mlflow") as tracking:
         url = with_password(admin_url)
-        args = worker_args(tmp_path, model_dir, "search.n_trials=12", f"search.storage='{url}'",
-                           f"tracking.uri={tracking}")  # fmt: skip
-        logs = run_three_workers(tmp_path, args)
+        args = worker_args(tmp_path, model_dir, "search.n_trials=12", f"search.storage='{url}'")
+        by_config = ([*args, f"tracking.uri={tracking}"], None)
+        by_environment = (args, {**os.environ, "MLFLOW_TRACKING_URI": tracking})  # honoured as well
+        logs = run_workers(tmp_path, [by_config, by_config, by_environment])
         report = tmp_path / "report.log"
-        finish([start([*args, "study=video_fast"], report, "harness.report")], [report])
+        finish([start([*by_config[0], "study=video_fast"], report, "harness.report")], [report])
         study = optuna.load_study(study_name="video_fast", storage=url)
         client = mlflow.MlflowClient(tracking)
         check_study(study, client, 12)

@@ -291,11 +291,20 @@ def test_an_impossible_floor_leaves_no_feasible_trial(tmp_path, base_overrides):
         ("search.floors.psnr_db.ratio=0.9", "must set exactly one of value, ratio"),
         ("search.n_trials=0", "search.n_trials=0 must be an integer >= 1"),
         ("search.space.frame_num.choices=[64]", "frame_num choice 64 must be a frame count 4n+1"),
+        ("search.prune_margin=abc", "search.prune_margin='abc' must be a number >= 1"),
+        ("search.seeds=[]", "search.seeds=[] must list at least one integer seed"),
+        ("search.storage=mysql://bob:pw@db/optuna", "search.storage='mysql://bob:***@db/optuna' is not a storage"),
+        ("tracking.uri=http://127.0.0.1:9", "tracking.uri='http://127.0.0.1:9' does not answer"),
+        ("paths.mlruns_dir=/proc/harness-mlruns", "paths.mlruns_dir='/proc/harness-mlruns' is not writable"),
+        (
+            "search.storage='postgresql://bob:pw@/optuna?host=/nonexistent'",
+            "search.storage='postgresql://bob:***@/optuna?host=/nonexistent' cannot be opened",
+        ),
     ],
 )
 def test_bad_search_settings_fail_before_any_trial(tmp_path, base_overrides, override, message):
     overrides = [*base_overrides, override]
-    with pytest.raises(ValueError, match=message.replace("+", r"\+")):
+    with pytest.raises(ValueError, match=re.escape(message)):
         search_presets(compose_cfg(overrides), overrides)
     assert not (tmp_path / "mlruns" / "optuna.db").exists() or not optuna.get_all_study_summaries(
         storage_url(compose_cfg(overrides))
@@ -390,3 +399,31 @@ def test_urls_are_printed_with_the_password_masked_and_project_paths_relative(tm
     )
     assert public_url(f"sqlite:///{tmp_path}/mlruns/optuna.db", tmp_path) == "sqlite:///mlruns/optuna.db"
     assert public_url("sqlite:////elsewhere/optuna.db", tmp_path) == "sqlite:////elsewhere/optuna.db"
+
+
+def test_an_mlruns_path_that_is_a_file_is_one_line_and_a_non_zero_exit(tmp_path, base_overrides):
+    (tmp_path / "mlruns").write_text("not a folder")
+    result = subprocess.run([sys.executable, "-m", "harness.search", *base_overrides, "search.n_trials=2"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: paths.mlruns_dir='{tmp_path}/mlruns' is a file; it must be a folder (or not exist yet)"
+    )
+    assert (tmp_path / "mlruns").read_text() == "not a folder"  # nothing stored is lost
+
+
+def test_trials_that_keep_failing_for_one_reason_stop_the_study_until_it_is_fixed(
+    tmp_path, base_overrides, monkeypatch
+):
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory (a setting too large for this machine)")
+
+    monkeypatch.setattr("harness.measure.session.generate", out_of_memory)
+    overrides = [*base_overrides, "search.n_trials=5"]
+    with pytest.raises(ValueError, match=r"trials \[0, 1, 2\] all failed with: RuntimeError: CUDA out of memory"):
+        search_presets(compose_cfg(overrides), overrides)
+    monkeypatch.undo()  # the configuration is fixed
+    study = search_presets(compose_cfg(overrides), overrides)
+    counted = [t for t in study.trials if t.state != STATES.FAIL]
+    assert len(counted) == 5 and counted[0].user_attrs["preset_name"] == "baseline"
+    assert study.user_attrs["config_errors"] == [0, 1, 2]  # the failed ones do not count

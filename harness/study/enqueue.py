@@ -12,12 +12,12 @@ from harness.study import space
 from harness.study.compose import compose_trial
 
 
-def had_a_chance(trial: optuna.trial.FrozenTrial) -> bool:
+def had_a_chance(trial: optuna.trial.FrozenTrial, uncounted: set[int]) -> bool:
     """Whether a preset's trial counts as measured: waiting, running, complete, pruned, or failed
-    for a reason of its own (not killed mid-trial, not failed by a configuration error)."""
+    for a reason of its own (not killed mid-trial, not one of ``uncounted`` configuration errors)."""
     if trial.state != optuna.trial.TrialState.FAIL:
         return True
-    return "fail_reason" in trial.user_attrs and not trial.user_attrs.get("config_error")
+    return "fail_reason" in trial.user_attrs and trial.number not in uncounted
 
 
 def preset_params(cfg: DictConfig, base_overrides: list[str], dists: dict, name: str) -> dict[str, Any]:
@@ -38,7 +38,8 @@ def enqueue_presets(study: optuna.Study, cfg: DictConfig, base_overrides: list[s
     A preset whose trial was killed mid-trial, or failed by a configuration error, is
     enqueued again, so the report always shows it. Call it under the study's lock.
     """
-    measured = {t.user_attrs.get("preset_name") for t in study.get_trials(deepcopy=False) if had_a_chance(t)}
+    uncounted = set(study.user_attrs.get("config_errors", []))
+    measured = {t.user_attrs.get("preset_name") for t in study.get_trials(deepcopy=False) if had_a_chance(t, uncounted)}
     missing = [name for name in (cfg.search.enqueue or []) if name not in measured]
     for name in missing[: max(room, 0)]:
         params = preset_params(cfg, base_overrides, dists, name)

@@ -30,7 +30,7 @@ from harness.study.fingerprint import check_comparable, measured_with
 from harness.study.floors import Floor, best_feasible, feasible, floors, shortfalls
 from harness.study.lock import StudyLock, check_scheme
 from harness.study.storage import close_orphans, open_study, rdb_storage, storage_url, study_run_id
-from harness.study.workers import Worker, counts_toward
+from harness.study.workers import Worker, config_errors, counts_toward
 
 log = logging.getLogger(__name__)
 
@@ -193,12 +193,13 @@ def search_presets(cfg: DictConfig, base_overrides: list[str]) -> optuna.Study:
     client = mlflow.MlflowClient()
     with lock:
         study = open_study(cfg, storage)
-        check_comparable(study, identity, any(counts_toward(t) for t in study.get_trials(deepcopy=False)))
+        uncounted = config_errors(study)
+        check_comparable(study, identity, any(counts_toward(t, uncounted) for t in study.get_trials(deepcopy=False)))
         study.set_user_attr("floors", [f.describe() for f in floor_list])
         run_id = _study_run(client, experiment_id, cfg, study)
     if closed := close_orphans(client, experiment_id, study):
         log.info("closed %d MLflow run(s) a dead worker left RUNNING", closed)
-    done = sum(counts_toward(t) for t in study.get_trials(deepcopy=False))
+    done = sum(counts_toward(t, config_errors(study)) for t in study.get_trials(deepcopy=False))
     if done >= n_trials:
         print(f"study {study.study_name} already has {done} trials (search.n_trials={n_trials}); raise it to continue")
     else:

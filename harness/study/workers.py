@@ -35,11 +35,21 @@ STATES = optuna.trial.TrialState
 CONFIG_FAILURES = 3  # the same failure this many times in a row, nothing complete: a configuration error
 
 
-def counts_toward(trial: optuna.trial.FrozenTrial) -> bool:
-    """Whether a trial is one of the study's ``n_trials``: finished for a reason of its own."""
+def config_errors(study: optuna.Study) -> set[int]:
+    """Trials that failed for a configuration error (study attribute ``config_errors``): they never count."""
+    return set(study.user_attrs.get("config_errors", []))
+
+
+def counts_toward(trial: optuna.trial.FrozenTrial, uncounted: set[int] = frozenset()) -> bool:
+    """Whether a trial is one of the study's ``n_trials``: finished for a reason of its own.
+
+    Args:
+        trial: the trial.
+        uncounted: numbers of trials that failed for a configuration error (:func:`config_errors`).
+    """
     if trial.state in (STATES.COMPLETE, STATES.PRUNED):
         return True
-    return trial.state == STATES.FAIL and "fail_reason" in trial.user_attrs and not trial.user_attrs.get("config_error")
+    return trial.state == STATES.FAIL and "fail_reason" in trial.user_attrs and trial.number not in uncounted
 
 
 @dataclass(frozen=True)
@@ -87,7 +97,7 @@ class Worker:
         """Under the lock: the next trial to run, a reason to wait, or stop (the study is full)."""
         optuna.storages.fail_stale_trials(self.study)  # killed workers' trials: FAIL, uncounted
         trials = self.study.get_trials(deepcopy=False)
-        done = sum(counts_toward(t) for t in trials)
+        done = sum(counts_toward(t, config_errors(self.study)) for t in trials)
         if done >= self.n_trials:
             return Decision()
         first = self._baseline_first(trials)
@@ -160,8 +170,7 @@ class Worker:
         self.failures.append((trial.number, reason))
         recent = self.failures[-CONFIG_FAILURES:]
         if len(recent) == CONFIG_FAILURES and len({r for _, r in recent}) == 1:
-            for number, _ in recent:
-                self.storage.set_trial_user_attr(self.study.trials[number]._trial_id, "config_error", True)
+            self.study.set_user_attr("config_errors", sorted(config_errors(self.study) | {n for n, _ in recent}))
             raise ConfigurationError(
                 f"trials {[n for n, _ in recent]} all failed with: {reason}; the study stops here, those trials do "
                 f"not count, and it goes on once the configuration is fixed"
