@@ -179,6 +179,20 @@ def levers_section(study: optuna.Study) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _header(cfg: DictConfig, study: optuna.Study) -> list[str]:
+    """The report's first lines: storage (no machine paths, no password), machine, objective, floors, counts."""
+    counts = {s: sum(status(t) == s for t in study.trials) for s in ("feasible", "infeasible", "pruned", "failed")}
+    floors = study.user_attrs.get("floors", [])
+    url = public_url(storage_url(cfg), cfg.paths.root_dir)
+    return [
+        f"# Study `{study.study_name}`\n",
+        f"Storage: `{url}` (open it live: `optuna-dashboard {url}`). {study.user_attrs.get('machine', '')}\n",
+        "Objective: median generation wall time per video over the prompt set. "
+        f"Floors: {'; '.join(floors) or 'none'}.\n",
+        f"Trials: {len(study.trials)} — " + ", ".join(f"{n} {s}" for s, n in counts.items()) + ".\n",
+    ]
+
+
 def write_report(cfg: DictConfig) -> Path:
     """Write ``experiments/<study>/report.md`` and its PNGs, and log them to the study's run.
 
@@ -196,16 +210,8 @@ def write_report(cfg: DictConfig) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     pictures = [plot_pareto(study, folder / "pareto.png"), plot_history(study, folder / "history.png")]
     importance = plot_importances(study, folder / "importances.png")
-    counts = {s: sum(status(t) == s for t in study.trials) for s in ("feasible", "infeasible", "pruned", "failed")}
-    floors = study.user_attrs.get("floors", [])
-    machine = study.user_attrs.get("machine", "")
-    url = public_url(storage_url(cfg), cfg.paths.root_dir)
     text = [
-        f"# Study `{study.study_name}`\n",
-        f"Storage: `{url}` (open it live: `optuna-dashboard {url}`). {machine}\n",
-        "Objective: median generation wall time per video over the prompt set. "
-        f"Floors: {'; '.join(floors) or 'none'}.\n",
-        f"Trials: {len(study.trials)} — " + ", ".join(f"{n} {s}" for s, n in counts.items()) + ".\n",
+        *_header(cfg, study),
         "## Timing noise\n",
         "\n".join(f"- {line}" for line in noise_lines(study, float(cfg.timing.noise_bound)))
         or "No trial's timing spread past timing.noise_bound; no drift check recorded.",

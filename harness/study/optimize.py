@@ -84,6 +84,9 @@ def print_outcome(study: optuna.Study, noise_bound: float) -> None:
     if best is None:
         print("  no feasible trial yet")
         return
+    if best is baseline or best.user_attrs.get("preset_name") == "baseline":
+        print("  no preset faster than the baseline kept every floor yet; run more trials or relax search.floors")
+        return
     speed = f", {baseline.value / best.value:.2f}x faster than the baseline" if baseline else ""
     print(
         f"  best feasible #{best.number} ({best.user_attrs.get('preset_name', 'searched')}): "
