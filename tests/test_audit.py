@@ -25,7 +25,7 @@ def test_audit_reports_claims_cost_model_and_logs_to_mlflow(make_cfg, tmp_path):
     for picture in ("steps.png", "tokens.png"):
         assert (report.parent / picture).stat().st_size > 5000
     client = store_client(tmp_path)
-    runs = client.search_runs([client.get_experiment_by_name("wan-presets").experiment_id], "tags.kind = 'audit'")
+    runs = client.search_runs([client.get_experiment_by_name("wan-presets/tiny").experiment_id], "tags.kind = 'audit'")
     assert len(runs) == 1 and "cost_model_median_error" in runs[0].data.metrics
     assert {a.path for a in client.list_artifacts(runs[0].info.run_id, "audit")} >= {
         "audit/report.md",

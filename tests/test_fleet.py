@@ -57,7 +57,7 @@ def check_study(study: optuna.Study, client: mlflow.MlflowClient, n_trials: int)
     searched = [tuple(sorted(t.params.items())) for t in later if "preset_name" not in t.user_attrs]
     enqueued = {tuple(sorted(t.params.items())) for t in later if "preset_name" in t.user_attrs}
     assert len(set(searched)) == len(searched) and not set(searched) & enqueued
-    experiment = client.get_experiment_by_name("wan-presets").experiment_id
+    experiment = client.get_experiment_by_name("wan-presets/tiny").experiment_id
     assert len(client.search_runs([experiment], "tags.kind = 'study'")) == 1
     for trial in trials:
         if trial.state == STATES.COMPLETE:
@@ -79,7 +79,7 @@ def test_three_workers_on_one_sqlite_study_run_exactly_n_trials(tmp_path, model_
     client = store_client(tmp_path)
     check_study(study, client, 12)
     assert len(study.trials) == 12  # nothing killed: not one trial more than asked
-    experiment = client.get_experiment_by_name("wan-presets").experiment_id
+    experiment = client.get_experiment_by_name("wan-presets/tiny").experiment_id
     workers = {run.data.tags["worker"] for run in client.search_runs([experiment], "tags.kind = 'trial'")}
     assert len(workers) >= 2  # the trials were shared, not run by one worker while the others waited
 
@@ -107,7 +107,7 @@ def test_three_workers_on_postgresql_with_an_mlflow_server_never_show_the_passwo
         check_study(study, client, 12)
         assert len(study.trials) == 12
         assert not (tmp_path / "mlruns").exists()  # everything went to the server
-        experiment = client.get_experiment_by_name("wan-presets").experiment_id
+        experiment = client.get_experiment_by_name("wan-presets/tiny").experiment_id
         runs = client.search_runs([experiment])
         texts = [log.read_text() for log in [*logs, report]]
         texts += [str(run.data.tags) + str(run.data.params) for run in runs]

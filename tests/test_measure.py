@@ -34,7 +34,7 @@ def test_a_preset_is_logged_with_params_metrics_and_a_readable_mp4(make_cfg, tmp
     summary = measure_preset(cfg)
     client = store_client(tmp_path)
     parent = client.get_run(summary["run_id"])
-    assert parent.info.status == "FINISHED" and parent.info.run_name == "balanced"
+    assert parent.info.status == "FINISHED" and parent.info.run_name == "balanced | tiny | 480x832, 61 frames, 3.81 s"
     assert {"median_wall_time_s", "mean_clip_score", "mean_psnr_db", "mean_ssim"} <= set(parent.data.metrics)
     runs = children(client, parent)
     assert len(runs) == 2
@@ -60,7 +60,7 @@ def test_a_preset_is_logged_with_params_metrics_and_a_readable_mp4(make_cfg, tmp
         assert 0 <= metrics["clip_score"] <= 100 and metrics["psnr_db"] < 100  # euler 18 != reference
         assert len(client.get_metric_history(child.info.run_id, "time_step_s")) == 18
         names = {item.path for item in client.list_artifacts(child.info.run_id)}
-        assert names == {"video.mp4", "frames.png", "config.yaml"}
+        assert names == {"video.mp4", "frames.png", "config.yaml", "side_by_side.mp4", "side_by_side.png"}
         video = read_video(
             Path(client.download_artifacts(child.info.run_id, "video.mp4", str(tmp_path / child.info.run_id)))
         )
@@ -141,9 +141,12 @@ def test_cli_multirun_compares_the_four_proposal_presets(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "presets compared" in result.stdout
     client = store_client(tmp_path)
-    experiment = client.get_experiment_by_name("wan-presets")
+    experiment = client.get_experiment_by_name("wan-presets/tiny")
     parents = client.search_runs([experiment.experiment_id], "tags.kind = 'preset'")
-    assert sorted(run.info.run_name for run in parents) == ["aggressive", "balanced", "baseline", "quality_first"]
+    names = sorted(run.info.run_name.split(" | ")[0] for run in parents)
+    assert names == ["aggressive", "balanced", "baseline", "quality_first"]
+    speedups = {run.info.run_name.split(" | ")[0]: run.data.metrics["speedup_vs_baseline"] for run in parents}
+    assert speedups["baseline"] == 1.0 and all(value > 0 for value in speedups.values())
     for parent in parents:
         assert parent.info.status == "FINISHED"
         assert len(children(client, parent)) == 1

@@ -39,7 +39,7 @@ def load(cfg):
 
 def mlflow_runs(root, kind):
     client = store_client(root)
-    experiment = client.get_experiment_by_name("wan-presets")
+    experiment = client.get_experiment_by_name("wan-presets/tiny")
     return client.search_runs([experiment.experiment_id], f"tags.kind = '{kind}'")
 
 
@@ -237,7 +237,7 @@ def test_select_exports_nothing_when_the_winner_fails_on_held_out_seeds(tmp_path
     assert re.search(r"#1 quality_first: psnr_db 49\.\d+ < 50\.1 \(short by 0\.\d+\)", errors[0])
     assert not (tmp_path / "experiments" / "video_fast" / "video_fast.yaml").exists()
     client = store_client(tmp_path)
-    experiment = client.get_experiment_by_name("wan-presets")
+    experiment = client.get_experiment_by_name("wan-presets/tiny")
     assert not client.search_runs([experiment.experiment_id], "tags.preset = 'production'")
 
 
@@ -365,7 +365,7 @@ def test_sigkill_mid_study_loses_nothing_and_leaves_nothing_running(tmp_path, mo
     measured = {t.user_attrs.get("preset_name") for t in trials if t.state == STATES.COMPLETE}
     assert {"baseline", "balanced", "aggressive"} <= measured  # the killed preset was measured again
     client = store_client(tmp_path)
-    experiment = client.get_experiment_by_name("wan-presets")
+    experiment = client.get_experiment_by_name("wan-presets/tiny")
     assert not client.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'")
 
 

@@ -25,6 +25,7 @@ from harness.measure import tracking
 from harness.measure.plan import Plan, plan
 from harness.measure.quality import ClipScorer, fidelity, match_reference
 from harness.measure.references import ReferenceVideos
+from harness.measure.video import side_by_side
 from harness.pipeline.clocks import relative_spread
 from harness.pipeline.device import available_cpus, check_attention, device_label, dtype_name
 from harness.pipeline.generate import Generation, GenerationRequest, generate
@@ -157,14 +158,24 @@ def measure_preset(cfg: DictConfig) -> dict[str, Any]:
     """
     plan_ = plan(cfg)
     session = open_session(cfg, plan_)
-    tracking.use_store(cfg)
-    with tracking.run(plan_.name, tags={"kind": "preset", "preset_name": plan_.name}):
+    experiment_id = tracking.use_store(cfg)
+    name = tracking.unique_run_name(experiment_id, run_title(plan_.name, plan_, session))
+    with tracking.run(name, tags={"kind": "preset", "preset_name": plan_.name}):
         return measure_in_run(cfg, plan_, session)
 
 
-def score_video(cfg: DictConfig, plan_: Plan, session: Session, request: GenerationRequest, frames: Any) -> dict:
-    """CLIP score, toy-world adherence and fidelity to the reference video, as configured."""
+def run_title(name: str, plan_: Plan, session: Session) -> str:
+    """A run name that says what was measured: preset, model, output spec."""
+    return f"{name} | {session.loaded.name} | {plan_.shape.output_spec(plan_.fps)}"
+
+
+def score_video(
+    cfg: DictConfig, plan_: Plan, session: Session, request: GenerationRequest, frames: Any
+) -> tuple[dict, Any]:
+    """CLIP score, toy-world adherence and fidelity to the reference video, as configured; and the reference
+    video (None without fidelity)."""
     scores: dict[str, float] = {}
+    reference = None
     if session.scorer is not None:
         scores["clip_score"] = session.scorer.score(frames, request.prompt)
     if cfg.model.get("world") == "toy":
@@ -172,30 +183,48 @@ def score_video(cfg: DictConfig, plan_: Plan, session: Session, request: Generat
     if cfg.quality.fidelity:
         reference = session.references.get(request, own_frames=frames if plan_.is_reference else None)
         scores.update(fidelity(match_reference(frames, reference.shape), reference, float(cfg.quality.psnr_cap_db)))
-    return scores
+    return scores, reference
+
+
+def _log_side_by_side(cfg: DictConfig, plan_: Plan, frames: Any, reference: Any, metrics: dict) -> None:
+    """baseline | this preset, same prompt and seed, labelled and enlarged for a person (display only)."""
+    fps = plan_.fps
+    ours = f"{plan_.name}, {metrics['wall_time_s']:.3g} s" + (
+        f", {metrics['psnr_db']:.1f} dB" if "psnr_db" in metrics else ""
+    )
+    labels = [f"baseline\n{plan_.reference_shape.output_spec(fps)}", f"{ours}\n{plan_.shape.output_spec(fps)}"]
+    tracking.log_comparison(side_by_side([reference, frames], labels),
+                            side_by_side([reference, frames], labels, min_height=120, stacked=True),
+                            fps, int(cfg.tracking.grid_frames), mp4=bool(cfg.tracking.video))  # fmt: skip
 
 
 def _log_video_run(
     cfg: DictConfig,
+    plan_: Plan,
     params: dict,
     request: GenerationRequest,
     generation: Generation,
     metrics: dict[str, float],
+    reference: Any,
     tags: dict[str, str],
-) -> None:
+) -> str:
+    """One video's child run: params, metrics, the video and its grid (and the side-by-side); returns its id."""
     name = f"{cfg.name} seed {request.seed}: {request.prompt[:48]}"
-    with tracking.run(name, nested=True, tags=tags):
+    with tracking.run(name, nested=True, tags=tags) as run:
         mlflow.log_params(
             {**params, "prompt": request.prompt, "seed": request.seed, "negative_prompt": request.negative_prompt}
         )
         metrics["time_video_write_s"] = tracking.log_video(
-            generation.frames, int(cfg.tracking.fps), int(cfg.tracking.grid_frames)
+            generation.frames, int(cfg.tracking.fps), int(cfg.tracking.grid_frames), mp4=bool(cfg.tracking.video)
         )
         mlflow.log_metrics(metrics)
         tracking.log_step_times(generation.step_times)
         tracking.log_config(cfg)
         mlflow.set_tag("memory_kind", generation.memory_kind)
         mlflow.log_metric("guided_steps", generation.guided_steps)
+        if reference is not None:
+            _log_side_by_side(cfg, plan_, generation.frames, reference, metrics)
+    return run.info.run_id
 
 
 def measure_in_run(
@@ -222,26 +251,65 @@ def measure_in_run(
     loaded, solvers = session.loaded, session.solvers
     rows: list[dict[str, float]] = []
     walls: list[float] = []
-    warmup_s, params = 0.0, None
+    warmup_s, params = 0.0, {}
     tracking.log_config(cfg)
+    mlflow.set_tag("is_baseline", str(plan_.is_reference).lower())
     requests = [plan_.request(prompt, seed) for prompt in plan_.prompts for seed in plan_.seeds]
     for request in tqdm(requests, desc=plan_.name, unit="video"):
         warmup_s += warm_up(loaded, request, plan_.warmup_steps, solvers)
-        generation, metrics, times = measure_video(loaded, request, plan_.repeats, solvers)
+        metrics, times, params = _one_video(cfg, plan_, session, request, params, first=not rows, tags=video_tags)
         walls += times
-        if params is None:
-            params = run_params(plan_, loaded, cfg, generation.scheduler)
-            mlflow.log_params(params)
-        metrics["time_per_video_second_s"] = metrics["wall_time_s"] / plan_.shape.seconds(plan_.fps)
-        metrics.update(score_video(cfg, plan_, session, request, generation.frames))
-        _log_video_run(cfg, params, request, generation, metrics, {"kind": "video", **(video_tags or {})})
         rows.append(metrics)
         if on_video is not None:
             on_video(len(rows) - 1, metrics)
     summary = _log_summary(plan_, rows, walls)
     mlflow.log_metrics({"time_warmup_s": warmup_s, "videos": len(rows)})  # warm-up: never in wall time
+    summary.update(_speedup(params, summary, plan_.is_reference))
     identity = {"name": plan_.name, "run_id": _active_run_id(), "is_baseline": plan_.is_reference}
     return {**identity, **_sampler_columns(plan_), **summary}
+
+
+def _one_video(
+    cfg: DictConfig,
+    plan_: Plan,
+    session: Session,
+    request: GenerationRequest,
+    params: dict,
+    first: bool,
+    tags: dict | None,
+) -> tuple[dict, list[float], dict]:
+    """Generate, time, score and log one prompt x seed; its metrics, every wall time, and the run's params."""
+    generation, metrics, times = measure_video(session.loaded, request, plan_.repeats, session.solvers)
+    if not params:
+        params = run_params(plan_, session.loaded, cfg, generation.scheduler)
+        mlflow.log_params(params)
+    metrics["time_per_video_second_s"] = metrics["wall_time_s"] / plan_.shape.seconds(plan_.fps)
+    scores, reference = score_video(cfg, plan_, session, request, generation.frames)
+    metrics.update(scores)
+    compare = reference if cfg.tracking.side_by_side and not plan_.is_reference else None
+    _log_video_run(cfg, plan_, params, request, generation, metrics, compare, {"kind": "video", **(tags or {})})
+    if compare is not None and first:
+        _log_side_by_side(cfg, plan_, generation.frames, compare, metrics)  # the parent run shows its first one
+    return metrics, times, params
+
+
+def _speedup(params: dict, summary: dict, is_baseline: bool) -> dict[str, float]:
+    """Speed-up against the latest baseline run of the same model on the same device, logged; {} without one."""
+    if is_baseline:
+        mlflow.log_metric("speedup_vs_baseline", 1.0)
+        return {"speedup_vs_baseline": 1.0}
+    active = mlflow.active_run()
+    same = " and ".join(f"params.{key} = '{params[key]}'" for key in ("model", "model_path", "device_name", "dtype"))
+    query = f"tags.is_baseline = 'true' and attributes.status = 'FINISHED' and {same}"
+    order = ["attributes.start_time DESC"]
+    found = mlflow.search_runs([active.info.experiment_id], query, order_by=order, max_results=5, output_format="list")
+    baseline = next((r for r in found if "median_wall_time_s" in r.data.metrics), None)
+    if baseline is None:
+        return {}
+    speedup = baseline.data.metrics["median_wall_time_s"] / summary["median_wall_time_s"]
+    mlflow.log_metric("speedup_vs_baseline", speedup)
+    mlflow.set_tag("baseline_run_id", baseline.info.run_id)
+    return {"speedup_vs_baseline": speedup}
 
 
 def _log_summary(plan_: Plan, rows: list[dict[str, float]], walls: list[float]) -> dict[str, Any]:

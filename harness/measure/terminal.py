@@ -38,7 +38,10 @@ def _time_cell(row: dict[str, Any]) -> str:
 
 
 def _cells(row: dict[str, Any], baseline: dict[str, Any] | None) -> list[str]:
-    speed_up = f"{baseline['median_wall_time_s'] / row['median_wall_time_s']:.2f}x" if baseline else "-"
+    if baseline:
+        speed_up = f"{baseline['median_wall_time_s'] / row['median_wall_time_s']:.2f}x"
+    else:  # against the latest baseline run of this model on this device, if MLflow has one
+        speed_up = f"{row['speedup_vs_baseline']:.2f}x" if row.get("speedup_vs_baseline") else "-"
     return [
         row["name"],
         row["output_spec"] + (" *" if row.get("spec_change") else ""),

@@ -105,6 +105,37 @@ def _experiment(name: str, artifact_location: str | None) -> str:
         return mlflow.get_experiment_by_name(name).experiment_id
 
 
+def experiment_name(cfg: DictConfig) -> str:
+    """``tracking.experiment``, or one experiment per model: ``wan-presets/<model>`` (real weights add their path)."""
+    if cfg.tracking.get("experiment"):
+        return str(cfg.tracking.experiment)
+    from harness import PACKAGE_DIR
+
+    path = str(cfg.model.get("path", ""))
+    shipped_or_built = cfg.model.get("build") is not None or Path(path).resolve().is_relative_to(PACKAGE_DIR)
+    return f"wan-presets/{cfg.model.name}" + ("" if shipped_or_built or not path else f" ({path})")
+
+
+def run_link(run_id: str) -> str:
+    """Where to open a run: the server's URL, or the path to open in ``mlflow ui`` for a local store."""
+    run = mlflow.get_run(run_id)
+    path = f"#/experiments/{run.info.experiment_id}/runs/{run_id}"
+    uri = mlflow.get_tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        return f"{public_url(uri).rstrip('/')}/{path}"
+    return f"http://127.0.0.1:5000/{path} (after: mlflow ui --backend-store-uri {uri})"
+
+
+def unique_run_name(experiment_id: str, name: str) -> str:
+    """``name``, or ``name #N`` when the experiment already has runs so named."""
+    escaped = name.replace("'", "\\'")
+    taken = mlflow.search_runs([experiment_id], f"attributes.run_name LIKE '{escaped}%'", output_format="list")
+    names = {run.info.run_name for run in taken}
+    if name not in names:
+        return name
+    return next(f"{name} #{n}" for n in range(2, len(names) + 3) if f"{name} #{n}" not in names)
+
+
 def use_store(cfg: DictConfig) -> str:
     """Point MLflow at the configured store and select (or create) the experiment.
 
@@ -120,7 +151,7 @@ def use_store(cfg: DictConfig) -> str:
     Raises:
         ValueError: an ``mlruns`` folder that is a file or read-only, or a server that does not answer.
     """
-    uri, experiment = store_uri(cfg), str(cfg.tracking.experiment)
+    uri, experiment = store_uri(cfg), experiment_name(cfg)
     if uri.startswith(("http://", "https://")):
         _check_server(uri)
         mlflow.set_tracking_uri(uri)
@@ -131,6 +162,8 @@ def use_store(cfg: DictConfig) -> str:
         with file_lock(mlruns_dir / ".store.lock"):
             experiment_id = _experiment(experiment, (mlruns_dir / "artifacts" / experiment).as_uri())
     mlflow.set_experiment(experiment_id=experiment_id)
+    # MLflow 3 opens an experiment on its GenAI overview unless told it holds model runs
+    mlflow.MlflowClient().set_experiment_tag(experiment_id, "mlflow.experimentKind", "custom_model_development")
     return experiment_id
 
 
@@ -171,8 +204,15 @@ def log_config(cfg: DictConfig, name: str = "config.yaml") -> None:
     mlflow.log_text(public_config(cfg), name)
 
 
-def log_video(frames: np.ndarray, fps: int, grid_frames: int) -> float:
-    """Write the video as mp4 and its PNG frame grid, and log both to the active run.
+def log_video(frames: np.ndarray, fps: int, grid_frames: int, name: str = "video", mp4: bool = True) -> float:
+    """Write the video as ``<name>.mp4`` and its PNG frame grid ``<name>.png``; log both to the active run.
+
+    Args:
+        frames: uint8 (F, H, W, 3).
+        fps: frames per second of the mp4.
+        grid_frames: frames shown in the grid.
+        name: the artifacts' stem (``video`` -> ``video.mp4`` and ``frames.png``).
+        mp4: write the mp4 (``tracking.video``; a machine without ffmpeg writes the grid only).
 
     Returns:
         Seconds spent writing the mp4.
@@ -180,14 +220,24 @@ def log_video(frames: np.ndarray, fps: int, grid_frames: int) -> float:
     import time
 
     with tempfile.TemporaryDirectory() as folder:
-        video_path = Path(folder) / "video.mp4"
+        grid_name = "frames.png" if name == "video" else f"{name}.png"
+        mlflow.log_artifact(str(frame_grid(frames, Path(folder) / grid_name, columns=grid_frames)))
+        if not mp4:
+            return 0.0
+        video_path = Path(folder) / f"{name}.mp4"
         started = time.perf_counter()
         write_mp4(frames, video_path, fps=fps)
         write_s = time.perf_counter() - started
-        grid_path = frame_grid(frames, Path(folder) / "frames.png", columns=grid_frames)
         mlflow.log_artifact(str(video_path))
-        mlflow.log_artifact(str(grid_path))
     return write_s
+
+
+def log_comparison(beside: np.ndarray, stacked: np.ndarray, fps: int, grid_frames: int, mp4: bool) -> None:
+    """Log ``side_by_side.mp4`` (videos beside each other) and ``side_by_side.png`` (a row per video)."""
+    with tempfile.TemporaryDirectory() as folder:
+        mlflow.log_artifact(str(frame_grid(stacked, Path(folder) / "side_by_side.png", columns=grid_frames)))
+        if mp4:
+            mlflow.log_artifact(str(write_mp4(beside, Path(folder) / "side_by_side.mp4", fps=fps)))
 
 
 def log_step_times(step_times: list[float]) -> None:

@@ -60,3 +60,47 @@ def frame_grid(frames: np.ndarray, path: Path, columns: int = 8, min_height: int
         draw.text((x + 2, 1), f"frame {index}", fill="black")
     grid.save(path)
     return path
+
+
+def _labelled(frames: np.ndarray, zoom: int, label: str, height: int) -> np.ndarray:
+    """Frames enlarged by a whole factor (nearest: pixels stay pixels), padded to ``height``, a label above."""
+    count, rows, columns = frames.shape[:3]
+    band = 4 + 13 * (label.count("\n") + 1)
+    canvas = np.full((count, band + height, columns * zoom, 3), 255, np.uint8)
+    canvas[:, band : band + rows * zoom] = frames.repeat(zoom, axis=1).repeat(zoom, axis=2)
+    header = Image.new("RGB", (columns * zoom, band), "white")
+    ImageDraw.Draw(header).text((3, 3), label, fill="black")
+    canvas[:, :band] = np.asarray(header)
+    return canvas
+
+
+def side_by_side(
+    videos: list[np.ndarray], labels: list[str], min_height: int = 320, stacked: bool = False
+) -> np.ndarray:
+    """Videos next to each other, labelled, for a person to compare: display only, never measured.
+
+    Each video is enlarged by a whole factor so it is at least ``min_height`` high (small
+    models make postage stamps); a shorter video holds its last frame; the result is padded
+    to multiples of 16 so it encodes as is.
+
+    Args:
+        videos: uint8 (F, H, W, 3) each, sizes and lengths may differ.
+        labels: one line above each video.
+        min_height: the displayed height each video reaches at least.
+        stacked: one above the other instead of side by side (for a frame grid: a row per video).
+
+    Returns:
+        uint8 (F, H, W, 3) frames of the longest video's length.
+    """
+    count = max(len(v) for v in videos)
+    height = max(v.shape[1] * max(1, -(-min_height // v.shape[1])) for v in videos)
+    panels = []
+    for video, label in zip(videos, labels):
+        held = video[np.minimum(np.arange(count), len(video) - 1)]
+        panels.append(_labelled(held, max(1, -(-min_height // video.shape[1])), label, height))
+    if stacked:
+        width = max(p.shape[2] for p in panels)
+        panels = [np.pad(p, ((0, 0), (0, 0), (0, width - p.shape[2]), (0, 0)), constant_values=255) for p in panels]
+    joined = np.concatenate(panels, axis=1 if stacked else 2)
+    pad_rows, pad_columns = -joined.shape[1] % 16, -joined.shape[2] % 16
+    return np.pad(joined, ((0, 0), (0, pad_rows), (0, pad_columns), (0, 0)), constant_values=255)

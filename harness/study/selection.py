@@ -162,7 +162,7 @@ def _export(
     plan_, session, summary = verified
     client = mlflow.MlflowClient()
     query = f"tags.preset = 'production' and tags.study = '{study.study_name}'"
-    for old in client.search_runs([client.get_experiment_by_name(str(cfg.tracking.experiment)).experiment_id], query):
+    for old in client.search_runs([mlflow.get_experiment_by_name(tracking.experiment_name(cfg)).experiment_id], query):
         client.delete_tag(old.info.run_id, "preset")  # one production preset per study
     for run_id in (summary["verification_run_id"], winner.user_attrs.get("mlflow_run_id")):
         if run_id:
