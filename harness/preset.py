@@ -320,17 +320,26 @@ def read_preset_file(path: str | Path) -> dict[str, Any]:
     return {key: value for key, value in data.items() if not str(key).startswith("_")}
 
 
+def python_entry(name: str, values: dict[str, Any], notes: list[str]) -> str:
+    """The preset as an entry of the worker's Python preset dict: ``'video_fast': {...},`` with Python literals."""
+    lines = [f"# {line}" for line in notes] + [f"{name!r}: {{"]
+    lines += [f"    {key!r}: {value!r}," for key, value in values.items()]
+    return "\n".join([*lines, "},"]) + "\n"
+
+
 def write_preset_files(preset: Preset, folder: Path, name: str, notes: list[str]) -> tuple[Path, Path]:
-    """Write a preset as ``<name>.yaml`` and ``<name>.json`` in the worker's key format.
+    """Write a preset as ``<name>.yaml``, ``<name>.json`` and ``<name>.py`` in the worker's key format.
+
+    The ``.py`` file is an entry that pastes into the worker's preset dict unchanged.
 
     Args:
         preset: the preset.
         folder: destination folder (created).
         name: file stem, e.g. ``video_fast``.
-        notes: lines for the reader (comments in YAML, a ``_notes`` list in JSON).
+        notes: lines for the reader (comments in YAML and Python, a ``_notes`` list in JSON).
 
     Returns:
-        The two paths.
+        The YAML and JSON paths (the Python one lies beside them).
     """
     import json
 
@@ -342,4 +351,5 @@ def write_preset_files(preset: Preset, folder: Path, name: str, notes: list[str]
     header = "".join(f"# {line}\n" for line in notes)
     yaml_path.write_text(header + yaml.safe_dump(values, sort_keys=False))
     json_path.write_text(json.dumps({**values, "_notes": notes}, indent=2) + "\n")
+    (folder / f"{name}.py").write_text(python_entry(name, values, notes))
     return yaml_path, json_path

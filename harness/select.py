@@ -22,7 +22,7 @@ def main(cfg: DictConfig) -> None:
     except ValueError as error:
         sys.exit(f"error: {error}")
     print(yaml_path.read_text())
-    print(f"wrote {yaml_path} and {json_path}")
+    print(f"wrote {yaml_path}, {json_path} and {yaml_path.with_suffix('.py')} (an entry of the worker's preset dict)")
     print(f"measure it again: python -m harness.run preset_file={yaml_path}")
 
 

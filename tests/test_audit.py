@@ -49,3 +49,15 @@ def test_the_audit_says_what_its_numbers_show_not_a_fixed_sentence():
         "euler slowest)."
     )
     assert "no measurable cost" in knob_sentence("shift", apart, 0.50)  # under 50% noise nothing is measurable
+
+
+def test_an_audit_never_overwrites_an_earlier_one_unless_told(tmp_path):
+    from harness.cost.audit_report import audit_folder
+
+    committed = audit_folder(tmp_path, "cpu-2cores", overwrite=True)
+    (committed / "report.md").write_text("the committed audit")
+    first = audit_folder(tmp_path, "cpu-2cores", overwrite=False)
+    second = audit_folder(tmp_path, "cpu-2cores", overwrite=False)
+    assert committed.name == "audit-cpu-2cores" and len({committed, first, second}) == 3
+    assert first.name.startswith("audit-cpu-2cores-20") and second.name.startswith(first.name + "-")
+    assert (committed / "report.md").read_text() == "the committed audit"

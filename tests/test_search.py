@@ -1,5 +1,6 @@
 """The Optuna study on the tiny model: trials, floors, pruning, failures, resume, kill, export."""
 
+import ast
 import json
 import os
 import re
@@ -158,6 +159,8 @@ def test_select_exports_the_worker_format_and_it_loads_back(study_root):
     ]
     as_json = json.loads(json_path.read_text())
     assert {k: v for k, v in as_json.items() if not k.startswith("_")} == exported
+    snippet = (yaml_path.parent / "video_fast.py").read_text()  # pastes into the worker's preset dict
+    assert ast.literal_eval("{" + snippet + "}") == {"video_fast": exported}
     study = load(cfg)
     winner = choose(study, 0.05)
     assert exported["sample_steps"] == winner.params["sample_steps"] and exported["size"] == winner.params["size"]

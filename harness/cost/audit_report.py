@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -233,10 +234,22 @@ def run_audit(cfg: DictConfig) -> Path:
     return write_audit(cfg, audit)
 
 
+def audit_folder(experiments: Path, machine: str, overwrite: bool) -> Path:
+    """``audit-<machine>`` when overwriting, else a new ``audit-<machine>-<date>`` (``-<time>`` if taken)."""
+    if overwrite:
+        folder = experiments / f"audit-{machine}"
+    else:
+        now = datetime.now()
+        folder = experiments / f"audit-{machine}-{now:%Y-%m-%d}"
+        if folder.exists():
+            folder = experiments / f"audit-{machine}-{now:%Y-%m-%d-%H%M%S}"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def write_audit(cfg: DictConfig, audit: Audit) -> Path:
     """Write the report and plots, log them to MLflow, print the summary; returns the report's path."""
-    folder = Path(cfg.paths.root_dir) / "experiments" / f"audit-{audit.machine}"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = audit_folder(Path(cfg.paths.root_dir) / "experiments", audit.machine, bool(cfg.audit.overwrite))
     pictures = plots(audit.points, folder, audit.model)
     lines = report_lines(audit)
     report = folder / "report.md"
