@@ -89,7 +89,9 @@ def test_every_complete_trial_has_one_constraint_per_floor(study_root):
     root, overrides, _ = study_root
     study = load(compose_cfg(overrides))
     baseline = study.trials[0]
-    assert set(baseline.constraints) == {"floor_clip_score", "floor_psnr_db"}
+    named = {key: value for key, value in baseline.constraints.items() if key.startswith("floor_")}
+    assert set(named) == {"floor_clip_score", "floor_psnr_db"}
+    assert baseline.system_attrs["constraints"] == list(named.values())  # the list optuna-dashboard reads
     assert feasible(baseline)  # it is its own reference and its own CLIP ratio
     for trial in study.trials:
         if trial.state == STATES.COMPLETE:
@@ -430,3 +432,35 @@ def test_trials_that_keep_failing_for_one_reason_stop_the_study_until_it_is_fixe
     counted = [t for t in study.trials if t.state != STATES.FAIL]
     assert len(counted) == 5 and counted[0].user_attrs["preset_name"] == "baseline"
     assert study.user_attrs["config_errors"] == [0, 1, 2]  # the failed ones do not count
+
+
+def test_optuna_dashboard_badges_the_best_feasible_trial_never_an_infeasible_one(study_root, tmp_path):
+    import requests
+    from servers import free_port
+
+    root, overrides, _ = study_root
+    study = load(compose_cfg(overrides))
+    fastest = min((t for t in study.trials if t.state == STATES.COMPLETE), key=lambda t: t.value)
+    best = best_feasible(study)
+    assert not feasible(fastest) and best.number != fastest.number  # the dashboard's own pick would be wrong
+    port = free_port()
+    command = [sys.executable, "-m", "harness.dashboard", *overrides, f"dashboard.port={port}"]
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    server = subprocess.Popen(command, cwd=ROOT, start_new_session=True, **quiet)
+    try:
+        for _ in range(60):  # at most 30 s
+            try:
+                studies = requests.get(f"http://127.0.0.1:{port}/api/studies", timeout=1).json()["study_summaries"]
+                break
+            except (requests.RequestException, ValueError):
+                time.sleep(0.5)
+        study_id = next(s["study_id"] for s in studies if s["study_name"] == "video_fast")
+        detail = requests.get(f"http://127.0.0.1:{port}/api/studies/{study_id}", timeout=10).json()
+    finally:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+    assert [t["number"] for t in detail["best_trials"]] == [best.number]
+    assert detail["objective_names"] == ["seconds per video"]  # not "Objective 0"
+    trials = {t["number"]: t for t in detail["trials"]}
+    assert any(value > 0 for value in trials[fastest.number]["constraints"])  # shown infeasible
+    assert {a["key"]: a["value"] for a in trials[best.number]["user_attrs"]}["preset"] == best.user_attrs["preset"]

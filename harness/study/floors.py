@@ -81,4 +81,5 @@ def best_feasible(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
 
 def shortfalls(trial: optuna.trial.FrozenTrial) -> dict[str, float]:
     """By how much a trial missed each floor it missed, by metric name."""
-    return {key.removeprefix("floor_"): value for key, value in (trial.constraints or {}).items() if value > 0}
+    constraints = (trial.constraints or {}).items()
+    return {key.removeprefix("floor_"): value for key, value in constraints if key.startswith("floor_") and value > 0}

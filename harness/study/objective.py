@@ -115,6 +115,7 @@ class Objective:
             if summary.get(metric) is not None:
                 trial.set_user_attr(metric, summary[metric])
         trial.set_user_attr("generated", f"{summary['size']} x {summary['frames']} frames")
+        trial.set_user_attr("preset", preset_name or f"trial-{trial.number}")  # its name, in optuna-dashboard too
         if preset_name == "baseline":
             for metric in FLOOR_METRICS:
                 if f"mean_{metric}" in summary:
@@ -123,12 +124,13 @@ class Objective:
     def _constrain(self, trial: optuna.Trial, summary: dict[str, Any]) -> bool:
         """One constraint per floor (threshold - value, feasible when <= 0); whether all hold."""
         baseline = {m: self.study.user_attrs.get(f"baseline_{m}") for m in FLOOR_METRICS}
-        is_feasible = True
+        slacks = []
         for floor in self.floors:
             if floor.ratio is not None and baseline.get(floor.metric) is None:
                 raise RuntimeError(f"floor {floor.describe()} needs the baseline trial measured first")
-            slack = floor.threshold(baseline) - summary[f"mean_{floor.metric}"]
-            trial.set_constraint(f"floor_{floor.metric}", slack)
-            mlflow.log_metric(f"constraint_{floor.metric}", slack)
-            is_feasible &= slack <= 0
-        return is_feasible
+            slacks.append(floor.threshold(baseline) - summary[f"mean_{floor.metric}"])
+            trial.set_constraint(f"floor_{floor.metric}", slacks[-1])
+            mlflow.log_metric(f"constraint_{floor.metric}", slacks[-1])
+        # optuna-dashboard 0.21 reads only the older list form of constraints: write it too
+        trial.storage.set_trial_system_attr(trial._trial_id, "constraints", slacks)
+        return all(slack <= 0 for slack in slacks)

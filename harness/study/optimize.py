@@ -196,6 +196,7 @@ def search_presets(cfg: DictConfig, base_overrides: list[str]) -> optuna.Study:
     client = mlflow.MlflowClient()
     with lock:
         study = open_study(cfg, storage)
+        study.set_metric_names(["seconds per video"])  # the objective's name in optuna-dashboard
         uncounted = config_errors(study)
         check_comparable(study, identity, any(counts_toward(t, uncounted) for t in study.get_trials(deepcopy=False)))
         study.set_user_attr("floors", [f.describe() for f in floor_list])
