@@ -17,7 +17,8 @@ from harness.study.markdown import write_report
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     try:
-        print(f"wrote {write_report(cfg)}")
+        report = write_report(cfg)
+        print(f"wrote {report} and {report.with_suffix('.html')} (the presets' videos side by side)")
     except ValueError as error:
         sys.exit(f"error: {error}")
 

@@ -18,6 +18,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from harness.measure.plan import plan
+from harness.measure.video import read_video
 from harness.study.floors import best_feasible, feasible
 from harness.study.markdown import levers_section, write_report
 from harness.study.optimize import search_presets
@@ -137,8 +138,16 @@ def test_report_writes_markdown_and_pictures_and_logs_them(study_root):
         assert (report.parent / picture).stat().st_size > 5000
     assert str(root) not in text and "`sqlite:///mlruns/optuna.db`" in text  # no machine's path in a report
     client = store_client(root)
-    logged = {a.path for a in client.list_artifacts(mlflow_runs(root, "study")[0].info.run_id, "report")}
-    assert {"report/report.md", "report/pareto.png", "report/history.png"} <= logged
+    study_run = mlflow_runs(root, "study")[0].info.run_id
+    logged = {a.path for a in client.list_artifacts(study_run, "report")}
+    assert {"report/report.md", "report/pareto.png", "report/history.png", "report/report.html"} <= logged
+    page = (report.parent / "report.html").read_text()  # the presets playing side by side, with their numbers
+    for name in ("baseline", "balanced", "aggressive", "quality_first"):
+        assert f"<b>{name}</b>" in page
+    sources = re.findall(r'<video src="(videos/[^"]+)"', page)
+    assert len(sources) >= 4 and all(read_video(report.parent / src).shape[0] > 1 for src in sources)
+    logged_videos = {a.path for a in client.list_artifacts(study_run, "report/videos")}
+    assert {f"report/{src}" for src in sources} <= logged_videos
 
 
 def test_select_exports_the_worker_format_and_it_loads_back(study_root):

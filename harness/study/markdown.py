@@ -17,6 +17,7 @@ import optuna
 from omegaconf import DictConfig
 
 from harness.measure import tracking
+from harness.study.comparison_page import write_page
 from harness.study.drift import noise_lines
 from harness.study.floors import best_feasible, feasible, shortfalls, status
 from harness.study.plots import plot_history, plot_importances, plot_pareto
@@ -234,15 +235,19 @@ def write_report(cfg: DictConfig) -> Path:
     ]
     report = folder / "report.md"
     report.write_text("\n".join(text))
-    _log_to_study_run(cfg, study.study_name, [report, *pictures, *([importance] if importance else [])])
+    experiment_id = tracking.use_store(cfg)
+    page = write_page(study, folder, experiment_id)
+    _log_to_study_run(study.study_name, experiment_id, folder,
+                      [report, *pictures, *([importance] if importance else []), *page])  # fmt: skip
     return report
 
 
-def _log_to_study_run(cfg: DictConfig, study_name: str, files: list[Path]) -> None:
-    experiment_id = tracking.use_store(cfg)
+def _log_to_study_run(study_name: str, experiment_id: str, folder: Path, files: list[Path]) -> None:
+    """Log the report's files under ``report/`` of the study's run, keeping their folders (the page's videos)."""
     client = mlflow.MlflowClient()
     run_id = study_run_id(client, experiment_id, study_name)
     if run_id is None:
         return
     for file in files:
-        client.log_artifact(run_id, str(file), artifact_path="report")
+        parent = file.parent.relative_to(folder).as_posix()
+        client.log_artifact(run_id, str(file), artifact_path="report" if parent == "." else f"report/{parent}")
