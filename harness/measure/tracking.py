@@ -119,7 +119,8 @@ def experiment_name(cfg: DictConfig) -> str:
 def run_link(run_id: str) -> str:
     """Where to open a run: the server's URL, or the path to open in ``mlflow ui`` for a local store."""
     run = mlflow.get_run(run_id)
-    path = f"#/experiments/{run.info.experiment_id}/runs/{run_id}"
+    # MLflow 3.17's UI starts in its GenAI workflow whatever the experiment's kind; this opens model training
+    path = f"#/experiments/{run.info.experiment_id}/runs/{run_id}?workflowType=machine_learning"
     uri = mlflow.get_tracking_uri()
     if uri.startswith(("http://", "https://")):
         return f"{public_url(uri).rstrip('/')}/{path}"
