@@ -9,7 +9,7 @@ from omegaconf import DictConfig
 
 from harness.measure.session import measure_preset
 from harness.measure.terminal import MEASURED, print_summary
-from harness.measure.tracking import run_link
+from harness.measure.tracking import where_to_look
 from harness.pipeline.load import ModelUnavailableError
 
 
@@ -21,7 +21,7 @@ def main(cfg: DictConfig) -> float:
         sys.exit(f"error: {error}")  # one line, non-zero exit; nothing half-logged
     MEASURED.append(summary)
     print_summary([summary])
-    print(f"MLflow run {summary['run_id']}: {run_link(summary['run_id'])}")
+    print(where_to_look(summary["run_id"]))
     return summary["median_wall_time_s"]
 
 

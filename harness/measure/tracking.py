@@ -10,6 +10,7 @@ workers; run it with ``--artifacts-destination`` so videos travel over HTTP. Ope
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -30,6 +31,17 @@ from harness.measure.video import frame_grid, write_mp4
 for noisy in ("alembic", "mlflow.store.db.utils", "mlflow.tracking.fluent"):
     logging.getLogger(noisy).setLevel(logging.WARNING)
 
+# The runs table's headline columns, kept as a shared view of each experiment (MLflow's UI reads
+# experiment tags mlflow.sharedViewState.<key>, opened by ?viewStateShareKey=<key>).
+HEADLINE_VIEW = "headline"
+HEADLINE_COLUMNS = {
+    "selectedColumns": [
+        *(f"metrics.`{name}`" for name in ("median_wall_time_s", "wall_time_spread", "speedup_vs_baseline",
+                                           "mean_psnr_db", "mean_ssim", "mean_clip_score")),
+        "params.`output_spec`",
+        "params.`spec_change`",
+    ]
+}  # fmt: skip
 # The user's MLFLOW_TRACKING_URI, read before anything runs: mlflow.set_tracking_uri writes the variable too.
 ENV_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")
 # Tags every run this process opens: a run left RUNNING by a dead worker on this machine is closed by the next.
@@ -120,7 +132,16 @@ def run_link(run_id: str) -> str:
     """Where to open a run: the server's URL, or the path to open in ``mlflow ui`` for a local store."""
     run = mlflow.get_run(run_id)
     # MLflow 3.17's UI starts in its GenAI workflow whatever the experiment's kind; this opens model training
-    path = f"#/experiments/{run.info.experiment_id}/runs/{run_id}?workflowType=machine_learning"
+    return _link(f"#/experiments/{run.info.experiment_id}/runs/{run_id}?workflowType=machine_learning")
+
+
+def where_to_look(run_id: str) -> str:
+    """Two lines a person can open: the run, and its experiment's runs table with the headline columns."""
+    experiment_id = mlflow.get_run(run_id).info.experiment_id
+    return f"MLflow run {run_id}: {run_link(run_id)}\nall runs, headline columns: {experiment_link(experiment_id)}"
+
+
+def _link(path: str) -> str:
     uri = mlflow.get_tracking_uri()
     if uri.startswith(("http://", "https://")):
         return f"{public_url(uri).rstrip('/')}/{path}"
@@ -163,9 +184,18 @@ def use_store(cfg: DictConfig) -> str:
         with file_lock(mlruns_dir / ".store.lock"):
             experiment_id = _experiment(experiment, (mlruns_dir / "artifacts" / experiment).as_uri())
     mlflow.set_experiment(experiment_id=experiment_id)
+    client = mlflow.MlflowClient()
     # MLflow 3 opens an experiment on its GenAI overview unless told it holds model runs
-    mlflow.MlflowClient().set_experiment_tag(experiment_id, "mlflow.experimentKind", "custom_model_development")
+    client.set_experiment_tag(experiment_id, "mlflow.experimentKind", "custom_model_development")
+    # a view of the runs table with the headline columns: experiment_link opens it
+    client.set_experiment_tag(experiment_id, f"mlflow.sharedViewState.{HEADLINE_VIEW}", json.dumps(HEADLINE_COLUMNS))
     return experiment_id
+
+
+def experiment_link(experiment_id: str) -> str:
+    """The experiment's runs table with the headline metric columns shown (the server's URL, or ``mlflow ui``'s)."""
+    path = f"#/experiments/{experiment_id}/runs?workflowType=machine_learning&viewStateShareKey={HEADLINE_VIEW}"
+    return _link(path)
 
 
 class Stopped(Exception):
