@@ -38,6 +38,27 @@ def free_port() -> int:
 
 
 @contextmanager
+def serving(command: list[str], log: Path, ready: str) -> Iterator[None]:
+    """A server process (its own session, stopped by PID); ready once ``ready`` answers, within 60 s."""
+    with log.open("w") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        for _ in range(120):
+            try:
+                if requests.get(ready, timeout=1).ok:
+                    break
+            except requests.RequestException:
+                pass
+            time.sleep(0.5)
+        else:
+            raise RuntimeError(f"{command[:4]} did not start: {log.read_text()[-2000:]}")
+        yield
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+@contextmanager
 def mlflow_server(folder: Path) -> Iterator[str]:
     """``mlflow server`` on 127.0.0.1 with proxied artifacts in ``folder``; yields its URL."""
     port = free_port()
@@ -45,21 +66,6 @@ def mlflow_server(folder: Path) -> Iterator[str]:
     command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
     command += ["--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}"]
     command += ["--artifacts-destination", str(folder / "artifacts")]
-    log = (folder / "server.log").open("w")
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(120):  # at most 60 s
-            try:
-                if requests.get(f"{url}/health", timeout=1).ok:
-                    break
-            except requests.RequestException:
-                pass
-            time.sleep(0.5)
-        else:
-            raise RuntimeError(f"mlflow server did not start: {(folder / 'server.log').read_text()[-2000:]}")
+    with serving(command, folder / "server.log", f"{url}/health"):
         yield url
-    finally:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-        log.close()
