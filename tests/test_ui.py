@@ -4,6 +4,7 @@ measured on the tiny model. Screenshots go to outputs/ui-screenshots/."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,8 +26,9 @@ PRESETS = ("baseline", "balanced", "aggressive", "quality_first")
 
 
 def harness(module: str, *args: str) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}  # set by earlier in-process tests
     result = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True,
-                            timeout=900)  # fmt: skip
+                            timeout=900, env=env)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
 
 
