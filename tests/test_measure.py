@@ -316,3 +316,12 @@ def test_matching_the_reference_holds_the_last_frame_and_upsamples():
     matched = match_reference(short, (4, 8, 4, 3))
     assert matched.shape == (4, 8, 4, 3)
     assert [int(frame.mean()) for frame in matched] == [10, 20, 20, 20]  # frame j at second j; then the last held
+
+
+def test_mp4_writing_is_a_switch_for_machines_without_ffmpeg(make_cfg, tmp_path):
+    summary = measure_preset(make_cfg("+experiment=balanced", "tracking.video=false"))
+    client = store_client(tmp_path)
+    child = children(client, client.get_run(summary["run_id"]))[0]
+    names = {item.path for item in client.list_artifacts(child.info.run_id)}
+    assert names == {"frames.png", "config.yaml", "side_by_side.png"}  # the grids still show what was made
+    assert child.data.metrics["time_video_write_s"] == 0.0
