@@ -90,6 +90,8 @@ def test_the_mlflow_ui_shows_the_runs_with_headline_columns_and_side_by_side_vid
             assert column in text
         assert all(f"{name} | tiny" in text for name in PRESETS) and "Overview" not in text.split("Runs")[0]
         runs = {r.data.tags["preset_name"]: r for r in client.search_runs([experiment], "tags.kind = 'preset'")}
+        for name in PRESETS[1:]:  # each proposal preset beside the baseline (the baseline is the reference itself)
+            assert "side_by_side.mp4" in {a.path for a in client.list_artifacts(runs[name].info.run_id)}
         run = runs["aggressive"]  # 9 frames beside the baseline's 17: the side by side lasts as long as the longer
         frames = max(int(runs[name].data.params["num_frames"]) for name in ("aggressive", "baseline"))
         artifact = f"#/experiments/{experiment}/runs/{run.info.run_id}/artifacts/side_by_side.mp4"

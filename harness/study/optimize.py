@@ -212,4 +212,5 @@ def search_presets(cfg: DictConfig, base_overrides: list[str]) -> optuna.Study:
         print(f"floors: {'; '.join(f.describe() for f in floor_list)}; storage {shown}")
         _work(cfg, Worker(cfg, base_overrides, study, storage, lock), run_id, client, experiment_id)
     print_outcome(study, float(cfg.timing.noise_bound))
+    print(tracking.where_to_look(run_id))
     return study
