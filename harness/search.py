@@ -1,7 +1,7 @@
 """Search for the fastest preset that keeps every quality floor (an Optuna study).
 
     python -m harness.search model=toy search.n_trials=12     # new study, or continue it
-    optuna-dashboard sqlite:///mlruns/optuna.db                # the same storage, live
+    python -m harness.dashboard                                # the same storage, live (best = best feasible)
 
 See ``harness.study.optimize`` for what a study does.
 """

@@ -3,7 +3,7 @@
 It holds a table of every trial, the Pareto front of time against quality, parameter
 importances and the optimization history (PNGs), and the baseline against the best
 feasible trial and the proposal's presets; all are logged to the study's MLflow run.
-``optuna-dashboard sqlite:///mlruns/optuna.db`` opens the same storage.
+``python -m harness.dashboard`` opens the same storage in optuna-dashboard.
 """
 
 from __future__ import annotations
@@ -187,7 +187,8 @@ def _header(cfg: DictConfig, study: optuna.Study) -> list[str]:
     url = public_url(storage_url(cfg), cfg.paths.root_dir)
     return [
         f"# Study `{study.study_name}`\n",
-        f"Storage: `{url}` (open it live: `optuna-dashboard {url}`). {study.user_attrs.get('machine', '')}\n",
+        f"Storage: `{url}` (open it live: `python -m harness.dashboard`, optuna-dashboard with the best feasible "
+        f"trial badged). {study.user_attrs.get('machine', '')}\n",
         "Objective: median generation wall time per video over the prompt set. "
         f"Floors: {'; '.join(floors) or 'none'}.\n",
         f"Trials: {len(study.trials)} — " + ", ".join(f"{n} {s}" for s, n in counts.items()) + ".\n",
