@@ -184,12 +184,26 @@ def use_store(cfg: DictConfig) -> str:
         with file_lock(mlruns_dir / ".store.lock"):
             experiment_id = _experiment(experiment, (mlruns_dir / "artifacts" / experiment).as_uri())
     mlflow.set_experiment(experiment_id=experiment_id)
-    client = mlflow.MlflowClient()
-    # MLflow 3 opens an experiment on its GenAI overview unless told it holds model runs
-    client.set_experiment_tag(experiment_id, "mlflow.experimentKind", "custom_model_development")
-    # a view of the runs table with the headline columns: experiment_link opens it
-    client.set_experiment_tag(experiment_id, f"mlflow.sharedViewState.{HEADLINE_VIEW}", json.dumps(HEADLINE_COLUMNS))
+    _tag_experiment(experiment_id)
     return experiment_id
+
+
+def _tag_experiment(experiment_id: str) -> None:
+    """Tags that make MLflow's UI open the experiment on its runs, with the headline columns."""
+    tags = {
+        # MLflow 3 opens an experiment on its GenAI overview unless told it holds model runs
+        "mlflow.experimentKind": "custom_model_development",
+        # a view of the runs table with the headline columns: experiment_link opens it
+        f"mlflow.sharedViewState.{HEADLINE_VIEW}": json.dumps(HEADLINE_COLUMNS),
+    }
+    client = mlflow.MlflowClient()
+    present = client.get_experiment(experiment_id).tags
+    for key, value in tags.items():
+        if present.get(key) != value:
+            try:
+                client.set_experiment_tag(experiment_id, key, value)
+            except MlflowException:  # another worker tagged it at the same moment
+                pass
 
 
 def experiment_link(experiment_id: str) -> str:
