@@ -271,8 +271,8 @@ def test_choose_prefers_fidelity_among_equally_fast_trials():
 def test_a_failing_trial_is_recorded_and_the_study_goes_on(tmp_path, base_overrides, monkeypatch):
     from harness.pipeline.generate import generate as real_generate
 
-    def generate_or_fail(loaded, request, solvers):  # inject a fault into one preset's generations
-        if request.solver == "dpm++" and request.steps == 20:
+    def generate_or_fail(loaded, request, solvers):  # inject a fault into quality_first's generations
+        if (request.solver, request.steps, request.shift, request.guidance) == ("dpm++", 20, 4.0, 6.5):
             raise RuntimeError("the generated video contains NaN or inf values")
         return real_generate(loaded, request, solvers)
 
