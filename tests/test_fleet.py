@@ -121,11 +121,13 @@ def test_three_workers_on_postgresql_with_an_mlflow_server_never_show_the_passwo
 
 def wait_for_running(storage: str, wanted, deadline_s: float = 300) -> int:
     """The number of the first RUNNING trial ``wanted(trial)`` accepts, polling for at most ``deadline_s``."""
-    deadline = time.time() + deadline_s
+    deadline, study = time.time() + deadline_s, None
     while time.time() < deadline:
         try:
-            watcher = optuna.storages.RDBStorage(storage, skip_table_creation=True)  # never races the workers
-            trials = optuna.load_study(study_name="video_fast", storage=watcher).get_trials(deepcopy=False)
+            if study is None:  # made once (quick polls catch short trials); never creates tables, never races
+                watcher = optuna.storages.RDBStorage(storage, skip_table_creation=True)
+                study = optuna.load_study(study_name="video_fast", storage=watcher)
+            trials = study.get_trials(deepcopy=False)
         except (KeyError, sqlalchemy.exc.OperationalError, optuna.exceptions.StorageInternalError):  # not created yet
             trials = []
         for trial in trials:
@@ -136,7 +138,7 @@ def wait_for_running(storage: str, wanted, deadline_s: float = 300) -> int:
 
 
 def test_sigkill_at_any_moment_loses_only_the_killed_trial(tmp_path, model_dir):
-    args = worker_args(tmp_path, model_dir, "search.n_trials=7", "search.seeds=[0,1,2]")
+    args = worker_args(tmp_path, model_dir, "search.n_trials=9", "search.seeds=[0,1,2]")
     storage = f"sqlite:///{tmp_path}/mlruns/optuna.db"
     log = tmp_path / "worker.log"
     moments = [  # which trial is running when the worker is killed, and when it is restarted
@@ -153,7 +155,7 @@ def test_sigkill_at_any_moment_loses_only_the_killed_trial(tmp_path, model_dir):
         time.sleep(pause_s)
     finish([start(args, log)], [log])
     study = optuna.load_study(study_name="video_fast", storage=storage)
-    check_study(study, store_client(tmp_path), 7)
+    check_study(study, store_client(tmp_path), 9)
     for number in killed:  # killed trials failed as stale, without a reason, and were not counted
         trial = study.trials[number]
         assert trial.state == STATES.FAIL and "fail_reason" not in trial.user_attrs and not counts_toward(trial)
