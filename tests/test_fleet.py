@@ -138,7 +138,9 @@ def wait_for_running(storage: str, wanted, deadline_s: float = 300) -> int:
 
 
 def test_sigkill_at_any_moment_loses_only_the_killed_trial(tmp_path, model_dir):
-    args = worker_args(tmp_path, model_dir, "search.n_trials=9", "search.seeds=[0,1,2]")
+    # pruning off: a searched trial pruned before it generates would be RUNNING too briefly to be killed
+    no_pruning = ["search.prune_predicted=false", "search.prune_quality=false"]
+    args = worker_args(tmp_path, model_dir, "search.n_trials=9", "search.seeds=[0,1,2]", *no_pruning)
     storage = f"sqlite:///{tmp_path}/mlruns/optuna.db"
     log = tmp_path / "worker.log"
     moments = [  # which trial is running when the worker is killed, and when it is restarted

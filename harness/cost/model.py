@@ -16,6 +16,7 @@ class CostModel:
     per_pass: float  # seconds per transformer pass, whatever the tokens
     per_token: float  # seconds per transformer pass and token
     errors: tuple[float, ...]  # |predicted - measured| / measured, per point
+    loo_errors: tuple[float, ...] = ()  # the same, each point predicted by a fit to the others
 
     def predict(self, steps: float, passes: float, tokens: float) -> float:
         """Predicted seconds per video."""
@@ -29,6 +30,12 @@ class CostModel:
     def max_error(self) -> float:
         return float(np.max(self.errors))
 
+    @property
+    def loo_error(self) -> float:
+        """The median leave-one-out relative error: how far off it is on a point it was not fitted to
+        (in-sample errors flatter a model fitted to few points)."""
+        return float(np.median(self.loo_errors)) if self.loo_errors else float("inf")
+
 
 def fit_cost_model(points: Sequence[tuple[int, int, int, float]]) -> CostModel:
     """Fit the cost model to measured points.
@@ -41,6 +48,17 @@ def fit_cost_model(points: Sequence[tuple[int, int, int, float]]) -> CostModel:
     """
     design = np.array([[1.0, steps * passes, steps * passes * tokens] for steps, passes, tokens, _ in points])
     target = np.array([seconds for *_, seconds in points])
-    (fixed, per_pass, per_token), *_ = np.linalg.lstsq(design, target, rcond=None)
-    errors = np.abs(design @ np.array([fixed, per_pass, per_token]) - target) / target
-    return CostModel(float(fixed), float(per_pass), float(per_token), tuple(float(e) for e in errors))
+    coefficients = _least_squares(design, target)
+    errors = np.abs(design @ coefficients - target) / target
+    loo = []
+    for left_out in range(len(target)):
+        keep = np.arange(len(target)) != left_out
+        predicted = design[left_out] @ _least_squares(design[keep], target[keep])
+        loo.append(abs(predicted - target[left_out]) / target[left_out])
+    fixed, per_pass, per_token = (float(c) for c in coefficients)
+    return CostModel(fixed, per_pass, per_token, tuple(float(e) for e in errors), tuple(float(e) for e in loo))
+
+
+def _least_squares(design: np.ndarray, target: np.ndarray) -> np.ndarray:
+    # minimum-norm solution: at one token count the token column is a multiple of the pass column
+    return np.linalg.lstsq(design, target, rcond=None)[0]

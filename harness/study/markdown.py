@@ -21,6 +21,7 @@ from harness.study.comparison_page import write_page
 from harness.study.drift import noise_lines
 from harness.study.floors import best_feasible, feasible, shortfalls, status
 from harness.study.plots import plot_history, plot_importances, plot_pareto
+from harness.study.pruning import summary as pruning_summary
 from harness.study.storage import load_study, public_url, storage_url, study_run_id
 
 
@@ -192,6 +193,7 @@ def _header(cfg: DictConfig, study: optuna.Study) -> list[str]:
         "Objective: median generation wall time per video over the prompt set. "
         f"Floors: {'; '.join(floors) or 'none'}.\n",
         f"Trials: {len(study.trials)} — " + ", ".join(f"{n} {s}" for s, n in counts.items()) + ".\n",
+        *([f"Pruning: {line}.\n"] if (line := pruning_summary(study.trials)) else []),
     ]
 
 

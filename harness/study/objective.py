@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import mlflow
 import optuna
 from omegaconf import DictConfig, OmegaConf
 
 from harness.measure import tracking
-from harness.measure.plan import plan
-from harness.measure.session import measure_in_run, open_session
+from harness.measure.plan import Plan, plan
+from harness.measure.session import Session, measure_in_run, open_session
 from harness.study import space
 from harness.study.compose import compose_trial
-from harness.study.floors import FLOOR_METRICS, best_feasible, floors
+from harness.study.floors import FLOOR_METRICS, floors
+from harness.study.pruning import Cost, Gate, prediction_error, rules, set_floor_constraints
 from harness.study.storage import public_url, storage_url
 
 SUMMARY_ATTRS = (
@@ -45,27 +46,12 @@ class Objective:
         self.dists = space.distributions(OmegaConf.to_container(cfg.search.space, resolve=True), self.solvers)
         self.floors = floors(cfg)
         self.url = public_url(storage_url(cfg))
+        self.rules = rules(cfg)
 
     def trial_cfg(self, params: dict[str, Any], name: str) -> DictConfig:
         """The trial's config: the study's overrides, the trial's values, the study's seeds."""
         seeds = list(self.cfg.search.seeds)
         return compose_trial([*self.base_overrides, *space.overrides(params), f"name={name}", f"prompts.seeds={seeds}"])
-
-    def _pruner(self, trial: optuna.Trial, named: bool) -> Callable[[int, dict[str, float]], None]:
-        best = best_feasible(self.study)
-        margin = float(self.cfg.search.prune_margin)
-
-        def on_video(index: int, metrics: dict[str, float]) -> None:
-            if named or best is None or metrics["wall_time_s"] <= margin * best.value:
-                return
-            reason = (
-                f"video {index + 1} took {metrics['wall_time_s']:.3f} s > {margin:g} x best feasible "
-                f"{best.value:.3f} s (trial {best.number})"
-            )
-            trial.set_user_attr("prune_reason", reason)
-            raise PrunedTrial(reason)
-
-        return on_video
 
     def __call__(self, trial: optuna.Trial) -> float:
         params = space.suggest(trial, self.dists)
@@ -88,26 +74,66 @@ class Objective:
         return summary["median_wall_time_s"]
 
     def _measure(self, trial: optuna.Trial, params: dict[str, Any], name: str, named: bool) -> dict[str, Any]:
-        """Measure the trial's preset; a pruned or failed trial's reason goes to Optuna and MLflow."""
+        """Measure the trial's preset unless its gate prunes it; a pruned or failed trial's reason goes to
+        Optuna and MLflow."""
+        gate = Gate.open(self.study, self.rules, self.floors, named)
         try:
             cfg = self.trial_cfg(params, name)
             plan_ = plan(cfg)
-            return measure_in_run(
+            session = open_session(cfg, plan_)
+            self._before(trial, gate, trial_cost(plan_, session), params)
+            summary = measure_in_run(
                 cfg,
                 plan_,
-                open_session(cfg, plan_),
-                on_video=self._pruner(trial, named),
+                session,
+                on_video=lambda index, metrics: self._after_video(trial, gate, metrics),
                 video_tags={"study": self.study.study_name, "trial_number": str(trial.number)},
             )
         except optuna.TrialPruned:
-            mlflow.set_tag("state", "PRUNED")
-            mlflow.set_tag("prune_reason", trial.user_attrs.get("prune_reason", ""))
+            mlflow.set_tags({"state": "PRUNED", "prune_reason": trial.user_attrs.get("prune_reason", "")})
             raise
         except Exception as error:
             reason = f"{type(error).__name__}: {error}".splitlines()[0][:500]
             trial.set_user_attr("fail_reason", reason)
             mlflow.set_tags({"state": "FAIL", "fail_reason": reason})
             raise
+        trial.set_user_attr("video_scores", gate.video_scores())
+        self._log_prediction(trial, gate.predicted_s, summary["median_wall_time_s"])
+        return summary
+
+    def _before(self, trial: optuna.Trial, gate: Gate, cost: Cost, params: dict[str, Any]) -> None:
+        """Record what the trial will cost; prune it, generating nothing, when it repeats a measured preset or
+        is predicted to lose."""
+        trial.set_user_attr("cost", cost.attrs())
+        same = gate.same_as(params)
+        if same is not None:
+            self._prune(trial, gate.repeat(trial, same))
+        reason = gate.before(cost)
+        if gate.predicted_s is not None:
+            trial.set_user_attr("predicted_time_s", gate.predicted_s)
+            mlflow.log_metric("predicted_time_s", gate.predicted_s)
+        if reason:
+            self._prune(trial, reason)
+
+    def _after_video(self, trial: optuna.Trial, gate: Gate, metrics: dict[str, float]) -> None:
+        reason = gate.after_video(trial, metrics)
+        if reason:
+            trial.set_user_attr("video_scores", gate.video_scores())
+            set_floor_constraints(trial, gate.slacks())  # the videos so far: samplers learn it is infeasible
+            self._prune(trial, reason)
+
+    @staticmethod
+    def _prune(trial: optuna.Trial, reason: str) -> None:
+        trial.set_user_attr("prune_reason", reason)
+        raise PrunedTrial(reason)
+
+    @staticmethod
+    def _log_prediction(trial: optuna.Trial, predicted: float | None, measured: float) -> None:
+        """How far the cost model's prediction was from the measured time (its error, reported)."""
+        error = prediction_error(predicted, measured)
+        if error is not None:
+            trial.set_user_attr("prediction_error", error)
+            mlflow.log_metric("prediction_error", error)
 
     def _record(self, trial: optuna.Trial, summary: dict[str, Any], preset_name: str | None) -> None:
         """The trial's summary as user attributes; the baseline's scores also on the study."""
@@ -124,13 +150,23 @@ class Objective:
     def _constrain(self, trial: optuna.Trial, summary: dict[str, Any]) -> bool:
         """One constraint per floor (threshold - value, feasible when <= 0); whether all hold."""
         baseline = {m: self.study.user_attrs.get(f"baseline_{m}") for m in FLOOR_METRICS}
-        slacks = []
+        slacks = {}
         for floor in self.floors:
             if floor.ratio is not None and baseline.get(floor.metric) is None:
                 raise RuntimeError(f"floor {floor.describe()} needs the baseline trial measured first")
-            slacks.append(floor.threshold(baseline) - summary[f"mean_{floor.metric}"])
-            trial.set_constraint(f"floor_{floor.metric}", slacks[-1])
-            mlflow.log_metric(f"constraint_{floor.metric}", slacks[-1])
-        # optuna-dashboard 0.21 reads only the older list form of constraints: write it too
-        trial.storage.set_trial_system_attr(trial._trial_id, "constraints", slacks)
-        return all(slack <= 0 for slack in slacks)
+            slacks[floor.metric] = floor.threshold(baseline) - summary[f"mean_{floor.metric}"]
+            mlflow.log_metric(f"constraint_{floor.metric}", slacks[floor.metric])
+        set_floor_constraints(trial, slacks)
+        return all(slack <= 0 for slack in slacks.values())
+
+
+def trial_cost(plan_: Plan, session: Session) -> Cost:
+    """What one of the plan's videos costs, known before generating it."""
+    request = plan_.request(plan_.prompts[0], plan_.seeds[0])
+    speed = plan_.speed
+    return Cost(
+        steps=request.steps,
+        calls=request.steps + request.guided_steps,
+        tokens=session.loaded.latent_grid(*plan_.shape.generated)[1],
+        levers=f"cache={speed.cache} attention={speed.attention} compile={speed.compile}",
+    )

@@ -29,6 +29,9 @@ from harness.study.drift import check_drift, noise_lines
 from harness.study.fingerprint import check_comparable, measured_with
 from harness.study.floors import Floor, best_feasible, feasible, floors, shortfalls
 from harness.study.lock import StudyLock, check_scheme
+from harness.study.pruning import optuna_pruner, rules
+from harness.study.pruning import summary as pruning_summary
+from harness.study.samplers import make_sampler
 from harness.study.storage import close_orphans, open_study, rdb_storage, storage_url, study_run_id
 from harness.study.workers import Worker, config_errors, counts_toward
 
@@ -70,8 +73,9 @@ def print_outcome(study: optuna.Study, noise_bound: float) -> None:
         elif trial.state == optuna.trial.TrialState.COMPLETE and not feasible(trial):
             missed = ", ".join(f"{key} by {value:.3g}" for key, value in shortfalls(trial).items())
             print(f"  infeasible #{trial.number} ({trial.user_attrs.get('preset_name', 'searched')}): missed {missed}")
-    for line in noise_lines(study, noise_bound):
-        print(f"  {line}")
+    for line in [pruning_summary(trials), *noise_lines(study, noise_bound)]:
+        if line:
+            print(f"  {line}")
     best = best_feasible(study)
     baseline = next(
         (
@@ -105,9 +109,13 @@ def _check_settings(cfg: DictConfig) -> tuple[dict, list[Floor], int]:
     if any(f.ratio is not None for f in floor_list) and "baseline" not in list(cfg.search.enqueue or []):
         raise ValueError("search.floors with a ratio need 'baseline' in search.enqueue (it is measured first)")
     n_trials = check_int("search.n_trials", cfg.search.n_trials, 1)
-    margin = cfg.search.prune_margin
-    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not margin >= 1:
-        raise ValueError(f"search.prune_margin={margin!r} must be a number >= 1 (a multiple of the best time)")
+    rules(cfg)
+    optuna_pruner(cfg.search.pruner)
+    make_sampler(
+        str(cfg.search.sampler.type),
+        0,
+        check_int("search.sampler.n_startup_trials", cfg.search.sampler.n_startup_trials, 0),
+    )
     seeds = list(cfg.search.seeds or [])
     if not seeds:
         raise ValueError("search.seeds=[] must list at least one integer seed")

@@ -15,6 +15,8 @@ from omegaconf import DictConfig
 
 from harness.measure.tracking import WORKER, public_url
 from harness.study.lock import StudyLock
+from harness.study.pruning import optuna_pruner
+from harness.study.samplers import make_sampler
 
 log = logging.getLogger(__name__)
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
@@ -65,13 +67,13 @@ def rdb_storage(cfg: DictConfig) -> optuna.storages.RDBStorage:
 
 def open_study(cfg: DictConfig, storage: optuna.storages.RDBStorage) -> optuna.Study:
     """Create the study, or load it when it exists (call under the study's lock)."""
-    sampler = optuna.samplers.TPESampler(
-        seed=worker_seed(cfg.search.sampler.seed), n_startup_trials=int(cfg.search.sampler.n_startup_trials)
-    )
+    settings = cfg.search.sampler
+    sampler = make_sampler(str(settings.type), worker_seed(settings.seed), int(settings.n_startup_trials))
     return optuna.create_study(
         study_name=str(cfg.search.study_name),
         storage=storage,
         sampler=sampler,
+        pruner=optuna_pruner(cfg.search.pruner),
         direction="minimize",
         load_if_exists=True,
     )

@@ -1,0 +1,113 @@
+"""Descent from the baseline: a sampler for "the cheapest preset that still makes the baseline's video".
+
+The floors are fidelity to the baseline, so feasible presets lie around it. This sampler
+walks down from the cheapest feasible presets measured so far (the baseline first): it
+proposes their untried neighbours, one knob one notch away, moves that cut the work first
+(fewer steps, frames or pixels, guidance off), then moves that cost the same (another solver,
+shift or guidance) and may open a cheaper path. A feasible neighbour that does less work
+becomes the new frontier. When no neighbour is left, Optuna's TPE proposes. The seed orders
+moves of equal rank.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution
+
+from harness.preset import parse_size
+from harness.study.floors import feasible
+
+CHEAPER_WHEN_LOWER = ("sample_steps", "frame_num", "guidance_stop")
+PROPOSED = "descent:params"  # a running trial's proposed values, before it suggests them
+
+
+class DescentSampler(optuna.samplers.BaseSampler):
+    """Propose untried one-notch neighbours of the cheapest feasible trials; TPE when there are none."""
+
+    def __init__(self, seed: int, n_startup_trials: int):
+        self._rng = random.Random(seed)
+        self._fallback = optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup_trials)
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: Any) -> dict[str, BaseDistribution]:
+        return optuna.search_space.intersection_search_space(study.get_trials(deepcopy=False))
+
+    def sample_relative(self, study: optuna.Study, trial: Any, space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        if not space:
+            return {}
+        # a trial that failed with a reason was tried; one whose process was killed (no reason) was not
+        tried = [
+            {**t.system_attrs.get(PROPOSED, {}), **t.params}
+            for t in study.get_trials(deepcopy=False)
+            if t.state != optuna.trial.TrialState.FAIL or "fail_reason" in t.user_attrs
+        ]
+        for params in self._moves(study, space):
+            if params not in tried:
+                # other workers see what this running trial will measure (their asks are serialised by the lock)
+                study._storage.set_trial_system_attr(trial._trial_id, PROPOSED, params)
+                return params
+        fallback_space = self._fallback.infer_relative_search_space(study, trial)
+        return self._fallback.sample_relative(study, trial, fallback_space)
+
+    def sample_independent(self, study: optuna.Study, trial: Any, name: str, dist: BaseDistribution) -> Any:
+        return self._fallback.sample_independent(study, trial, name, dist)
+
+    def before_trial(self, study: optuna.Study, trial: Any) -> None:
+        self._fallback.before_trial(study, trial)
+
+    def after_trial(self, study: optuna.Study, trial: Any, state: Any, values: Any) -> None:
+        self._fallback.after_trial(study, trial, state, values)
+
+    def _moves(self, study: optuna.Study, space: dict[str, BaseDistribution]) -> list[dict[str, Any]]:
+        """The frontier's neighbours: work-cutting moves first, then same-work moves, each group shuffled."""
+        frontier = _frontier(study, space)
+        cheaper, same = [], []
+        for params in frontier:
+            for key, dist in space.items():
+                for value in _neighbours(params[key], dist):
+                    move = {**params, key: value}
+                    rank = _work_change(key, params[key], value)
+                    if rank < 0:
+                        cheaper.append(move)
+                    elif rank == 0:
+                        same.append(move)
+        self._rng.shuffle(cheaper)
+        self._rng.shuffle(same)
+        return cheaper + same
+
+
+def _frontier(study: optuna.Study, space: dict[str, BaseDistribution]) -> list[dict[str, Any]]:
+    """The feasible trials that do the least work (transformer calls x tokens, else their time)."""
+    measured = [t for t in study.get_trials(deepcopy=False) if feasible(t) and set(space) <= set(t.params)]
+    if not measured:
+        return []
+
+    def work(trial: optuna.trial.FrozenTrial) -> float:
+        cost = trial.user_attrs.get("cost")
+        return cost["calls"] * cost["tokens"] if cost else trial.value
+
+    least = min(work(t) for t in measured)
+    return [{k: t.params[k] for k in space} for t in measured if work(t) == least]
+
+
+def _neighbours(value: Any, dist: BaseDistribution) -> list[Any]:
+    """Values one notch away: every other choice of a categorical, the values next to it on a numeric scale."""
+    if isinstance(dist, CategoricalDistribution):
+        return [c for c in dist.choices if c != value]
+    step = dist.step or (dist.high - dist.low) / 8
+    kind = int if isinstance(dist, optuna.distributions.IntDistribution) else float
+    return [kind(round(value + delta, 6)) for delta in (-step, step) if dist.low <= value + delta <= dist.high]
+
+
+def _work_change(key: str, old: Any, new: Any) -> int:
+    """-1 when the move cuts the work per video, 1 when it adds to it, 0 when it costs the same."""
+    if key in CHEAPER_WHEN_LOWER:
+        return (new > old) - (new < old)
+    if key == "sample_guide_scale":
+        return (old <= 1) - (new <= 1)  # guidance above 1 runs a second, unconditional pass
+    if key == "size":
+        area_old, area_new = (w * h for w, h in (parse_size(old), parse_size(new)))
+        return (area_new > area_old) - (area_new < area_old)
+    return 0

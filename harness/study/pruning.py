@@ -1,0 +1,291 @@
+"""Stop a trial as soon as the evidence says it cannot win, and not before.
+
+Rules, each judged on what the study has measured, never on one video:
+
+- **repeat** (before generating): a searched proposal identical to a finished trial takes
+  that trial's outcome (its running medians and floor slacks) instead of paying again.
+- **prediction** (before generating): the cost model fitted to the study's own measured
+  trials predicts the trial slower than it predicts the best feasible trial, by more than
+  the model's measured (median leave-one-out) error -> pruned, nothing generated. Comparing
+  prediction with prediction keeps the best trial's lucky or unlucky noise out of it.
+- **quality** (after each video): the mean of the trial's videos so far, plus the most the
+  remaining videos have ever lifted a trial's mean (measured per position on the study's
+  complete trials, the baseline among them: prompts and seeds always run in one order),
+  is still below a floor -> it cannot end above the floor.
+- **time** (after each video, from the second): the median of the videos so far, less its
+  spread, is slower than ``search.prune_margin`` x the best feasible median.
+
+An Optuna pruner chosen in config (``search.pruner``) sees each video's running median
+through ``trial.report`` and may prune too. Named presets (the baseline, the proposal's) are
+never pruned: the report compares them. The same code drives ``benchmarks/search_cost.py``.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import optuna
+from omegaconf import DictConfig, OmegaConf
+
+from harness.cost.model import CostModel, fit_cost_model
+from harness.pipeline.clocks import relative_spread
+from harness.study.floors import FLOOR_METRICS, Floor, best_feasible
+
+SPREAD_TRIALS = 3  # complete trials (the baseline among them) whose videos measure the quality spread
+MODEL_POINTS = 4  # measured trials the cost model needs before it may prune anything
+PRUNERS = (
+    "MedianPruner",
+    "PercentilePruner",
+    "SuccessiveHalvingPruner",
+    "HyperbandPruner",
+    "ThresholdPruner",
+    "WilcoxonPruner",
+)
+STATES = optuna.trial.TrialState
+
+
+@dataclass(frozen=True)
+class Rules:
+    """Which rules are on (``search.prune_*``)."""
+
+    time_margin: float = 1.25
+    quality: bool = True
+    predict: bool = True
+
+
+def rules(cfg: DictConfig) -> Rules:
+    """The configured rules, checked.
+
+    Raises:
+        ValueError: a margin that is not a number >= 1, a switch that is not true/false.
+    """
+    margin = cfg.search.prune_margin
+    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not margin >= 1:
+        raise ValueError(f"search.prune_margin={margin!r} must be a number >= 1 (a multiple of the best time)")
+    for key in ("prune_quality", "prune_predicted"):
+        if not isinstance(cfg.search[key], bool):
+            raise ValueError(f"search.{key}={cfg.search[key]!r} must be true or false")
+    return Rules(float(margin), bool(cfg.search.prune_quality), bool(cfg.search.prune_predicted))
+
+
+def optuna_pruner(spec: Mapping[str, Any] | None) -> optuna.pruners.BasePruner:
+    """The Optuna pruner ``search.pruner`` names (``{type: MedianPruner, n_startup_trials: 5}``), or none.
+
+    Raises:
+        ValueError: an unknown type or arguments the pruner does not take.
+    """
+    if spec is None:
+        return optuna.pruners.NopPruner()
+    spec = dict(OmegaConf.to_container(spec) if isinstance(spec, DictConfig) else spec)
+    kind = spec.pop("type", None)
+    if kind not in PRUNERS:
+        raise ValueError(f"search.pruner.type={kind!r} is not an Optuna pruner; allowed: {list(PRUNERS)} or null")
+    try:
+        return getattr(optuna.pruners, kind)(**spec)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"search.pruner={ {'type': kind, **spec} } is refused by {kind}: {error}") from None
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What a trial's video costs, known before generating it."""
+
+    steps: int
+    calls: int  # transformer calls per video: steps, plus one per guided step
+    tokens: int  # transformer tokens per call (latent frames x height x width / patch)
+    levers: str  # the speed levers; the model only predicts for trials with the same ones, cache off
+
+    @property
+    def predictable(self) -> bool:
+        return "cache=none" in self.levers
+
+    def attrs(self) -> dict[str, Any]:
+        return {"steps": self.steps, "calls": self.calls, "tokens": self.tokens, "levers": self.levers}
+
+
+def cost_model(trials: Sequence[optuna.trial.FrozenTrial], levers: str) -> CostModel | None:
+    """The cost model fitted to complete trials with these levers, or None with too few of them."""
+    points = []
+    for trial in trials:
+        cost = trial.user_attrs.get("cost")
+        if trial.state == STATES.COMPLETE and cost and cost["levers"] == levers:
+            points.append((cost["steps"], cost["calls"] / cost["steps"], cost["tokens"], trial.value))
+    if len(points) < MODEL_POINTS or len({steps * passes for steps, passes, *_ in points}) < 2:
+        return None
+    return fit_cost_model(points)
+
+
+def quality_lift(trials: Sequence[optuna.trial.FrozenTrial], metric: str, videos: int) -> float | None:
+    """How far a trial's final mean of ``metric`` has risen above the mean of its first ``videos`` videos, at most,
+    over the study's complete trials (prompts and seeds run in one order, so this is measured per position).
+
+    None until :data:`SPREAD_TRIALS` complete trials with more than ``videos`` videos measured it.
+    """
+    lifts = []
+    for trial in trials:
+        values = (trial.user_attrs.get("video_scores") or {}).get(metric) or []
+        if trial.state == STATES.COMPLETE and len(values) > videos:
+            lifts.append(statistics.fmean(values) - statistics.fmean(values[:videos]))
+    return max(lifts) if len(lifts) >= SPREAD_TRIALS else None
+
+
+@dataclass
+class Gate:
+    """A trial's pruning rules, with the study's evidence at the trial's start."""
+
+    rules: Rules
+    floors: list[Floor]
+    named: bool  # an enqueued preset: measured in full whatever happens
+    best: optuna.trial.FrozenTrial | None
+    baseline: dict[str, float]
+    trials: list[optuna.trial.FrozenTrial]
+    pruned: list[optuna.trial.FrozenTrial] = field(default_factory=list)
+    rows: list[dict[str, float]] = field(default_factory=list)
+    predicted_s: float | None = None
+
+    @classmethod
+    def open(cls, study: optuna.Study, rules_: Rules, floors: list[Floor], named: bool) -> "Gate":
+        """The gate of a trial starting now."""
+        trials = study.get_trials(deepcopy=False, states=(STATES.COMPLETE,))
+        attrs = study.user_attrs
+        baseline = {metric: attrs[f"baseline_{metric}"] for metric in FLOOR_METRICS if f"baseline_{metric}" in attrs}
+        pruned = study.get_trials(deepcopy=False, states=(STATES.PRUNED,))
+        return cls(rules_, floors, named, best_feasible(study), baseline, trials, pruned)
+
+    def same_as(self, params: Mapping[str, Any]) -> optuna.trial.FrozenTrial | None:
+        """A finished trial (complete, or pruned after measuring) of exactly these values, when this trial is
+        a searched one: measuring it again would pay for the same answer."""
+        if self.named or not self.rules.predict:
+            return None
+        return next((t for t in [*self.trials, *self.pruned] if t.params == dict(params) and t.constraints), None)
+
+    def repeat(self, trial: optuna.Trial, same: optuna.trial.FrozenTrial) -> str:
+        """Give the trial the outcome ``same`` measured (its running medians and floor slacks), so that the
+        sampler learns from it, and say why it generates nothing."""
+        for step, value in sorted(same.intermediate_values.items()):
+            trial.report(value, step)
+        slacks = {k.removeprefix("floor_"): v for k, v in same.constraints.items() if k.startswith("floor_")}
+        set_floor_constraints(trial, slacks)
+        trial.set_user_attr("same_as", same.number)
+        return f"same preset as trial {same.number}, measured already: nothing generated"
+
+    def before(self, cost: Cost) -> str | None:
+        """Why the trial need not generate at all (it is predicted to do more work than the best), or None."""
+        model = cost_model(self.trials, cost.levers) if cost.predictable else None
+        if model is None:
+            return None
+        self.predicted_s = model.predict(cost.steps, cost.calls / cost.steps, cost.tokens)
+        if self.named or not self.rules.predict or self.best is None:
+            return None
+        best_s, error = self._best_predicted(model, cost.levers), model.loo_error
+        if self.predicted_s <= best_s * (1 + error):
+            return None
+        return (
+            f"predicted {self.predicted_s:.3f} s/video > {best_s:.3f} s predicted for the best feasible trial "
+            f"{self.best.number} by more than the cost model's error ({error:.1%}): nothing generated"
+        )
+
+    def _best_predicted(self, model: CostModel, levers: str) -> float:
+        """The best feasible trial's time as the model predicts it (its measured time includes its noise, the
+        prediction does not), or as measured when the model does not cover its levers."""
+        cost = self.best.user_attrs.get("cost")
+        if not cost or cost["levers"] != levers:
+            return self.best.value
+        return model.predict(cost["steps"], cost["calls"] / cost["steps"], cost["tokens"])
+
+    def after_video(self, trial: optuna.Trial, metrics: Mapping[str, float]) -> str | None:
+        """Record one video; why the trial should stop now, or None."""
+        self.rows.append(dict(metrics))
+        median = statistics.median(r["wall_time_s"] for r in self.rows)
+        trial.report(median, step=len(self.rows))
+        if self.named:
+            return None
+        return self._quality() or self._time(median) or self._optuna(trial, median)
+
+    def _quality(self) -> str | None:
+        if not self.rules.quality:
+            return None
+        for floor in self.floors:
+            lift = quality_lift(self.trials, floor.metric, len(self.rows))
+            if lift is None or (floor.ratio is not None and floor.metric not in self.baseline):
+                continue
+            mean, threshold = self.mean(floor.metric), floor.threshold(self.baseline)
+            if mean + lift < threshold:
+                return (
+                    f"{floor.metric} {mean:.4g} over {len(self.rows)} video(s) misses its floor {threshold:.4g} by "
+                    f"{threshold - mean:.3g}, more than the rest of a trial's videos has ever lifted its mean "
+                    f"({lift:+.3g})"
+                )
+        return None
+
+    def _time(self, median: float) -> str | None:
+        times = [r["wall_time_s"] for r in self.rows]
+        spread = relative_spread(times)
+        if self.best is None or spread is None:
+            return None  # one video says nothing about its preset's median
+        limit = self.rules.time_margin * self.best.value
+        if median * (1 - spread) <= limit:
+            return None
+        return (
+            f"median {median:.3f} s over {len(times)} videos (spread {spread:.0%}) > {self.rules.time_margin:g} x "
+            f"best feasible {self.best.value:.3f} s (trial {self.best.number})"
+        )
+
+    @staticmethod
+    def _optuna(trial: optuna.Trial, median: float) -> str | None:
+        if not trial.should_prune():
+            return None
+        return f"Optuna's pruner: running median {median:.3f} s/video"
+
+    def mean(self, metric: str) -> float:
+        return statistics.fmean(r[metric] for r in self.rows)
+
+    def slacks(self) -> dict[str, float]:
+        """Each floor's threshold - the mean of the videos so far (feasible when <= 0)."""
+        return {
+            floor.metric: floor.threshold(self.baseline) - self.mean(floor.metric)
+            for floor in self.floors
+            if floor.value is not None or floor.metric in self.baseline
+        }
+
+    def video_scores(self) -> dict[str, list[float]]:
+        """Per-video time and floor metrics, in the order measured (a user attribute of the trial)."""
+        keys = ["wall_time_s", *(f.metric for f in self.floors)]
+        return {key: [float(r[key]) for r in self.rows] for key in keys if all(key in r for r in self.rows)}
+
+
+def set_floor_constraints(trial: optuna.Trial, slacks: Mapping[str, float]) -> None:
+    """One Optuna constraint per floor, ``floor_<metric>`` (feasible when <= 0)."""
+    for metric, slack in slacks.items():
+        trial.set_constraint(f"floor_{metric}", slack)
+    # optuna-dashboard 0.21 reads only the older list form of constraints: write it too
+    trial.storage.set_trial_system_attr(trial._trial_id, "constraints", list(slacks.values()))
+
+
+def prediction_error(predicted: float | None, measured: float) -> float | None:
+    """(measured - predicted) / measured, or None without a prediction."""
+    return None if predicted is None else float(np.round((measured - predicted) / measured, 6))
+
+
+def summary(trials: Sequence[optuna.trial.FrozenTrial]) -> str | None:
+    """One line: what pruning saved, by rule, and how far the cost model's predictions were off."""
+    reasons = [t.user_attrs.get("prune_reason", "") for t in trials if t.state == STATES.PRUNED]
+    if not reasons and not any("predicted_time_s" in t.user_attrs for t in trials):
+        return None
+    predicted = sum(r.startswith("predicted ") for r in reasons)
+    repeated = sum(r.startswith("same preset") for r in reasons)
+    quality = sum("misses its floor" in r for r in reasons)
+    line = (
+        f"pruned: {predicted} before generating (predicted slower), {repeated} repeating a measured preset, "
+        f"{quality} on quality, {len(reasons) - predicted - repeated - quality} on time"
+    )
+    errors = [abs(t.user_attrs["prediction_error"]) for t in trials if "prediction_error" in t.user_attrs]
+    if errors:
+        line += (
+            f"; cost model error on {len(errors)} measured trial(s): median {statistics.median(errors):.1%}, "
+            f"max {max(errors):.1%}"
+        )
+    return line

@@ -1,0 +1,190 @@
+"""Pruning: a trial stops when the study's measurements say it cannot win, and not on one noisy video."""
+
+import optuna
+import pytest
+from conftest import store_client
+from test_search import compose_cfg, load
+
+from harness.study.descent import DescentSampler
+from harness.study.floors import Floor
+from harness.study.optimize import search_presets
+from harness.study.pruning import Cost, Gate, Rules, optuna_pruner, set_floor_constraints
+
+STATES = optuna.trial.TrialState
+LEVERS = "cache=none attention=native compile=off"
+PSNR_FLOOR = [Floor("psnr_db", value=30.0)]
+
+
+def measured(study, value, psnr, calls=50, constraint=-1.0):
+    """A complete trial as the harness records one: its time, per-video scores, cost and constraint."""
+    trial = study.ask()
+    trial.set_user_attr("video_scores", {"wall_time_s": [value, value], "psnr_db": psnr})
+    trial.set_user_attr("cost", Cost(25, calls, 1000, LEVERS).attrs())
+    set_floor_constraints(trial, {"psnr_db": constraint})
+    study.tell(trial, value)
+
+
+@pytest.fixture
+def study():
+    """A best feasible trial at 1.00 s/video, and four trials whose second video never lifted their PSNR mean
+    by more than 0.5 dB."""
+    study = optuna.create_study(direction="minimize", pruner=optuna.pruners.NopPruner())
+    measured(study, 1.00, [40.0, 41.0], calls=20)
+    measured(study, 1.60, [100.0, 100.0], calls=50)  # the baseline: its own reference
+    measured(study, 1.30, [35.0, 34.0], calls=35)
+    measured(study, 0.70, [20.0, 21.0], calls=8, constraint=9.5)  # fast, infeasible
+    return study
+
+
+def video(seconds, psnr=40.0):
+    return {"wall_time_s": seconds, "psnr_db": psnr}
+
+
+def test_one_slow_video_does_not_prune_a_trial_whose_median_would_win(study):
+    gate = Gate.open(study, Rules(), PSNR_FLOOR, named=False)
+    trial = study.ask()
+    assert gate.after_video(trial, video(1.30)) is None  # one video says nothing about its median
+    assert gate.after_video(trial, video(0.60)) is None  # median 0.95 s, spread 55%: it may well win
+
+
+def test_a_trial_whose_videos_agree_it_is_slow_is_pruned(study):
+    gate = Gate.open(study, Rules(), PSNR_FLOOR, named=False)
+    trial = study.ask()
+    assert gate.after_video(trial, video(1.40)) is None
+    reason = gate.after_video(trial, video(1.38))
+    assert reason and reason.startswith("median 1.390 s over 2 videos") and "1.25 x best feasible 1.000 s" in reason
+
+
+def test_a_trial_far_below_a_floor_stops_after_its_first_video(study):
+    gate = Gate.open(study, Rules(), PSNR_FLOOR, named=False)
+    reason = gate.after_video(study.ask(), video(0.5, psnr=12.0))
+    assert reason == (
+        "psnr_db 12 over 1 video(s) misses its floor 30 by 18, more than the rest of a trial's videos has ever "
+        "lifted its mean (+0.5)"
+    )
+
+
+def test_a_trial_just_below_a_floor_goes_on_its_other_videos_may_lift_it(study):
+    gate = Gate.open(study, Rules(), PSNR_FLOOR, named=False)
+    assert gate.after_video(study.ask(), video(0.5, psnr=29.8)) is None
+
+
+def test_quality_stopping_waits_until_the_spread_is_measured():
+    study = optuna.create_study(direction="minimize", pruner=optuna.pruners.NopPruner())
+    measured(study, 1.60, [100.0, 100.0])
+    gate = Gate.open(study, Rules(), PSNR_FLOOR, named=False)
+    assert gate.after_video(study.ask(), video(0.5, psnr=5.0)) is None
+
+
+def test_named_presets_are_measured_in_full(study):
+    gate = Gate.open(study, Rules(), PSNR_FLOOR, named=True)
+    trial = study.ask()
+    assert gate.after_video(trial, video(3.0, psnr=5.0)) is None
+    assert gate.after_video(trial, video(3.0, psnr=5.0)) is None
+
+
+def test_a_trial_predicted_far_slower_than_the_best_is_pruned_before_generating(study):
+    gate = Gate.open(study, Rules(), PSNR_FLOOR, named=False)
+    reason = gate.before(Cost(25, 500, 1000, LEVERS))
+    assert reason and reason.startswith("predicted ") and "nothing generated" in reason
+    assert gate.predicted_s > 8  # about 0.6 s + 500 calls x 0.02 s: ten times the best
+
+
+def test_a_trial_predicted_to_compete_is_generated(study):
+    gate = Gate.open(study, Rules(), PSNR_FLOOR, named=False)
+    assert gate.before(Cost(12, 12, 1000, LEVERS)) is None
+    assert gate.predicted_s < 1.0
+
+
+def test_no_prediction_for_a_cache_the_model_was_not_fitted_on(study):
+    gate = Gate.open(study, Rules(), PSNR_FLOOR, named=False)
+    assert gate.before(Cost(25, 500, 1000, "cache=first_block attention=native compile=off")) is None
+    assert gate.predicted_s is None
+
+
+def test_an_optuna_pruner_is_chosen_in_config_and_a_bad_one_named():
+    assert isinstance(optuna_pruner({"type": "MedianPruner", "n_startup_trials": 2}), optuna.pruners.MedianPruner)
+    assert isinstance(optuna_pruner(None), optuna.pruners.NopPruner)
+    with pytest.raises(ValueError, match=r"search.pruner.type='Median' is not an Optuna pruner; allowed: \["):
+        optuna_pruner({"type": "Median"})
+    with pytest.raises(ValueError, match=r"search.pruner=.* is refused by MedianPruner"):
+        optuna_pruner({"type": "MedianPruner", "n_startup_trials": -1})
+
+
+def test_a_study_stops_hopeless_trials_early_and_says_why_in_optuna_and_mlflow(tmp_path, base_overrides):
+    """On the tiny model with two prompts: a smaller, shorter video far below the PSNR floor generates one video,
+    a trial predicted far slower than the best (250 steps) generates none; both are PRUNED with the reason."""
+    overrides = [
+        *base_overrides,
+        "prompts.texts=[a red circle moving left,a blue square moving up]",
+        "search.space.sample_steps.high=250",
+        "search.n_trials=4",
+    ]
+    search_presets(compose_cfg(overrides), overrides)  # the baseline and the proposal's presets, in full
+    study = load(compose_cfg(overrides))
+    assert all(t.state == STATES.COMPLETE for t in study.trials)
+    smaller = {"sample_steps": 4, "sample_solver": "euler", "sample_shift": 1.0, "sample_guide_scale": 1.0}
+    study.enqueue_trial({**smaller, "frame_num": 45, "size": "384*640"})  # the tiny model's PSNR: ~19 dB
+    slower = {"sample_steps": 250, "sample_solver": "unipc", "sample_shift": 5.0, "sample_guide_scale": 8.0}
+    study.enqueue_trial({**slower, "frame_num": 81, "size": "480*832"})
+    more = [*overrides[:-1], "search.n_trials=6"]
+    search_presets(compose_cfg(more), more)
+
+    hopeless, slow = load(compose_cfg(more)).trials[4:6]
+    assert hopeless.state == slow.state == STATES.PRUNED
+    assert "misses its floor" in hopeless.user_attrs["prune_reason"]
+    assert "over 1 video(s)" in hopeless.user_attrs["prune_reason"]
+    assert slow.user_attrs["prune_reason"].startswith("predicted ")
+    assert slow.user_attrs["predicted_time_s"] > study.trials[0].value  # 250 steps against the baseline's 25
+    videos = {t.number: _video_runs(tmp_path, t) for t in (hopeless, slow)}
+    assert videos == {4: 1, 5: 0}
+    run = store_client(tmp_path).get_run(slow.user_attrs["mlflow_run_id"])
+    assert run.info.status == "KILLED" and run.data.tags["prune_reason"] == slow.user_attrs["prune_reason"]
+    assert run.data.metrics["predicted_time_s"] == pytest.approx(slow.user_attrs["predicted_time_s"])
+
+
+def _video_runs(root, trial):
+    client = store_client(root)
+    experiment = client.get_experiment_by_name("wan-presets/tiny")
+    query = f"tags.kind = 'video' and tags.trial_number = '{trial.number}'"
+    return len(client.search_runs([experiment.experiment_id], query))
+
+
+def test_descent_walks_down_from_the_baseline_then_sideways():
+    """Fewer steps while they keep the floors; at the first miss, another solver at the cheapest feasible steps."""
+    space = {
+        "sample_steps": optuna.distributions.IntDistribution(4, 25, step=3),
+        "sample_solver": optuna.distributions.CategoricalDistribution(["unipc", "dpm++"]),
+    }
+    study = optuna.create_study(sampler=DescentSampler(seed=0, n_startup_trials=6), pruner=optuna.pruners.NopPruner())
+    study.enqueue_trial({"sample_steps": 25, "sample_solver": "unipc"})
+    proposed = []
+    for keeps_floors in (True, True, True, False):
+        trial = study.ask(space)
+        proposed.append((trial.params["sample_steps"], trial.params["sample_solver"]))
+        trial.set_user_attr(
+            "cost", Cost(trial.params["sample_steps"], 2 * trial.params["sample_steps"], 10, LEVERS).attrs()
+        )
+        set_floor_constraints(trial, {"psnr_db": -1.0 if keeps_floors else 5.0})
+        study.tell(trial, 0.02 * trial.params["sample_steps"])
+    assert proposed == [(25, "unipc"), (22, "unipc"), (19, "unipc"), (16, "unipc")]
+    assert (study.ask(space).params["sample_steps"], study.trials[-1].params["sample_solver"]) == (19, "dpm++")
+
+
+def test_a_proposal_repeating_a_measured_preset_takes_its_outcome_without_generating():
+    study = optuna.create_study(pruner=optuna.pruners.NopPruner())
+    dist = {"sample_steps": optuna.distributions.IntDistribution(4, 25)}
+    first = study.ask(dist)
+    first.report(0.8, 1)
+    set_floor_constraints(first, {"psnr_db": 4.0})
+    study.tell(first, 0.8)
+    study.enqueue_trial(first.params)  # what a sampler proposing it again would ask
+    again = study.ask(dist)
+    gate = Gate.open(study, Rules(), PSNR_FLOOR, named=False)
+    same = gate.same_as(again.params)
+    assert same.number == 0
+    assert gate.repeat(again, same) == "same preset as trial 0, measured already: nothing generated"
+    study.tell(again, state=STATES.PRUNED)
+    repeated = study.trials[1]
+    assert repeated.constraints == {"floor_psnr_db": 4.0, "0": 4.0} and repeated.intermediate_values == {1: 0.8}
+    assert Gate.open(study, Rules(predict=False), PSNR_FLOOR, named=False).same_as(first.params) is None
