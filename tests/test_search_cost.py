@@ -1,0 +1,50 @@
+"""The search-cost benchmark: its replay over the committed grid, and its command."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_search import compose_cfg
+
+from harness.study.floors import floors
+
+ROOT = Path(__file__).resolve().parents[1]
+GRID = ROOT / "experiments" / "search-cost" / "grid.json"
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from search_grid import distributions, key  # noqa: E402
+from search_replay import Grid, Strategy, replay  # noqa: E402
+
+from harness.study.pruning import Rules  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def grid():
+    cfg = compose_cfg(["model=toy"])
+    return Grid(json.loads(GRID.read_text()), floors(cfg), key), distributions(cfg)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_default_search_finds_a_preset_within_10_percent_of_the_best_for_3_percent_of_the_grid(grid, seed):
+    """The issue's bar, replayed over the committed grid with the harness's default sampler and pruning."""
+    grid_, dists = grid
+    study = replay(grid_, dists, Strategy("default", "descent", Rules()), seed, 0.03 * grid_.total_s, 400)
+    assert min(b for b in study.best if b is not None) <= 1.10 * grid_.best_s
+    assert not any(o["rule"] == "quality" and o["feasible"] for o in study.outcomes)  # no feasible preset stopped
+
+
+def test_the_benchmark_writes_its_table_plot_and_results(tmp_path):
+    args = ["--only", "descent + pruning", "--seeds", "2", "--out", str(tmp_path), f"paths.root_dir={tmp_path}"]
+    done = subprocess.run(
+        [sys.executable, ROOT / "benchmarks" / "search_cost.py", *args], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    table = (tmp_path / "table.md").read_text()
+    assert "| descent + pruning (default) | " in table and "**2/2**" in table
+    assert (tmp_path / "search_cost.png").stat().st_size > 10_000
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert [s["seed"] for s in results["studies"]] == [0, 1]
+    spent = [share for share, _ in results["studies"][0]["curve"]]
+    assert spent == sorted(spent) and spent[-1] >= 0.06  # generation-seconds only grow, up to twice the budget
