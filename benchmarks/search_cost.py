@@ -8,7 +8,7 @@ generation-seconds spent. Writes a table, a plot and the raw results:
 
     python benchmarks/search_cost.py                      # grid: experiments/search-cost/grid.json
     python benchmarks/search_cost.py --seeds 5 --budget 0.03
-    python benchmarks/search_cost.py --rebuild            # measure the grid again (about 25 min on 2 cores)
+    python benchmarks/search_cost.py --rebuild            # measure the grid again (about 21 min on 2 cores)
 
 A study "reaches" when its best feasible preset is within ``--within`` (10%) of the grid's
 best feasible time; it must do so within ``--budget`` (3%) of the grid's generation-seconds.
@@ -20,6 +20,7 @@ import argparse
 import json
 import statistics
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import search_grid  # the benchmark's own modules, beside it
@@ -29,23 +30,29 @@ from tqdm.auto import tqdm
 
 from harness.study.compose import compose_trial
 from harness.study.floors import floors
-from harness.study.pruning import Rules
+from harness.study.pruning import Rules, load_rules
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "experiments" / "search-cost"
-PRUNING = Rules(time_margin=1.25, quality=True, predict=True)
-STRATEGIES = (
-    Strategy("TPE, old pruning", "tpe", None),
-    Strategy("random, old pruning", "random", None),
-    Strategy("GP (constraints), old pruning", "gp", None),
-    Strategy("descent, old pruning", "descent", None),
-    Strategy("TPE + pruning", "tpe", PRUNING),
-    Strategy("random + pruning", "random", PRUNING),
-    Strategy("GP (constraints) + pruning", "gp", PRUNING),
-    Strategy("descent + quality stop only", "descent", Rules(quality=True, predict=False)),
-    Strategy("descent + prediction only", "descent", Rules(quality=False, predict=True)),
-    Strategy("descent + pruning (default)", "descent", PRUNING),
-)
+MAX_TRIALS = 400  # a replay also stops here (GPSampler re-proposes measured presets, which cost nothing)
+RULES = ("predicted", "repeat", "quality", "time")
+
+
+def strategies(pruning: Rules, sampler: str) -> tuple[Strategy, ...]:
+    """What is compared: each sampler with the old single-video time rule and with the configured pruning
+    (``search.prune_*``), and the configured sampler with one rule at a time."""
+    return (
+        Strategy("TPE, old pruning", "tpe", None),
+        Strategy("random, old pruning", "random", None),
+        Strategy("GP (constraints), old pruning", "gp", None),
+        Strategy(f"{sampler}, old pruning", sampler, None),
+        Strategy("TPE + pruning", "tpe", pruning),
+        Strategy("random + pruning", "random", pruning),
+        Strategy("GP (constraints) + pruning", "gp", pruning),
+        Strategy(f"{sampler} + quality stop only", sampler, replace(pruning, predict=False)),
+        Strategy(f"{sampler} + prediction only", sampler, replace(pruning, quality=False)),
+        Strategy(f"{sampler} + pruning (default)", sampler, pruning),
+    )
 
 
 def main(argv: list[str]) -> None:
@@ -54,7 +61,8 @@ def main(argv: list[str]) -> None:
     grid_data = search_grid.build(cfg, args.grid, args.rebuild)
     grid = Grid(grid_data, floors(cfg), search_grid.key)
     dists = search_grid.distributions(cfg)
-    chosen = [s for s in STRATEGIES if not args.only or any(word in s.name for word in args.only)]
+    compared = strategies(load_rules(cfg), str(cfg.search.sampler.type))
+    chosen = [s for s in compared if not args.only or any(word in s.name for word in args.only)]
     replays = _replay_all(grid, dists, chosen, args)
     results = _results(grid, grid_data, replays, args)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -85,10 +93,7 @@ def _replay_all(grid: Grid, dists: dict, strategies: list[Strategy], args: argpa
     """Every strategy x seed, each study running to twice the budget (so the plot shows what comes after)."""
     runs = [(s, seed) for s in strategies for seed in range(args.seeds)]
     budget_s = 2 * args.budget * grid.total_s
-    return [replay(grid, dists, s, seed, budget_s, max_trials=400) for s, seed in tqdm(runs, desc="studies")]
-
-
-RULES = ("predicted", "repeat", "quality", "time")
+    return [replay(grid, dists, s, seed, budget_s, MAX_TRIALS) for s, seed in tqdm(runs, desc="studies")]
 
 
 def _results(grid: Grid, grid_data: dict, replays: list[Replay], args: argparse.Namespace) -> dict:

@@ -41,7 +41,8 @@ def table(results: dict) -> str:
         "",
         f"Reached: best feasible within {within:.0%} of the grid's best ({(1 + within) * grid['best_s']:.3f} s), "
         f"having spent at most {budget:.0%} of the grid's generation-seconds. Cells: share of the grid spent "
-        f"when reached (trials), `-` when not reached within {2 * budget:.0%}, `!` when reached past the budget. "
+        f"when reached (trials), `-` when not reached within {2 * budget:.0%} or 400 trials, `!` when reached "
+        "past the budget. "
         "The last column judges by each preset's own measurements instead.",
         "",
         "| strategy | " + " | ".join(f"seed {s['seed']}" for s in by_strategy(results)[_first(results)])

@@ -10,18 +10,18 @@ videos are paid for too. Feasibility and time are the grid's own measurements.
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import optuna
 
+from harness.pipeline.levers import Speed
 from harness.study import space
 from harness.study.floors import Floor, best_feasible
-from harness.study.pruning import Cost, Gate, Rules, prediction_error, set_floor_constraints
+from harness.study.pruning import Cost, Gate, Rules, levers_key, prediction_error, set_floor_constraints
 from harness.study.samplers import make_sampler
 
 STATES = optuna.trial.TrialState
-LEVERS = "cache=none attention=native compile=off"
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class Strategy:
     """A sampler and a pruning policy."""
 
     name: str
-    sampler: str  # tpe | gp | random
+    sampler: str  # descent | tpe | gp | random (harness.study.samplers)
     rules: Rules | None  # None: the single-video time rule the harness had before (1.25 x best)
     n_startup_trials: int = 6
 
@@ -116,9 +116,9 @@ def _trial(
     """Run one trial as the harness's objective would; its generation-seconds and outcome."""
     preset, named = grid.presets[grid.key(params)], trial.number == 0
     rules = strategy.rules or Rules(quality=False, predict=False)
-    gate = Gate.open(study, rules, grid.floors, named)
-    cost = Cost(preset["steps"], preset["calls"], preset["tokens"], LEVERS)
-    trial.set_user_attr("cost", cost.attrs())
+    gate = Gate.open(study, rules, grid.floors, named, videos=len(preset["videos"]))
+    cost = Cost(preset["steps"], preset["calls"], preset["tokens"], levers_key(Speed()))
+    trial.set_user_attr("cost", asdict(cost))
     same = gate.same_as(params) if strategy.rules else None
     if same is not None:
         gate.repeat(trial, same)
@@ -138,10 +138,11 @@ def _trial(
         spent += video["wall_time_s"]
         reason = gate.after_video(trial, video) if strategy.rules else _old_rule(gate, video, named)
         if reason:
-            set_floor_constraints(trial, gate.slacks())
-            trial.set_user_attr("video_scores", gate.video_scores())
+            if strategy.rules:  # as the harness now does; the old harness recorded nothing of a pruned trial
+                set_floor_constraints(trial, gate.slacks())
+                trial.set_user_attr("video_scores", gate.video_scores())
             study.tell(trial, state=STATES.PRUNED)
-            return spent, {"state": "pruned", "rule": _rule(reason), "predicted_s": gate.predicted_s}
+            return spent, {"state": "pruned", "rule": gate.rule or "time", "predicted_s": gate.predicted_s}
     trial.set_user_attr("video_scores", gate.video_scores())
     set_floor_constraints(trial, gate.slacks())
     median = statistics.median(v["wall_time_s"] for v in preset["videos"])
@@ -156,13 +157,3 @@ def _old_rule(gate: Gate, video: dict, named: bool) -> str | None:
     if named or gate.best is None or video["wall_time_s"] <= 1.25 * gate.best.value:
         return None
     return "time: one video"
-
-
-def _rule(reason: str) -> str:
-    if reason.startswith("time"):
-        return "time"
-    if reason.startswith("median"):
-        return "time"
-    if reason.startswith("Optuna"):
-        return "optuna"
-    return "quality"

@@ -1,17 +1,20 @@
 """Pruning: a trial stops when the study's measurements say it cannot win, and not on one noisy video."""
 
+from dataclasses import asdict
+
 import optuna
 import pytest
 from conftest import store_client
 from test_search import compose_cfg, load
 
+from harness.pipeline.levers import Speed
 from harness.study.descent import DescentSampler
 from harness.study.floors import Floor
 from harness.study.optimize import search_presets
-from harness.study.pruning import Cost, Gate, Rules, optuna_pruner, set_floor_constraints
+from harness.study.pruning import Cost, Gate, Rules, levers_key, optuna_pruner, set_floor_constraints
 
 STATES = optuna.trial.TrialState
-LEVERS = "cache=none attention=native compile=off"
+LEVERS = levers_key(Speed())
 PSNR_FLOOR = [Floor("psnr_db", value=30.0)]
 
 
@@ -19,7 +22,7 @@ def measured(study, value, psnr, calls=50, constraint=-1.0):
     """A complete trial as the harness records one: its time, per-video scores, cost and constraint."""
     trial = study.ask()
     trial.set_user_attr("video_scores", {"wall_time_s": [value, value], "psnr_db": psnr})
-    trial.set_user_attr("cost", Cost(25, calls, 1000, LEVERS).attrs())
+    trial.set_user_attr("cost", asdict(Cost(25, calls, 1000, LEVERS)))
     set_floor_constraints(trial, {"psnr_db": constraint})
     study.tell(trial, value)
 
@@ -74,6 +77,11 @@ def test_quality_stopping_waits_until_the_spread_is_measured():
     measured(study, 1.60, [100.0, 100.0])
     gate = Gate.open(study, Rules(), PSNR_FLOOR, named=False)
     assert gate.after_video(study.ask(), video(0.5, psnr=5.0)) is None
+
+
+def test_no_rule_stops_a_trial_after_its_last_video(study):
+    gate = Gate.open(study, Rules(), PSNR_FLOOR, named=False, videos=1)
+    assert gate.after_video(study.ask(), video(0.5, psnr=12.0)) is None  # stopping now would only lose its numbers
 
 
 def test_named_presets_are_measured_in_full(study):
@@ -135,6 +143,7 @@ def test_a_study_stops_hopeless_trials_early_and_says_why_in_optuna_and_mlflow(t
     assert "misses its floor" in hopeless.user_attrs["prune_reason"]
     assert "over 1 video(s)" in hopeless.user_attrs["prune_reason"]
     assert slow.user_attrs["prune_reason"].startswith("predicted ")
+    assert (hopeless.user_attrs["prune_rule"], slow.user_attrs["prune_rule"]) == ("quality", "predicted")
     assert slow.user_attrs["predicted_time_s"] > study.trials[0].value  # 250 steps against the baseline's 25
     videos = {t.number: _video_runs(tmp_path, t) for t in (hopeless, slow)}
     assert videos == {4: 1, 5: 0}
@@ -161,14 +170,14 @@ def test_descent_walks_down_from_the_baseline_then_sideways():
     proposed = []
     for keeps_floors in (True, True, True, False):
         trial = study.ask(space)
-        proposed.append((trial.params["sample_steps"], trial.params["sample_solver"]))
-        trial.set_user_attr(
-            "cost", Cost(trial.params["sample_steps"], 2 * trial.params["sample_steps"], 10, LEVERS).attrs()
-        )
+        steps = trial.params["sample_steps"]
+        proposed.append((steps, trial.params["sample_solver"]))
+        trial.set_user_attr("cost", asdict(Cost(steps, 2 * steps, 10, LEVERS)))
         set_floor_constraints(trial, {"psnr_db": -1.0 if keeps_floors else 5.0})
-        study.tell(trial, 0.02 * trial.params["sample_steps"])
+        study.tell(trial, 0.02 * steps)
     assert proposed == [(25, "unipc"), (22, "unipc"), (19, "unipc"), (16, "unipc")]
-    assert (study.ask(space).params["sample_steps"], study.trials[-1].params["sample_solver"]) == (19, "dpm++")
+    sideways = study.ask(space).params
+    assert (sideways["sample_steps"], sideways["sample_solver"]) == (19, "dpm++")
 
 
 def test_a_proposal_repeating_a_measured_preset_takes_its_outcome_without_generating():

@@ -17,21 +17,24 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from search_grid import distributions, key  # noqa: E402
 from search_replay import Grid, Strategy, replay  # noqa: E402
 
-from harness.study.pruning import Rules  # noqa: E402
+from harness.study.pruning import load_rules  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def grid():
     cfg = compose_cfg(["model=toy"])
-    return Grid(json.loads(GRID.read_text()), floors(cfg), key), distributions(cfg)
+    default = Strategy("default", str(cfg.search.sampler.type), load_rules(cfg))
+    return Grid(json.loads(GRID.read_text()), floors(cfg), key), distributions(cfg), default
 
 
 @pytest.mark.parametrize("seed", range(5))
 def test_the_default_search_finds_a_preset_within_10_percent_of_the_best_for_3_percent_of_the_grid(grid, seed):
     """The issue's bar, replayed over the committed grid with the harness's default sampler and pruning."""
-    grid_, dists = grid
-    study = replay(grid_, dists, Strategy("default", "descent", Rules()), seed, 0.03 * grid_.total_s, 400)
-    assert min(b for b in study.best if b is not None) <= 1.10 * grid_.best_s
+    grid_, dists, default = grid
+    budget_s = 0.03 * grid_.total_s
+    study = replay(grid_, dists, default, seed, budget_s, 400)
+    within = [spent for spent, best in zip(study.spent, study.best) if best is not None and best <= 1.10 * grid_.best_s]
+    assert within and within[0] <= budget_s
     assert not any(o["rule"] == "quality" and o["feasible"] for o in study.outcomes)  # no feasible preset stopped
 
 
@@ -47,4 +50,5 @@ def test_the_benchmark_writes_its_table_plot_and_results(tmp_path):
     results = json.loads((tmp_path / "results.json").read_text())
     assert [s["seed"] for s in results["studies"]] == [0, 1]
     spent = [share for share, _ in results["studies"][0]["curve"]]
-    assert spent == sorted(spent) and spent[-1] >= 0.06  # generation-seconds only grow, up to twice the budget
+    assert spent == sorted(spent)  # generation-seconds only grow
+    assert spent[-1] >= 0.06 or len(spent) == 400  # a study runs to twice the budget, or to the trial cap

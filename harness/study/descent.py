@@ -2,7 +2,7 @@
 
 The floors are fidelity to the baseline, so feasible presets lie around it. This sampler
 walks down from the cheapest feasible presets measured so far (the baseline first): it
-proposes their untried neighbours, one knob one notch away, moves that cut the work first
+proposes their untried neighbours, one knob one notch away (steps by about 12%), moves that cut the work first
 (fewer steps, frames or pixels, guidance off), then moves that cost the same (another solver,
 shift or guidance) and may open a cheaper path. A feasible neighbour that does less work
 becomes the new frontier. When no neighbour is left, Optuna's TPE proposes. The seed orders
@@ -21,7 +21,7 @@ from harness.preset import parse_size
 from harness.study.floors import feasible
 
 CHEAPER_WHEN_LOWER = ("sample_steps", "frame_num", "guidance_stop")
-PROPOSED = "descent:params"  # a running trial's proposed values, before it suggests them
+NOTCH = 0.12  # an integer knob (steps) moves by about this share of its value, on its distribution's grid
 
 
 class DescentSampler(optuna.samplers.BaseSampler):
@@ -37,16 +37,15 @@ class DescentSampler(optuna.samplers.BaseSampler):
     def sample_relative(self, study: optuna.Study, trial: Any, space: dict[str, BaseDistribution]) -> dict[str, Any]:
         if not space:
             return {}
-        # a trial that failed with a reason was tried; one whose process was killed (no reason) was not
+        # a trial that failed with a reason was tried; one whose process was killed (no reason) was not. Workers
+        # propose under the study's lock, so a running trial's values are already stored.
         tried = [
-            {**t.system_attrs.get(PROPOSED, {}), **t.params}
+            t.params
             for t in study.get_trials(deepcopy=False)
             if t.state != optuna.trial.TrialState.FAIL or "fail_reason" in t.user_attrs
         ]
         for params in self._moves(study, space):
             if params not in tried:
-                # other workers see what this running trial will measure (their asks are serialised by the lock)
-                study._storage.set_trial_system_attr(trial._trial_id, PROPOSED, params)
                 return params
         fallback_space = self._fallback.infer_relative_search_space(study, trial)
         return self._fallback.sample_relative(study, trial, fallback_space)
@@ -84,12 +83,17 @@ def _frontier(study: optuna.Study, space: dict[str, BaseDistribution]) -> list[d
     if not measured:
         return []
 
-    def work(trial: optuna.trial.FrozenTrial) -> float:
-        cost = trial.user_attrs.get("cost")
-        return cost["calls"] * cost["tokens"] if cost else trial.value
+    costed = [t for t in measured if t.user_attrs.get("cost")]
+    if costed:  # work is comparable only between trials that recorded it (older studies did not)
+        least = min(_work(t) for t in costed)
+        return [{k: t.params[k] for k in space} for t in costed if _work(t) == least]
+    fastest = min(measured, key=lambda t: t.value)
+    return [{k: fastest.params[k] for k in space}]
 
-    least = min(work(t) for t in measured)
-    return [{k: t.params[k] for k in space} for t in measured if work(t) == least]
+
+def _work(trial: optuna.trial.FrozenTrial) -> int:
+    cost = trial.user_attrs["cost"]
+    return cost["calls"] * cost["tokens"]
 
 
 def _neighbours(value: Any, dist: BaseDistribution) -> list[Any]:
@@ -97,8 +101,10 @@ def _neighbours(value: Any, dist: BaseDistribution) -> list[Any]:
     if isinstance(dist, CategoricalDistribution):
         return [c for c in dist.choices if c != value]
     step = dist.step or (dist.high - dist.low) / 8
-    kind = int if isinstance(dist, optuna.distributions.IntDistribution) else float
-    return [kind(round(value + delta, 6)) for delta in (-step, step) if dist.low <= value + delta <= dist.high]
+    if isinstance(dist, optuna.distributions.IntDistribution):
+        step *= max(1, round(NOTCH * value / step))  # 25 -> 22 -> 19 -> 17 steps: about 12% a notch
+        return [int(value + delta) for delta in (-step, step) if dist.low <= value + delta <= dist.high]
+    return [round(value + delta, 6) for delta in (-step, step) if dist.low <= value + delta <= dist.high]
 
 
 def _work_change(key: str, old: Any, new: Any) -> int:

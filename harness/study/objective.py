@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 import mlflow
@@ -14,7 +15,7 @@ from harness.measure.session import Session, measure_in_run, open_session
 from harness.study import space
 from harness.study.compose import compose_trial
 from harness.study.floors import FLOOR_METRICS, floors
-from harness.study.pruning import Cost, Gate, prediction_error, rules, set_floor_constraints
+from harness.study.pruning import Cost, Gate, levers_key, load_rules, prediction_error, set_floor_constraints
 from harness.study.storage import public_url, storage_url
 
 SUMMARY_ATTRS = (
@@ -46,7 +47,7 @@ class Objective:
         self.dists = space.distributions(OmegaConf.to_container(cfg.search.space, resolve=True), self.solvers)
         self.floors = floors(cfg)
         self.url = public_url(storage_url(cfg))
-        self.rules = rules(cfg)
+        self.rules = load_rules(cfg)
 
     def trial_cfg(self, params: dict[str, Any], name: str) -> DictConfig:
         """The trial's config: the study's overrides, the trial's values, the study's seeds."""
@@ -76,11 +77,12 @@ class Objective:
     def _measure(self, trial: optuna.Trial, params: dict[str, Any], name: str, named: bool) -> dict[str, Any]:
         """Measure the trial's preset unless its gate prunes it; a pruned or failed trial's reason goes to
         Optuna and MLflow."""
-        gate = Gate.open(self.study, self.rules, self.floors, named)
         try:
             cfg = self.trial_cfg(params, name)
             plan_ = plan(cfg)
+            gate = Gate.open(self.study, self.rules, self.floors, named, len(plan_.prompts) * len(plan_.seeds))
             session = open_session(cfg, plan_)
+            tracking.log_config(cfg)  # a trial pruned before generating keeps its config too
             self._before(trial, gate, trial_cost(plan_, session), params)
             summary = measure_in_run(
                 cfg,
@@ -104,27 +106,28 @@ class Objective:
     def _before(self, trial: optuna.Trial, gate: Gate, cost: Cost, params: dict[str, Any]) -> None:
         """Record what the trial will cost; prune it, generating nothing, when it repeats a measured preset or
         is predicted to lose."""
-        trial.set_user_attr("cost", cost.attrs())
+        trial.set_user_attr("cost", asdict(cost))
         same = gate.same_as(params)
         if same is not None:
-            self._prune(trial, gate.repeat(trial, same))
+            self._prune(trial, gate, gate.repeat(trial, same))
         reason = gate.before(cost)
         if gate.predicted_s is not None:
             trial.set_user_attr("predicted_time_s", gate.predicted_s)
             mlflow.log_metric("predicted_time_s", gate.predicted_s)
         if reason:
-            self._prune(trial, reason)
+            self._prune(trial, gate, reason)
 
     def _after_video(self, trial: optuna.Trial, gate: Gate, metrics: dict[str, float]) -> None:
         reason = gate.after_video(trial, metrics)
         if reason:
             trial.set_user_attr("video_scores", gate.video_scores())
             set_floor_constraints(trial, gate.slacks())  # the videos so far: samplers learn it is infeasible
-            self._prune(trial, reason)
+            self._prune(trial, gate, reason)
 
     @staticmethod
-    def _prune(trial: optuna.Trial, reason: str) -> None:
+    def _prune(trial: optuna.Trial, gate: Gate, reason: str) -> None:
         trial.set_user_attr("prune_reason", reason)
+        trial.set_user_attr("prune_rule", gate.rule)
         raise PrunedTrial(reason)
 
     @staticmethod
@@ -163,10 +166,9 @@ class Objective:
 def trial_cost(plan_: Plan, session: Session) -> Cost:
     """What one of the plan's videos costs, known before generating it."""
     request = plan_.request(plan_.prompts[0], plan_.seeds[0])
-    speed = plan_.speed
     return Cost(
         steps=request.steps,
         calls=request.steps + request.guided_steps,
         tokens=session.loaded.latent_grid(*plan_.shape.generated)[1],
-        levers=f"cache={speed.cache} attention={speed.attention} compile={speed.compile}",
+        levers=levers_key(plan_.speed),
     )

@@ -29,7 +29,7 @@ from harness.study.drift import check_drift, noise_lines
 from harness.study.fingerprint import check_comparable, measured_with
 from harness.study.floors import Floor, best_feasible, feasible, floors, shortfalls
 from harness.study.lock import StudyLock, check_scheme
-from harness.study.pruning import optuna_pruner, rules
+from harness.study.pruning import load_rules, optuna_pruner
 from harness.study.pruning import summary as pruning_summary
 from harness.study.samplers import make_sampler
 from harness.study.storage import close_orphans, open_study, rdb_storage, storage_url, study_run_id
@@ -109,7 +109,7 @@ def _check_settings(cfg: DictConfig) -> tuple[dict, list[Floor], int]:
     if any(f.ratio is not None for f in floor_list) and "baseline" not in list(cfg.search.enqueue or []):
         raise ValueError("search.floors with a ratio need 'baseline' in search.enqueue (it is measured first)")
     n_trials = check_int("search.n_trials", cfg.search.n_trials, 1)
-    rules(cfg)
+    load_rules(cfg)
     optuna_pruner(cfg.search.pruner)
     make_sampler(
         str(cfg.search.sampler.type),

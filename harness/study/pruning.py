@@ -32,18 +32,17 @@ from omegaconf import DictConfig, OmegaConf
 
 from harness.cost.model import CostModel, fit_cost_model
 from harness.pipeline.clocks import relative_spread
+from harness.pipeline.levers import Speed
 from harness.study.floors import FLOOR_METRICS, Floor, best_feasible
 
-SPREAD_TRIALS = 3  # complete trials (the baseline among them) whose videos measure the quality spread
+SPREAD_TRIALS = 3  # complete trials whose videos measured a lift (not the reference: it is its own video)
 MODEL_POINTS = 4  # measured trials the cost model needs before it may prune anything
 PRUNERS = (
     "MedianPruner",
     "PercentilePruner",
     "SuccessiveHalvingPruner",
-    "HyperbandPruner",
     "ThresholdPruner",
-    "WilcoxonPruner",
-)
+)  # not Hyperband (it hides other brackets' trials from the sampler) nor Wilcoxon (it wants per-video scores)
 STATES = optuna.trial.TrialState
 
 
@@ -56,7 +55,7 @@ class Rules:
     predict: bool = True
 
 
-def rules(cfg: DictConfig) -> Rules:
+def load_rules(cfg: DictConfig) -> Rules:
     """The configured rules, checked.
 
     Raises:
@@ -96,14 +95,16 @@ class Cost:
     steps: int
     calls: int  # transformer calls per video: steps, plus one per guided step
     tokens: int  # transformer tokens per call (latent frames x height x width / patch)
-    levers: str  # the speed levers; the model only predicts for trials with the same ones, cache off
+    levers: str  # the speed levers (:func:`levers_key`); the model only predicts for the same ones, cache off
 
     @property
     def predictable(self) -> bool:
         return "cache=none" in self.levers
 
-    def attrs(self) -> dict[str, Any]:
-        return {"steps": self.steps, "calls": self.calls, "tokens": self.tokens, "levers": self.levers}
+
+def levers_key(speed: Speed) -> str:
+    """The levers that change a video's cost per transformer call, as trials record them."""
+    return f"cache={speed.cache} attention={speed.attention} compile={speed.compile}"
 
 
 def cost_model(trials: Sequence[optuna.trial.FrozenTrial], levers: str) -> CostModel | None:
@@ -122,12 +123,14 @@ def quality_lift(trials: Sequence[optuna.trial.FrozenTrial], metric: str, videos
     """How far a trial's final mean of ``metric`` has risen above the mean of its first ``videos`` videos, at most,
     over the study's complete trials (prompts and seeds run in one order, so this is measured per position).
 
-    None until :data:`SPREAD_TRIALS` complete trials with more than ``videos`` videos measured it.
+    None until :data:`SPREAD_TRIALS` complete trials with more than ``videos`` videos measured it (a trial whose
+    videos all score the same, as the reference's fidelity to itself does, says nothing about it). It is the largest
+    lift seen, not a bound: the benchmark counts the trials it wrongly stopped.
     """
     lifts = []
     for trial in trials:
         values = (trial.user_attrs.get("video_scores") or {}).get(metric) or []
-        if trial.state == STATES.COMPLETE and len(values) > videos:
+        if trial.state == STATES.COMPLETE and len(values) > videos and len(set(values)) > 1:
             lifts.append(statistics.fmean(values) - statistics.fmean(values[:videos]))
     return max(lifts) if len(lifts) >= SPREAD_TRIALS else None
 
@@ -143,17 +146,19 @@ class Gate:
     baseline: dict[str, float]
     trials: list[optuna.trial.FrozenTrial]
     pruned: list[optuna.trial.FrozenTrial] = field(default_factory=list)
+    videos: int = 0  # the trial's videos in all (0: unknown)
     rows: list[dict[str, float]] = field(default_factory=list)
     predicted_s: float | None = None
+    rule: str = ""  # the rule that pruned it: repeat, predicted, quality, time or optuna
 
     @classmethod
-    def open(cls, study: optuna.Study, rules_: Rules, floors: list[Floor], named: bool) -> "Gate":
-        """The gate of a trial starting now."""
+    def open(cls, study: optuna.Study, rules: Rules, floors: list[Floor], named: bool, videos: int = 0) -> "Gate":
+        """The gate of a trial starting now, that will generate ``videos`` videos."""
         trials = study.get_trials(deepcopy=False, states=(STATES.COMPLETE,))
         attrs = study.user_attrs
         baseline = {metric: attrs[f"baseline_{metric}"] for metric in FLOOR_METRICS if f"baseline_{metric}" in attrs}
         pruned = study.get_trials(deepcopy=False, states=(STATES.PRUNED,))
-        return cls(rules_, floors, named, best_feasible(study), baseline, trials, pruned)
+        return cls(rules, floors, named, best_feasible(study), baseline, trials, pruned, videos)
 
     def same_as(self, params: Mapping[str, Any]) -> optuna.trial.FrozenTrial | None:
         """A finished trial (complete, or pruned after measuring) of exactly these values, when this trial is
@@ -163,13 +168,14 @@ class Gate:
         return next((t for t in [*self.trials, *self.pruned] if t.params == dict(params) and t.constraints), None)
 
     def repeat(self, trial: optuna.Trial, same: optuna.trial.FrozenTrial) -> str:
-        """Give the trial the outcome ``same`` measured (its running medians and floor slacks), so that the
-        sampler learns from it, and say why it generates nothing."""
+        """Give the trial the outcome ``same`` measured (its running medians and floor slacks: TPE ranks pruned
+        trials by them; GPSampler ignores pruned trials) and say why it generates nothing."""
         for step, value in sorted(same.intermediate_values.items()):
             trial.report(value, step)
         slacks = {k.removeprefix("floor_"): v for k, v in same.constraints.items() if k.startswith("floor_")}
         set_floor_constraints(trial, slacks)
         trial.set_user_attr("same_as", same.number)
+        self.rule = "repeat"
         return f"same preset as trial {same.number}, measured already: nothing generated"
 
     def before(self, cost: Cost) -> str | None:
@@ -183,6 +189,7 @@ class Gate:
         best_s, error = self._best_predicted(model, cost.levers), model.loo_error
         if self.predicted_s <= best_s * (1 + error):
             return None
+        self.rule = "predicted"
         return (
             f"predicted {self.predicted_s:.3f} s/video > {best_s:.3f} s predicted for the best feasible trial "
             f"{self.best.number} by more than the cost model's error ({error:.1%}): nothing generated"
@@ -201,9 +208,16 @@ class Gate:
         self.rows.append(dict(metrics))
         median = statistics.median(r["wall_time_s"] for r in self.rows)
         trial.report(median, step=len(self.rows))
-        if self.named:
-            return None
-        return self._quality() or self._time(median) or self._optuna(trial, median)
+        if self.named or len(self.rows) == self.videos:
+            return None  # after the last video, stopping saves nothing and would throw its measurements away
+        for rule, reason in (("quality", self._quality()), ("time", self._time(median))):
+            if reason:
+                self.rule = rule
+                return reason
+        if trial.should_prune():
+            self.rule = "optuna"
+            return f"Optuna's pruner: running median {median:.3f} s/video"
+        return None
 
     def _quality(self) -> str | None:
         if not self.rules.quality:
@@ -233,12 +247,6 @@ class Gate:
             f"median {median:.3f} s over {len(times)} videos (spread {spread:.0%}) > {self.rules.time_margin:g} x "
             f"best feasible {self.best.value:.3f} s (trial {self.best.number})"
         )
-
-    @staticmethod
-    def _optuna(trial: optuna.Trial, median: float) -> str | None:
-        if not trial.should_prune():
-            return None
-        return f"Optuna's pruner: running median {median:.3f} s/video"
 
     def mean(self, metric: str) -> float:
         return statistics.fmean(r[metric] for r in self.rows)
@@ -272,15 +280,14 @@ def prediction_error(predicted: float | None, measured: float) -> float | None:
 
 def summary(trials: Sequence[optuna.trial.FrozenTrial]) -> str | None:
     """One line: what pruning saved, by rule, and how far the cost model's predictions were off."""
-    reasons = [t.user_attrs.get("prune_reason", "") for t in trials if t.state == STATES.PRUNED]
-    if not reasons and not any("predicted_time_s" in t.user_attrs for t in trials):
+    rules = [t.user_attrs.get("prune_rule", "time") for t in trials if t.state == STATES.PRUNED]
+    if not rules and not any("predicted_time_s" in t.user_attrs for t in trials):
         return None
-    predicted = sum(r.startswith("predicted ") for r in reasons)
-    repeated = sum(r.startswith("same preset") for r in reasons)
-    quality = sum("misses its floor" in r for r in reasons)
+    count = {rule: rules.count(rule) for rule in ("predicted", "repeat", "quality", "time", "optuna")}
     line = (
-        f"pruned: {predicted} before generating (predicted slower), {repeated} repeating a measured preset, "
-        f"{quality} on quality, {len(reasons) - predicted - repeated - quality} on time"
+        f"pruned: {count['predicted']} before generating (predicted slower), {count['repeat']} repeating a "
+        f"measured preset, {count['quality']} on quality, {count['time']} on time, {count['optuna']} by "
+        "Optuna's pruner"
     )
     errors = [abs(t.user_attrs["prediction_error"]) for t in trials if "prediction_error" in t.user_attrs]
     if errors:

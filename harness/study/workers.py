@@ -24,6 +24,7 @@ from typing import Iterator
 import optuna
 from omegaconf import DictConfig
 
+from harness.study import space
 from harness.study.enqueue import enqueue_presets, preset_params
 from harness.study.lock import StudyLock
 from harness.study.objective import Objective
@@ -127,6 +128,8 @@ class Worker:
                 decision = self.claim()
                 if decision.trial is not None:
                     self.storage.record_heartbeat(decision.trial._trial_id)  # stale from now on if killed
+                    # the sampler proposes now, under the lock, so the next worker's proposal sees this one
+                    space.suggest(decision.trial, self.objective.dists)
             if decision.stop:
                 break
             if decision.trial is None:
