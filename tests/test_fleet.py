@@ -128,8 +128,8 @@ def wait_for_running(storage: str, wanted, deadline_s: float = 300) -> int:
                 watcher = optuna.storages.RDBStorage(storage, skip_table_creation=True)
                 study = optuna.load_study(study_name="video_fast", storage=watcher)
             trials = study.get_trials(deepcopy=False)
-        except (KeyError, sqlalchemy.exc.OperationalError, optuna.exceptions.StorageInternalError):  # not created yet
-            trials = []
+        except (KeyError, sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError):  # not created yet
+            study, trials = None, []
         for trial in trials:
             if trial.state == STATES.RUNNING and wanted(trial):
                 return trial.number

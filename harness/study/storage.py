@@ -52,9 +52,7 @@ def rdb_storage(cfg: DictConfig) -> optuna.storages.RDBStorage:
         Path(sqlalchemy.engine.make_url(url).database).parent.mkdir(parents=True, exist_ok=True)
     try:
         with StudyLock(url, "schema"):  # workers starting together on a fresh database race its schema
-            return optuna.storages.RDBStorage(
-                url, heartbeat_interval=int(cfg.search.heartbeat_s), grace_period=int(cfg.search.grace_s)
-            )
+            return _open_rdb(url, int(cfg.search.heartbeat_s), int(cfg.search.grace_s))
     except ImportError as error:
         raise ValueError(
             f"search.storage={shown!r} needs a driver that is not installed ({error.name}); "
@@ -63,6 +61,15 @@ def rdb_storage(cfg: DictConfig) -> optuna.storages.RDBStorage:
     except sqlalchemy.exc.SQLAlchemyError as error:
         reason = " ".join(str(error.orig if hasattr(error, "orig") else error).split())[:300]
         raise ValueError(f"search.storage={shown!r} cannot be opened: {reason}") from None
+
+
+def _open_rdb(url: str, heartbeat_s: int, grace_s: int) -> optuna.storages.RDBStorage:
+    try:
+        return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat_s, grace_period=grace_s)
+    except sqlalchemy.exc.IntegrityError:
+        # a reader outside the study's lock (optuna-dashboard, a report) stamped the fresh schema's version at the
+        # same moment; it is stamped now, so opening again finds it
+        return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat_s, grace_period=grace_s)
 
 
 def open_study(cfg: DictConfig, storage: optuna.storages.RDBStorage) -> optuna.Study:
