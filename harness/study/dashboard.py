@@ -13,13 +13,13 @@ from typing import Any
 
 import optuna
 
-from harness.study.floors import feasible
+from harness.study.floors import fastest_feasible
 
 
 def best_feasible_trials(storage: optuna.storages.BaseStorage, study_id: int) -> list[optuna.trial.FrozenTrial]:
     """The fastest feasible trial of a study as a one-item list, or an empty list."""
-    trials = [t for t in storage.get_all_trials(study_id, deepcopy=False) if feasible(t)]
-    return [min(trials, key=lambda t: t.value)] if trials else []
+    best = fastest_feasible(storage.get_all_trials(study_id, deepcopy=False))
+    return [best] if best is not None else []
 
 
 def serve(storage_url: str, host: str, port: int) -> None:

@@ -39,12 +39,9 @@ class DescentSampler(optuna.samplers.BaseSampler):
             return {}
         # a trial that failed with a reason was tried; one whose process was killed (no reason) was not. Workers
         # propose under the study's lock, so a running trial's values are already stored.
-        tried = [
-            t.params
-            for t in study.get_trials(deepcopy=False)
-            if t.state != optuna.trial.TrialState.FAIL or "fail_reason" in t.user_attrs
-        ]
-        for params in self._moves(study, space):
+        trials = study.get_trials(deepcopy=False)
+        tried = [t.params for t in trials if t.state != optuna.trial.TrialState.FAIL or "fail_reason" in t.user_attrs]
+        for params in self._moves(trials, space):
             if params not in tried:
                 return params
         fallback_space = self._fallback.infer_relative_search_space(study, trial)
@@ -59,9 +56,11 @@ class DescentSampler(optuna.samplers.BaseSampler):
     def after_trial(self, study: optuna.Study, trial: Any, state: Any, values: Any) -> None:
         self._fallback.after_trial(study, trial, state, values)
 
-    def _moves(self, study: optuna.Study, space: dict[str, BaseDistribution]) -> list[dict[str, Any]]:
+    def _moves(
+        self, trials: list[optuna.trial.FrozenTrial], space: dict[str, BaseDistribution]
+    ) -> list[dict[str, Any]]:
         """The frontier's neighbours: work-cutting moves first, then same-work moves, each group shuffled."""
-        frontier = _frontier(study, space)
+        frontier = _frontier(trials, space)
         cheaper, same = [], []
         for params in frontier:
             for key, dist in space.items():
@@ -77,9 +76,9 @@ class DescentSampler(optuna.samplers.BaseSampler):
         return cheaper + same
 
 
-def _frontier(study: optuna.Study, space: dict[str, BaseDistribution]) -> list[dict[str, Any]]:
+def _frontier(trials: list[optuna.trial.FrozenTrial], space: dict[str, BaseDistribution]) -> list[dict[str, Any]]:
     """The feasible trials that do the least work (transformer calls x tokens, else their time)."""
-    measured = [t for t in study.get_trials(deepcopy=False) if feasible(t) and set(space) <= set(t.params)]
+    measured = [t for t in trials if feasible(t) and set(space) <= set(t.params)]
     if not measured:
         return []
 

@@ -75,7 +75,12 @@ def status(trial: optuna.trial.FrozenTrial) -> str:
 
 def best_feasible(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
     """The fastest feasible trial, or None."""
-    candidates = [t for t in study.get_trials(deepcopy=False) if feasible(t)]
+    return fastest_feasible(study.get_trials(deepcopy=False))
+
+
+def fastest_feasible(trials: list[optuna.trial.FrozenTrial]) -> optuna.trial.FrozenTrial | None:
+    """The fastest feasible trial among these, or None."""
+    candidates = [t for t in trials if feasible(t)]
     return min(candidates, key=lambda t: t.value) if candidates else None
 
 

@@ -33,7 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 from harness.cost.model import CostModel, fit_cost_model
 from harness.pipeline.clocks import relative_spread
 from harness.pipeline.levers import Speed
-from harness.study.floors import FLOOR_METRICS, Floor, best_feasible
+from harness.study.floors import FLOOR_METRICS, Floor, fastest_feasible
 
 SPREAD_TRIALS = 3  # complete trials whose videos measured a lift (not the reference: it is its own video)
 MODEL_POINTS = 4  # measured trials the cost model needs before it may prune anything
@@ -154,11 +154,12 @@ class Gate:
     @classmethod
     def open(cls, study: optuna.Study, rules: Rules, floors: list[Floor], named: bool, videos: int = 0) -> "Gate":
         """The gate of a trial starting now, that will generate ``videos`` videos."""
-        trials = study.get_trials(deepcopy=False, states=(STATES.COMPLETE,))
+        finished = study.get_trials(deepcopy=False, states=(STATES.COMPLETE, STATES.PRUNED))  # one read of the store
+        complete = [t for t in finished if t.state == STATES.COMPLETE]
+        pruned = [t for t in finished if t.state == STATES.PRUNED]
         attrs = study.user_attrs
         baseline = {metric: attrs[f"baseline_{metric}"] for metric in FLOOR_METRICS if f"baseline_{metric}" in attrs}
-        pruned = study.get_trials(deepcopy=False, states=(STATES.PRUNED,))
-        return cls(rules, floors, named, best_feasible(study), baseline, trials, pruned, videos)
+        return cls(rules, floors, named, fastest_feasible(complete), baseline, complete, pruned, videos)
 
     def same_as(self, params: Mapping[str, Any]) -> optuna.trial.FrozenTrial | None:
         """A finished trial (complete, or pruned after measuring) of exactly these values, when this trial is
