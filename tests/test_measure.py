@@ -256,17 +256,22 @@ def test_references_of_a_retrained_model_at_the_same_path_are_not_reused(make_cf
 
 
 BURSTS = """
-import multiprocessing, os, time
-def burst(phase):
-    time.sleep(phase)
+import multiprocessing, os, random, sys, time
+def burst(index, workers, start):
+    # Every worker follows one schedule: each 0.3 s segment draws how many workers are busy,
+    # so consecutive videos see very different loads whatever the speed and core count.
     while True:
-        start = time.time()
-        while time.time() - start < 0.3:
-            pass
-        time.sleep(0.3)
+        segment = int((time.time() - start) / 0.3)
+        busy = index < random.Random(segment).randint(0, workers)
+        end = start + 0.3 * (segment + 1)
+        while time.time() < end:
+            if not busy:
+                time.sleep(end - time.time())
 if __name__ == "__main__":
-    for index in range(2 * os.cpu_count()):
-        multiprocessing.Process(target=burst, args=(0.1 * (index % 3),)).start()
+    workers = 2 * os.cpu_count()
+    start = time.time()
+    for index in range(workers):
+        multiprocessing.Process(target=burst, args=(index, workers, start)).start()
 """
 
 
