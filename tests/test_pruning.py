@@ -10,6 +10,7 @@ from test_search import compose_cfg, load
 from harness.pipeline.levers import Speed
 from harness.study.descent import DescentSampler
 from harness.study.floors import Floor
+from harness.study.markdown import output_cell
 from harness.study.optimize import search_presets
 from harness.study.pruning import Cost, Gate, Rules, levers_key, optuna_pruner, set_floor_constraints
 
@@ -147,6 +148,11 @@ def test_a_study_stops_hopeless_trials_early_and_says_why_in_optuna_and_mlflow(t
     assert slow.user_attrs["predicted_time_s"] > study.trials[0].value  # 250 steps against the baseline's 25
     videos = {t.number: _video_runs(tmp_path, t) for t in (hopeless, slow)}
     assert videos == {4: 1, 5: 0}
+    # a pruned trial's row still says what it would have produced
+    assert hopeless.user_attrs["output_spec"] == "384x640, 45 frames, 2.81 s"
+    assert hopeless.user_attrs["spec_change"] == "size 480x832 -> 384x640; frames 81 -> 45"
+    assert "384x640, 45 frames, 2.81 s *" in output_cell(hopeless)
+    assert slow.user_attrs["output_spec"] == "480x832, 81 frames, 5.06 s" and "spec_change" not in slow.user_attrs
     run = store_client(tmp_path).get_run(slow.user_attrs["mlflow_run_id"])
     assert run.info.status == "KILLED" and run.data.tags["prune_reason"] == slow.user_attrs["prune_reason"]
     assert run.data.metrics["predicted_time_s"] == pytest.approx(slow.user_attrs["predicted_time_s"])

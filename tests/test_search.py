@@ -22,7 +22,7 @@ from harness.measure.video import read_video
 from harness.study.floors import best_feasible, feasible
 from harness.study.markdown import levers_section, write_report
 from harness.study.optimize import search_presets
-from harness.study.selection import choose, select_preset
+from harness.study.selection import candidates, choose, select_preset, tie_note
 from harness.study.storage import storage_url
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -266,6 +266,12 @@ def test_choose_prefers_fidelity_among_equally_fast_trials():
     assert choose(study, noise=0.01).user_attrs["mean_psnr_db"] == 31.0
     with pytest.raises(ValueError, match="has no feasible trial"):
         choose(optuna.create_study(), 0.05)
+    ordered = candidates(study, noise=0.05)
+    assert tie_note(ordered[0], ordered, 0.05) == [
+        "Chosen over the fastest feasible trial #0 (1 s, PSNR 31.0 dB): within search.select.noise=0.05 of it and "
+        "more faithful to the baseline's video (PSNR 45.0 dB)."
+    ]
+    assert tie_note(ordered[1], ordered, 0.05) == []  # verified second: it won no tie
 
 
 def test_a_failing_trial_is_recorded_and_the_study_goes_on(tmp_path, base_overrides, monkeypatch):

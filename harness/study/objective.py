@@ -80,6 +80,7 @@ class Objective:
         try:
             cfg = self.trial_cfg(params, name)
             plan_ = plan(cfg)
+            _record_output(trial, plan_)  # known before generating: a pruned trial's row shows it too
             gate = Gate.open(self.study, self.rules, self.floors, named, len(plan_.prompts) * len(plan_.seeds))
             session = open_session(cfg, plan_)
             tracking.log_config(cfg)  # a trial pruned before generating keeps its config too
@@ -161,6 +162,14 @@ class Objective:
             mlflow.log_metric(f"constraint_{floor.metric}", slacks[floor.metric])
         set_floor_constraints(trial, slacks)
         return all(slack <= 0 for slack in slacks.values())
+
+
+def _record_output(trial: optuna.Trial, plan_: Plan) -> None:
+    """The worker's output (WxH, frames, seconds) and how it differs from the baseline's."""
+    trial.set_user_attr("output_spec", plan_.shape.output_spec(plan_.fps))
+    change = plan_.shape.spec_change(plan_.reference_shape)
+    if change:
+        trial.set_user_attr("spec_change", change)
 
 
 def trial_cost(plan_: Plan, session: Session) -> Cost:

@@ -39,7 +39,10 @@ log = logging.getLogger(__name__)
 
 
 def estimate(base_overrides: list[str]) -> tuple[float, float, str]:
-    """Time a 1-step and a 3-step generation at the baseline's shape (also a warm-up).
+    """Time a 1-step and a 3-step generation at the baseline's shape, after a 1-step warm-up.
+
+    Without the warm-up the first call carries one-off costs (allocations, kernel choice) and
+    the 1-step time can exceed the 3-step one, leaving no per-step time at all.
 
     Returns:
         (seconds per step, fixed seconds per video) at the baseline's shape, and a line
@@ -49,6 +52,7 @@ def estimate(base_overrides: list[str]) -> tuple[float, float, str]:
     plan_ = plan(base)
     session = open_session(base, plan_)
     request = replace(plan_.request(plan_.prompts[0], 0), steps=1)
+    generate(session.loaded, request, session.solvers)  # warm-up, not counted
     one = generate(session.loaded, request, session.solvers).wall_s
     three = generate(session.loaded, replace(request, steps=3), session.solvers).wall_s
     per_step = max((three - one) / 2, 1e-6)

@@ -62,6 +62,24 @@ def candidates(study: optuna.Study, noise: float) -> list[optuna.trial.FrozenTri
     return [first, *(t for t in feasible_trials if t is not first)]
 
 
+def tie_note(winner: optuna.trial.FrozenTrial, ordered: list[optuna.trial.FrozenTrial], noise: float) -> list[str]:
+    """Why the winner is not the fastest feasible trial, when it went first on fidelity (see ``candidates``)."""
+    fastest = min(ordered, key=lambda t: t.value)
+    if winner is fastest or winner is not ordered[0]:
+        return []
+    fastest_psnr, winner_psnr = (t.user_attrs.get("mean_psnr_db", float("nan")) for t in (fastest, winner))
+    return [
+        f"Chosen over the fastest feasible trial #{fastest.number} ({fastest.value:.4g} s, PSNR {fastest_psnr:.1f} "
+        f"dB): within search.select.noise={noise:g} of it and more faithful to the baseline's video (PSNR "
+        f"{winner_psnr:.1f} dB)."
+    ]
+
+
+def _missed_note(missed: list[str]) -> list[str]:
+    """Faster candidates that failed their floors on the held-out seeds."""
+    return [f"Failed on held-out seeds, so not chosen: {'; '.join(missed)}."] if missed else []
+
+
 def _check_protocol(cfg: DictConfig, base_overrides: list[str], study: optuna.Study) -> None:
     """Refuse to re-measure with another model, device or protocol than the study's."""
     recorded = study.user_attrs.get("measured_with")
@@ -158,6 +176,7 @@ def _export(
     verified: tuple,
     floor_list: list[Floor],
     baseline: dict[str, Any],
+    why: list[str],
 ) -> tuple[Path, Path]:
     plan_, session, summary = verified
     client = mlflow.MlflowClient()
@@ -182,6 +201,7 @@ def _export(
         f"Output: {plan_.shape.output_spec(plan_.fps)}"
         + (f" (changed from the baseline's: {summary['spec_change']})" if summary.get("spec_change") else ""),
         *held,
+        *why,
         *_warnings(plan_, session),
     ]
     preset = replace(plan_.preset, expected_time=expected_time(measured))
@@ -207,7 +227,8 @@ def select_preset(cfg: DictConfig, base_overrides: list[str]) -> tuple[Path, Pat
     verifier = Verifier(cfg, base_overrides, study)
     floor_list = floors(cfg)
     baseline_trial = next((t for t in study.trials if t.user_attrs.get("preset_name") == "baseline"), None)
-    order = candidates(study, float(cfg.search.select.noise))[: int(cfg.search.select.candidates)]
+    feasible_trials = candidates(study, float(cfg.search.select.noise))
+    order = feasible_trials[: int(cfg.search.select.candidates)]
     params = baseline_trial.params if baseline_trial else {}
     *_, baseline = verifier.measure(params, "baseline", baseline_trial.number if baseline_trial else "baseline")
     missed = []
@@ -216,7 +237,8 @@ def select_preset(cfg: DictConfig, base_overrides: list[str]) -> tuple[Path, Pat
         verified = verifier.measure(trial.params, name, trial.number)
         failed = failed_floors(floor_list, baseline, verified[2])
         if not failed:
-            return _export(cfg, study, trial, verified, floor_list, baseline)
+            why = [*tie_note(trial, feasible_trials, float(cfg.search.select.noise)), *_missed_note(missed)]
+            return _export(cfg, study, trial, verified, floor_list, baseline, why)
         missed.append(f"#{trial.number} {name}: " + ", ".join(failed))
     raise ValueError(
         f"no candidate of study {study.study_name!r} held its floors on held-out seeds {verifier.seeds}, nothing "
