@@ -150,6 +150,16 @@ def test_report_writes_markdown_and_pictures_and_logs_them(study_root):
     assert {f"report/{src}" for src in sources} <= logged_videos
 
 
+def test_report_and_select_find_the_study_s_runs_without_naming_its_model(study_root, caplog):
+    # the README's `harness.report study=video_fast`: model=auto (the toy on a CPU) while the study used tiny
+    root, overrides, _ = study_root
+    cfg = compose_cfg([f"paths.root_dir={root}", "study=video_fast"])
+    page = write_report(cfg).with_suffix(".html").read_text()
+    assert len(re.findall(r'<video src="videos/', page)) >= 4 and "shows no videos" not in caplog.text
+    experiments = {e.name for e in store_client(root).search_experiments()}
+    assert "wan-presets/auto" not in experiments and "wan-presets/toy" not in experiments
+
+
 def test_select_exports_the_worker_format_and_it_loads_back(study_root):
     root, overrides, _ = study_root
     cfg = compose_cfg([*overrides, "study=video_fast", "search.select.repeats=1"])

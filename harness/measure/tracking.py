@@ -158,14 +158,16 @@ def unique_run_name(experiment_id: str, name: str) -> str:
     return next(f"{name} #{n}" for n in range(2, len(names) + 3) if f"{name} #{n}" not in names)
 
 
-def use_store(cfg: DictConfig) -> str:
+def use_store(cfg: DictConfig, experiment: str | None = None) -> str:
     """Point MLflow at the configured store and select (or create) the experiment.
 
     A fresh local store's schema is created under a file lock, so workers starting
-    together do not race MLflow's migrations.
+    together do not race MLflow's migrations. ``model=auto`` is resolved first, so its
+    runs land in the chosen model's experiment, never in one named ``auto``.
 
     Args:
         cfg: the composed config (``tracking``, ``paths.mlruns_dir``).
+        experiment: the experiment's name; default ``experiment_name(cfg)``.
 
     Returns:
         The experiment id.
@@ -173,7 +175,10 @@ def use_store(cfg: DictConfig) -> str:
     Raises:
         ValueError: an ``mlruns`` folder that is a file or read-only, or a server that does not answer.
     """
-    uri, experiment = store_uri(cfg), experiment_name(cfg)
+    from harness.pipeline.load import resolve_model  # torch and diffusers: only when a store is used
+
+    resolve_model(cfg)
+    uri, experiment = store_uri(cfg), experiment or experiment_name(cfg)
     if uri.startswith(("http://", "https://")):
         _check_server(uri)
         mlflow.set_tracking_uri(uri)

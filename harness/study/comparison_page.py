@@ -8,6 +8,7 @@ models' videos are enlarged by the browser with square pixels, for display only)
 from __future__ import annotations
 
 import html
+import logging
 import shutil
 from pathlib import Path
 
@@ -15,6 +16,8 @@ import mlflow
 import optuna
 
 from harness.study.floors import feasible, status
+
+log = logging.getLogger(__name__)
 
 PRESETS = ("baseline", "balanced", "aggressive", "quality_first")
 
@@ -72,6 +75,9 @@ def write_page(study: optuna.Study, folder: Path, experiment_id: str) -> list[Pa
                          f"<figcaption>{_caption(name, trial, baseline)}</figcaption></figure>")  # fmt: skip
         sections.append(f"<h2>{html.escape(prompt)}</h2><div class=row>{''.join(cells)}</div>")
     shutil.rmtree(folder / "videos" / ".download", ignore_errors=True)
+    if not written:
+        log.warning("report.html shows no videos: MLflow experiment %s holds no video runs of study %r",
+                    experiment_id, study.study_name)  # fmt: skip
     page = folder / "report.html"
     page.write_text(PAGE.format(study=html.escape(study.study_name), sections="\n".join(sections)))
     return [page, *written]

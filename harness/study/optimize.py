@@ -212,6 +212,7 @@ def search_presets(cfg: DictConfig, base_overrides: list[str]) -> optuna.Study:
         uncounted = config_errors(study)
         check_comparable(study, identity, any(counts_toward(t, uncounted) for t in study.get_trials(deepcopy=False)))
         study.set_user_attr("floors", [f.describe() for f in floor_list])
+        study.set_user_attr("mlflow_experiment", tracking.experiment_name(cfg))  # report and select find its runs
         run_id = _study_run(client, experiment_id, cfg, study)
     if closed := close_orphans(client, experiment_id, study):
         log.info("closed %d MLflow run(s) a dead worker left RUNNING", closed)

@@ -30,7 +30,7 @@ from harness.study import space
 from harness.study.compose import compose_trial
 from harness.study.fingerprint import differences, measured_with
 from harness.study.floors import FLOOR_METRICS, Floor, feasible, floors
-from harness.study.storage import load_study
+from harness.study.storage import load_study, study_experiment
 
 
 def choose(study: optuna.Study, noise: float) -> optuna.trial.FrozenTrial:
@@ -105,7 +105,7 @@ class Verifier:
                 f"search.select.seeds={self.seeds} overlap the search's seeds {sorted(used)}; pick unseen seeds"
             )
         self.overrides = [o for o in base_overrides if not o.startswith(("study=", "search."))]
-        self.experiment_id = tracking.use_store(cfg)
+        self.experiment_id = tracking.use_store(cfg, study_experiment(study))
 
     def measure(self, params: dict[str, Any], name: str, number: int | str) -> tuple[Plan, Session, dict[str, Any]]:
         """Measure a trial's values on the held-out seeds."""
@@ -170,18 +170,18 @@ def expected_time(seconds: float) -> float:
 
 
 def _export(
-    cfg: DictConfig,
-    study: optuna.Study,
+    verifier: Verifier,
     winner: optuna.trial.FrozenTrial,
     verified: tuple,
     floor_list: list[Floor],
     baseline: dict[str, Any],
     why: list[str],
 ) -> tuple[Path, Path]:
+    cfg, study = verifier.cfg, verifier.study
     plan_, session, summary = verified
     client = mlflow.MlflowClient()
     query = f"tags.preset = 'production' and tags.study = '{study.study_name}'"
-    for old in client.search_runs([mlflow.get_experiment_by_name(tracking.experiment_name(cfg)).experiment_id], query):
+    for old in client.search_runs([verifier.experiment_id], query):
         client.delete_tag(old.info.run_id, "preset")  # one production preset per study
     for run_id in (summary["verification_run_id"], winner.user_attrs.get("mlflow_run_id")):
         if run_id:
@@ -238,7 +238,7 @@ def select_preset(cfg: DictConfig, base_overrides: list[str]) -> tuple[Path, Pat
         failed = failed_floors(floor_list, baseline, verified[2])
         if not failed:
             why = [*tie_note(trial, feasible_trials, float(cfg.search.select.noise)), *_missed_note(missed)]
-            return _export(cfg, study, trial, verified, floor_list, baseline, why)
+            return _export(verifier, trial, verified, floor_list, baseline, why)
         missed.append(f"#{trial.number} {name}: " + ", ".join(failed))
     raise ValueError(
         f"no candidate of study {study.study_name!r} held its floors on held-out seeds {verifier.seeds}, nothing "

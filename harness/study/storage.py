@@ -99,6 +99,11 @@ def load_study(cfg: DictConfig) -> optuna.Study:
     return optuna.load_study(study_name=str(cfg.study), storage=url)
 
 
+def study_experiment(study: optuna.Study) -> str | None:
+    """The MLflow experiment ``harness.search`` put the study's runs in (None: a study from before it said)."""
+    return study.user_attrs.get("mlflow_experiment")
+
+
 def study_run_id(client: mlflow.MlflowClient, experiment_id: str, study_name: str) -> str | None:
     """The MLflow run of a study (one per study, resumed by every worker and session), or None."""
     found = client.search_runs([experiment_id], f"tags.kind = 'study' and tags.study = '{study_name}'", max_results=1)
