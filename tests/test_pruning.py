@@ -186,6 +186,37 @@ def test_descent_walks_down_from_the_baseline_then_sideways():
     assert (sideways["sample_steps"], sideways["sample_solver"]) == (19, "dpm++")
 
 
+def test_descent_does_not_retry_a_value_that_broke_a_floor_at_every_step_count():
+    """A smaller size loses fidelity: once it has, descent walks the steps down before trying it again."""
+    space = {
+        "sample_steps": optuna.distributions.IntDistribution(4, 25, step=3),
+        "size": optuna.distributions.CategoricalDistribution(["480*832", "384*640"]),
+    }
+    for seed in range(5):
+        proposed = _descend(space, seed, asks=10)
+        full_size_steps = [steps for steps, size in proposed if size == "480*832"]
+        assert full_size_steps == [25, 22, 19, 16, 13, 10, 7, 4], seed  # every step count, none skipped
+        smaller = [steps for steps, size in proposed if size == "384*640"]
+        assert len(smaller) == 2 and smaller[-1] == 4, seed  # once, then only from the cheapest point left
+
+
+def _descend(space, seed, asks):
+    """Descent's proposals when every full-size preset keeps the floors and every smaller one breaks them."""
+    sampler = DescentSampler(seed=seed, n_startup_trials=20)
+    study = optuna.create_study(sampler=sampler, pruner=optuna.pruners.NopPruner())
+    study.enqueue_trial({"sample_steps": 25, "size": "480*832"})
+    proposed = []
+    for _ in range(asks):
+        trial = study.ask(space)
+        steps, size = trial.params["sample_steps"], trial.params["size"]
+        proposed.append((steps, size))
+        tokens = 10 if size == "480*832" else 6
+        trial.set_user_attr("cost", asdict(Cost(steps, 2 * steps, tokens, LEVERS)))
+        set_floor_constraints(trial, {"psnr_db": -1.0 if size == "480*832" else 12.0})
+        study.tell(trial, 0.002 * steps * tokens)
+    return proposed
+
+
 def test_a_proposal_repeating_a_measured_preset_takes_its_outcome_without_generating():
     study = optuna.create_study(pruner=optuna.pruners.NopPruner())
     dist = {"sample_steps": optuna.distributions.IntDistribution(4, 25)}

@@ -5,8 +5,13 @@ walks down from the cheapest feasible presets measured so far (the baseline firs
 proposes their untried neighbours, one knob one notch away (steps by about 12%), moves that cut the work first
 (fewer steps, frames or pixels, guidance off), then moves that cost the same (another solver,
 shift or guidance) and may open a cheaper path. A feasible neighbour that does less work
-becomes the new frontier. When no neighbour is left, Optuna's TPE proposes. The seed orders
-moves of equal rank.
+becomes the new frontier. A move to an output size or length that already broke a floor one
+knob away from a feasible trial, and that no feasible trial has, goes last: fidelity is scored
+against the baseline's own video, so a smaller or shorter video that lost it at 18 steps loses
+it at 12 too, and re-trying it at every step count spent half a study. (Steps, solver, shift
+and guidance interact: 13 steps that fail with one solver may hold with another, so their
+failures are not held against them.) When no neighbour is left, Optuna's TPE proposes. The
+seed orders moves of equal rank.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from harness.preset import parse_size
 from harness.study.floors import feasible
 
 CHEAPER_WHEN_LOWER = ("sample_steps", "frame_num", "guidance_stop")
+OUTPUT_SPEC = ("size", "frame_num")  # what the worker delivers: losing it loses fidelity whatever else changes
 NOTCH = 0.12  # an integer knob (steps) moves by about this share of its value, on its distribution's grid
 
 
@@ -59,21 +65,25 @@ class DescentSampler(optuna.samplers.BaseSampler):
     def _moves(
         self, trials: list[optuna.trial.FrozenTrial], space: dict[str, BaseDistribution]
     ) -> list[dict[str, Any]]:
-        """The frontier's neighbours: work-cutting moves first, then same-work moves, each group shuffled."""
+        """The frontier's neighbours: work-cutting moves first, then same-work moves, then moves to output sizes
+        and lengths that broke a floor before; each group shuffled."""
         frontier = _frontier(trials, space)
-        cheaper, same = [], []
+        doubtful_values = _floor_breakers(trials, space)
+        cheaper, same, doubtful = [], [], []
         for params in frontier:
             for key, dist in space.items():
                 for value in _neighbours(params[key], dist):
                     move = {**params, key: value}
                     rank = _work_change(key, params[key], value)
-                    if rank < 0:
-                        cheaper.append(move)
-                    elif rank == 0:
-                        same.append(move)
-        self._rng.shuffle(cheaper)
-        self._rng.shuffle(same)
-        return cheaper + same
+                    if rank > 0:
+                        continue
+                    if (key, value) in doubtful_values:
+                        doubtful.append(move)
+                    else:
+                        (cheaper if rank < 0 else same).append(move)
+        for group in (cheaper, same, doubtful):
+            self._rng.shuffle(group)
+        return cheaper + same + doubtful
 
 
 def _frontier(trials: list[optuna.trial.FrozenTrial], space: dict[str, BaseDistribution]) -> list[dict[str, Any]]:
@@ -88,6 +98,29 @@ def _frontier(trials: list[optuna.trial.FrozenTrial], space: dict[str, BaseDistr
         return [{k: t.params[k] for k in space} for t in costed if _work(t) == least]
     fastest = min(measured, key=lambda t: t.value)
     return [{k: fastest.params[k] for k in space}]
+
+
+def _floor_breakers(trials: list[optuna.trial.FrozenTrial], space: dict[str, BaseDistribution]) -> set[tuple]:
+    """Output sizes and lengths that broke a floor one knob away from a feasible trial, and that no feasible
+    trial has, as (knob, value) pairs."""
+    measured = [t for t in trials if set(space) <= set(t.params)]
+    held = [t.params for t in measured if feasible(t)]
+    broke = [t.params for t in measured if _broke_a_floor(t)]
+    kept = {(key, p[key]) for p in held for key in space}
+    breakers = set()
+    for failed in broke:
+        for good in held:
+            differing = [key for key in space if failed[key] != good[key]]
+            if len(differing) == 1 and differing[0] in OUTPUT_SPEC:
+                breakers.add((differing[0], failed[differing[0]]))
+    return breakers - kept
+
+
+def _broke_a_floor(trial: optuna.trial.FrozenTrial) -> bool:
+    """Complete and infeasible, or stopped because its videos so far missed a floor."""
+    if trial.state == optuna.trial.TrialState.PRUNED:
+        return trial.user_attrs.get("prune_rule") == "quality"
+    return trial.state == optuna.trial.TrialState.COMPLETE and not feasible(trial)
 
 
 def _work(trial: optuna.trial.FrozenTrial) -> int:
