@@ -150,7 +150,7 @@ def test_report_writes_markdown_and_pictures_and_logs_them(study_root):
     assert {f"report/{src}" for src in sources} <= logged_videos
 
 
-def test_report_and_select_find_the_study_s_runs_without_naming_its_model(study_root, caplog):
+def test_a_report_finds_the_study_s_runs_without_naming_its_model(study_root, caplog):
     # the README's `harness.report study=video_fast`: model=auto (the toy on a CPU) while the study used tiny
     root, overrides, _ = study_root
     cfg = compose_cfg([f"paths.root_dir={root}", "study=video_fast"])
@@ -158,6 +158,15 @@ def test_report_and_select_find_the_study_s_runs_without_naming_its_model(study_
     assert len(re.findall(r'<video src="videos/', page)) >= 4 and "shows no videos" not in caplog.text
     experiments = {e.name for e in store_client(root).search_experiments()}
     assert "wan-presets/auto" not in experiments and "wan-presets/toy" not in experiments
+    # a study from before the experiment was recorded: found by its study run
+    study = load(cfg)
+    study.set_user_attr("mlflow_experiment", "")
+    try:
+        page = write_report(cfg).with_suffix(".html").read_text()
+    finally:
+        study.set_user_attr("mlflow_experiment", "wan-presets/tiny")
+    assert len(re.findall(r'<video src="videos/', page)) >= 4
+    assert "wan-presets/toy" not in {e.name for e in store_client(root).search_experiments()}
 
 
 def test_select_exports_the_worker_format_and_it_loads_back(study_root):
@@ -278,10 +287,12 @@ def test_choose_prefers_fidelity_among_equally_fast_trials():
         choose(optuna.create_study(), 0.05)
     ordered = candidates(study, noise=0.05)
     assert tie_note(ordered[0], ordered, 0.05) == [
-        "Chosen over the fastest feasible trial #0 (1 s, PSNR 31.0 dB): within search.select.noise=0.05 of it and "
-        "more faithful to the baseline's video (PSNR 45.0 dB)."
+        "Chosen over the fastest feasible trial #0 (1 s, PSNR 31.0 dB on the search's seeds): within "
+        "search.select.noise=0.05 of it and more faithful to the baseline's video (PSNR 45.0 dB)."
     ]
-    assert tie_note(ordered[1], ordered, 0.05) == []  # verified second: it won no tie
+    assert [t.value for t in ordered] == [1.03, 1.00, 1.20]
+    assert tie_note(ordered[1], ordered, 0.05) == []  # the fastest itself
+    assert tie_note(ordered[2], ordered, 0.05) == []  # verified third, after both failed: it won no tie
 
 
 def test_a_failing_trial_is_recorded_and_the_study_goes_on(tmp_path, base_overrides, monkeypatch):

@@ -178,19 +178,40 @@ def use_store(cfg: DictConfig, experiment: str | None = None) -> str:
     from harness.pipeline.load import resolve_model  # torch and diffusers: only when a store is used
 
     resolve_model(cfg)
-    uri, experiment = store_uri(cfg), experiment or experiment_name(cfg)
-    if uri.startswith(("http://", "https://")):
-        _check_server(uri)
-        mlflow.set_tracking_uri(uri)
+    experiment = experiment or experiment_name(cfg)
+    if point_at_store(cfg).startswith(("http://", "https://")):
         experiment_id = _experiment(experiment, None)  # the server decides where artifacts go
     else:
-        mlruns_dir = _local_folder(Path(cfg.paths.mlruns_dir))
-        mlflow.set_tracking_uri(uri)
+        mlruns_dir = Path(cfg.paths.mlruns_dir)
         with file_lock(mlruns_dir / ".store.lock"):
             experiment_id = _experiment(experiment, (mlruns_dir / "artifacts" / experiment).as_uri())
     mlflow.set_experiment(experiment_id=experiment_id)
     _tag_experiment(experiment_id)
     return experiment_id
+
+
+def point_at_store(cfg: DictConfig) -> str:
+    """Point MLflow at the configured store, selecting no experiment; returns its URI.
+
+    Raises:
+        ValueError: an ``mlruns`` folder that is a file or read-only, or a server that does not answer.
+    """
+    uri = store_uri(cfg)
+    if uri.startswith(("http://", "https://")):
+        _check_server(uri)
+    else:
+        _local_folder(Path(cfg.paths.mlruns_dir))
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
+def experiment_holding(tags: Mapping[str, str]) -> str | None:
+    """The name of the experiment that holds a run with these tags, in the store MLflow points at; None if none."""
+    client = mlflow.MlflowClient()
+    ids = [experiment.experiment_id for experiment in client.search_experiments()]
+    query = " and ".join(f"tags.{key} = '{value}'" for key, value in tags.items())
+    found = client.search_runs(ids, query, max_results=1) if ids else []
+    return client.get_experiment(found[0].info.experiment_id).name if found else None
 
 
 def _tag_experiment(experiment_id: str) -> None:

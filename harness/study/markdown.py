@@ -16,13 +16,12 @@ import numpy as np
 import optuna
 from omegaconf import DictConfig
 
-from harness.measure import tracking
 from harness.study.comparison_page import write_page
 from harness.study.drift import noise_lines
 from harness.study.floors import best_feasible, feasible, shortfalls, status
 from harness.study.plots import plot_history, plot_importances, plot_pareto
 from harness.study.pruning import summary as pruning_summary
-from harness.study.storage import load_study, public_url, storage_url, study_experiment, study_run_id
+from harness.study.storage import load_study, public_url, storage_url, study_run_id, use_study_experiment
 
 
 def _label(trial: optuna.trial.FrozenTrial) -> str:
@@ -238,7 +237,7 @@ def write_report(cfg: DictConfig) -> Path:
     ]
     report = folder / "report.md"
     report.write_text("\n".join(text))
-    experiment_id = tracking.use_store(cfg, study_experiment(study))  # where the study's runs are, any model=
+    experiment_id = use_study_experiment(cfg, study)
     page = write_page(study, folder, experiment_id)
     _log_to_study_run(study.study_name, experiment_id, folder,
                       [report, *pictures, *([importance] if importance else []), *page])  # fmt: skip

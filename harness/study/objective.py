@@ -27,9 +27,7 @@ SUMMARY_ATTRS = (
     "median_time_per_video_second_s",
     "wall_time_spread",
     "timing_noisy",
-    "output_spec",
-    "spec_change",
-)
+)  # the output spec is recorded before generating (_record_output), once
 
 
 class PrunedTrial(tracking.Stopped, optuna.TrialPruned):

@@ -32,7 +32,14 @@ from harness.study.lock import StudyLock, check_scheme
 from harness.study.pruning import load_rules, optuna_pruner
 from harness.study.pruning import summary as pruning_summary
 from harness.study.samplers import make_sampler
-from harness.study.storage import close_orphans, open_study, rdb_storage, storage_url, study_run_id
+from harness.study.storage import (
+    close_orphans,
+    open_study,
+    rdb_storage,
+    storage_url,
+    study_run_id,
+    use_study_experiment,
+)
 from harness.study.workers import Worker, config_errors, counts_toward
 
 log = logging.getLogger(__name__)
@@ -212,7 +219,7 @@ def search_presets(cfg: DictConfig, base_overrides: list[str]) -> optuna.Study:
         uncounted = config_errors(study)
         check_comparable(study, identity, any(counts_toward(t, uncounted) for t in study.get_trials(deepcopy=False)))
         study.set_user_attr("floors", [f.describe() for f in floor_list])
-        study.set_user_attr("mlflow_experiment", tracking.experiment_name(cfg))  # report and select find its runs
+        experiment_id = use_study_experiment(cfg, study)  # a resumed study keeps its experiment
         run_id = _study_run(client, experiment_id, cfg, study)
     if closed := close_orphans(client, experiment_id, study):
         log.info("closed %d MLflow run(s) a dead worker left RUNNING", closed)

@@ -30,7 +30,7 @@ from harness.study import space
 from harness.study.compose import compose_trial
 from harness.study.fingerprint import differences, measured_with
 from harness.study.floors import FLOOR_METRICS, Floor, feasible, floors
-from harness.study.storage import load_study, study_experiment
+from harness.study.storage import load_study, use_study_experiment
 
 
 def choose(study: optuna.Study, noise: float) -> optuna.trial.FrozenTrial:
@@ -70,13 +70,13 @@ def tie_note(winner: optuna.trial.FrozenTrial, ordered: list[optuna.trial.Frozen
     fastest_psnr, winner_psnr = (t.user_attrs.get("mean_psnr_db", float("nan")) for t in (fastest, winner))
     return [
         f"Chosen over the fastest feasible trial #{fastest.number} ({fastest.value:.4g} s, PSNR {fastest_psnr:.1f} "
-        f"dB): within search.select.noise={noise:g} of it and more faithful to the baseline's video (PSNR "
-        f"{winner_psnr:.1f} dB)."
+        f"dB on the search's seeds): within search.select.noise={noise:g} of it and more faithful to the baseline's "
+        f"video (PSNR {winner_psnr:.1f} dB)."
     ]
 
 
 def _missed_note(missed: list[str]) -> list[str]:
-    """Faster candidates that failed their floors on the held-out seeds."""
+    """Candidates verified before the winner that failed their floors on the held-out seeds."""
     return [f"Failed on held-out seeds, so not chosen: {'; '.join(missed)}."] if missed else []
 
 
@@ -105,7 +105,7 @@ class Verifier:
                 f"search.select.seeds={self.seeds} overlap the search's seeds {sorted(used)}; pick unseen seeds"
             )
         self.overrides = [o for o in base_overrides if not o.startswith(("study=", "search."))]
-        self.experiment_id = tracking.use_store(cfg, study_experiment(study))
+        self.experiment_id = use_study_experiment(cfg, study)
 
     def measure(self, params: dict[str, Any], name: str, number: int | str) -> tuple[Plan, Session, dict[str, Any]]:
         """Measure a trial's values on the held-out seeds."""

@@ -13,6 +13,7 @@ import optuna
 import sqlalchemy
 from omegaconf import DictConfig
 
+from harness.measure import tracking
 from harness.measure.tracking import WORKER, public_url
 from harness.study.lock import StudyLock
 from harness.study.pruning import optuna_pruner
@@ -99,9 +100,20 @@ def load_study(cfg: DictConfig) -> optuna.Study:
     return optuna.load_study(study_name=str(cfg.study), storage=url)
 
 
-def study_experiment(study: optuna.Study) -> str | None:
-    """The MLflow experiment ``harness.search`` put the study's runs in (None: a study from before it said)."""
-    return study.user_attrs.get("mlflow_experiment")
+def use_study_experiment(cfg: DictConfig, study: optuna.Study) -> str:
+    """Select the MLflow experiment that holds the study's runs, whatever ``model=`` is given; returns its id.
+
+    ``harness.search`` records it on the study; a study from before it did is found by its study run. A study
+    with no runs yet takes the config's experiment, and records it.
+    """
+    tracking.point_at_store(cfg)
+    name = study.user_attrs.get("mlflow_experiment") or tracking.experiment_holding(
+        {"kind": "study", "study": study.study_name}
+    )
+    experiment_id = tracking.use_store(cfg, name)
+    if name is None:
+        study.set_user_attr("mlflow_experiment", mlflow.get_experiment(experiment_id).name)
+    return experiment_id
 
 
 def study_run_id(client: mlflow.MlflowClient, experiment_id: str, study_name: str) -> str | None:
