@@ -126,6 +126,18 @@ def cli(tmp_path, *args, multirun=False):
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
+def test_the_default_relative_paths_work_from_any_folder(tmp_path):
+    # the README's command leaves paths.root_dir at "." (HARNESS_ROOT unset): every path is relative
+    env = {k: v for k, v in os.environ.items() if k != "HARNESS_ROOT"}
+    command = [sys.executable, "-m", "harness.run", "model=tiny", "model.path=models/tiny-wan",
+               "model.clip=models/tiny-clip", "prompts=smoke"]  # fmt: skip
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    client = store_client(tmp_path)
+    runs = client.search_runs([client.get_experiment_by_name("wan-presets/tiny").experiment_id], "tags.kind = 'video'")
+    assert runs and "video.mp4" in {a.path for a in client.list_artifacts(runs[0].info.run_id)}
+
+
 def test_cli_bad_input_is_one_line_and_non_zero(tmp_path):
     result = cli(tmp_path, "preset.size=480x832")
     assert result.returncode != 0

@@ -182,7 +182,7 @@ def use_store(cfg: DictConfig, experiment: str | None = None) -> str:
     if point_at_store(cfg).startswith(("http://", "https://")):
         experiment_id = _experiment(experiment, None)  # the server decides where artifacts go
     else:
-        mlruns_dir = Path(cfg.paths.mlruns_dir)
+        mlruns_dir = Path(cfg.paths.mlruns_dir).resolve()  # an artifact location is a file URI: absolute
         with file_lock(mlruns_dir / ".store.lock"):
             experiment_id = _experiment(experiment, (mlruns_dir / "artifacts" / experiment).as_uri())
     mlflow.set_experiment(experiment_id=experiment_id)
