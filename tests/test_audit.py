@@ -4,6 +4,7 @@ import pytest
 from conftest import store_client
 
 from harness.cost.audit_report import knob_sentence, run_audit
+from harness.cost.model import fit_cost_model
 from harness.cost.sweep import CLAIMS, Point
 
 
@@ -61,3 +62,21 @@ def test_an_audit_never_overwrites_an_earlier_one_unless_told(tmp_path):
     assert committed.name == "audit-cpu-2cores" and len({committed, first, second}) == 3
     assert first.name.startswith("audit-cpu-2cores-20") and second.name.startswith(first.name + "-")
     assert (committed / "report.md").read_text() == "the committed audit"
+
+
+def test_the_cost_model_never_fits_a_negative_cost():
+    # four noisy presets where the larger ones happened to run faster: a free least-squares fit gives the token
+    # term a negative cost and predicts that 250 steps at 300 tokens take -3 s
+    points = [(25, 2, 75, 0.46), (18, 2, 56, 0.47), (15, 2, 30, 0.49), (20, 2, 75, 0.45)]
+    model = fit_cost_model(points)
+    assert min(model.fixed, model.per_pass, model.per_token) >= 0
+    assert model.predict(250, 2, 300) >= model.predict(25, 2, 75) > 0
+
+
+def test_the_cost_model_recovers_known_costs_exactly():
+    fixed, per_pass, per_token = 0.2, 1e-3, 1e-4
+    points = [(s, p, t, fixed + s * p * (per_pass + per_token * t)) for s, p, t in
+              [(25, 2, 75), (18, 2, 56), (15, 1, 30), (20, 2, 120), (10, 1, 75)]]  # fmt: skip
+    model = fit_cost_model(points)
+    assert (model.fixed, model.per_pass, model.per_token) == pytest.approx((fixed, per_pass, per_token))
+    assert model.max_error < 1e-9
