@@ -205,15 +205,6 @@ def point_at_store(cfg: DictConfig) -> str:
     return uri
 
 
-def experiment_holding(tags: Mapping[str, str]) -> str | None:
-    """The name of the experiment that holds a run with these tags, in the store MLflow points at; None if none."""
-    client = mlflow.MlflowClient()
-    ids = [experiment.experiment_id for experiment in client.search_experiments()]
-    query = " and ".join(f"tags.{key} = '{value}'" for key, value in tags.items())
-    found = client.search_runs(ids, query, max_results=1) if ids else []
-    return client.get_experiment(found[0].info.experiment_id).name if found else None
-
-
 def _tag_experiment(experiment_id: str) -> None:
     """Tags that make MLflow's UI open the experiment on its runs, with the headline columns."""
     tags = {

@@ -107,9 +107,12 @@ def use_study_experiment(cfg: DictConfig, study: optuna.Study) -> str:
     with no runs yet takes the config's experiment, and records it.
     """
     tracking.point_at_store(cfg)
-    name = study.user_attrs.get("mlflow_experiment") or tracking.experiment_holding(
-        {"kind": "study", "study": study.study_name}
-    )
+    name = study.user_attrs.get("mlflow_experiment")
+    if not name:
+        client = mlflow.MlflowClient()  # a study from before it was recorded: the experiment holding its run
+        experiment_ids = [experiment.experiment_id for experiment in client.search_experiments()]
+        run = _study_run(client, experiment_ids, study.study_name) if experiment_ids else None
+        name = client.get_experiment(run.info.experiment_id).name if run else None
     experiment_id = tracking.use_store(cfg, name)
     if name is None:
         study.set_user_attr("mlflow_experiment", mlflow.get_experiment(experiment_id).name)
@@ -118,8 +121,13 @@ def use_study_experiment(cfg: DictConfig, study: optuna.Study) -> str:
 
 def study_run_id(client: mlflow.MlflowClient, experiment_id: str, study_name: str) -> str | None:
     """The MLflow run of a study (one per study, resumed by every worker and session), or None."""
-    found = client.search_runs([experiment_id], f"tags.kind = 'study' and tags.study = '{study_name}'", max_results=1)
-    return found[0].info.run_id if found else None
+    run = _study_run(client, [experiment_id], study_name)
+    return run.info.run_id if run else None
+
+
+def _study_run(client: mlflow.MlflowClient, experiment_ids: list[str], study_name: str) -> mlflow.entities.Run | None:
+    found = client.search_runs(experiment_ids, f"tags.kind = 'study' and tags.study = '{study_name}'", max_results=1)
+    return found[0] if found else None
 
 
 def _alive_here(worker: str) -> bool:
