@@ -68,6 +68,17 @@ def test_a_trial_far_below_a_floor_stops_after_its_first_video(study):
     )
 
 
+def test_a_trial_above_a_floor_whose_later_videos_always_lower_it_says_so():
+    study = optuna.create_study(direction="minimize", pruner=optuna.pruners.NopPruner())
+    for value, psnr in [(1.0, [40.0, 38.0]), (0.9, [35.0, 32.0]), (0.8, [31.0, 29.5])]:  # lifts -1, -1.5, -0.75
+        measured(study, value, psnr)
+    gate = Gate.open(study, Rules(), PSNR_FLOOR, named=False)
+    assert gate.after_video(study.ask(), video(0.5, psnr=30.2)) == (
+        "psnr_db 30.2 over 1 video(s) is above its floor 30 by 0.2, but the rest of a trial's videos has always "
+        "lowered its mean, by 0.75 or more: it would end below"
+    )
+
+
 def test_a_trial_just_below_a_floor_goes_on_its_other_videos_may_lift_it(study):
     gate = Gate.open(study, Rules(), PSNR_FLOOR, named=False)
     assert gate.after_video(study.ask(), video(0.5, psnr=29.8)) is None

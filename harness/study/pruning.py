@@ -119,6 +119,21 @@ def cost_model(trials: Sequence[optuna.trial.FrozenTrial], levers: str) -> CostM
     return fit_cost_model(points)
 
 
+def _quality_reason(metric: str, mean: float, videos: int, threshold: float, lift: float) -> str:
+    """Why the videos so far say a trial will end below a floor: too far under it, or above it with later videos
+    that have always lowered a trial's mean."""
+    so_far = f"{metric} {mean:.4g} over {videos} video(s)"
+    if mean < threshold:
+        return (
+            f"{so_far} misses its floor {threshold:.4g} by {threshold - mean:.3g}, more than the rest of a trial's "
+            f"videos has ever lifted its mean ({lift:+.3g})"
+        )
+    return (
+        f"{so_far} is above its floor {threshold:.4g} by {mean - threshold:.3g}, but the rest of a trial's videos has "
+        f"always lowered its mean, by {-lift:.3g} or more: it would end below"
+    )
+
+
 def quality_lift(trials: Sequence[optuna.trial.FrozenTrial], metric: str, videos: int) -> float | None:
     """How far a trial's final mean of ``metric`` has risen above the mean of its first ``videos`` videos, at most,
     over the study's complete trials (prompts and seeds run in one order, so this is measured per position).
@@ -229,11 +244,7 @@ class Gate:
                 continue
             mean, threshold = self.mean(floor.metric), floor.threshold(self.baseline)
             if mean + lift < threshold:
-                return (
-                    f"{floor.metric} {mean:.4g} over {len(self.rows)} video(s) misses its floor {threshold:.4g} by "
-                    f"{threshold - mean:.3g}, more than the rest of a trial's videos has ever lifted its mean "
-                    f"({lift:+.3g})"
-                )
+                return _quality_reason(floor.metric, mean, len(self.rows), threshold, lift)
         return None
 
     def _time(self, median: float) -> str | None:
