@@ -63,8 +63,8 @@ def test_a_trial_far_below_a_floor_stops_after_its_first_video(study):
     gate = Gate.open(study, Rules(), PSNR_FLOOR, named=False)
     reason = gate.after_video(study.ask(), video(0.5, psnr=12.0))
     assert reason == (
-        "psnr_db 12 over 1 video(s) misses its floor 30 by 18, more than the rest of a trial's videos has ever "
-        "lifted its mean (+0.5)"
+        "psnr_db 12 over 1 video(s) misses its floor 30 by 18, and the rest of a trial's videos has lifted its "
+        "mean by 0.5 at most"
     )
 
 
@@ -76,6 +76,11 @@ def test_a_trial_above_a_floor_whose_later_videos_always_lower_it_says_so():
     assert gate.after_video(study.ask(), video(0.5, psnr=30.2)) == (
         "psnr_db 30.2 over 1 video(s) is above its floor 30 by 0.2, but the rest of a trial's videos has always "
         "lowered its mean, by 0.75 or more: it would end below"
+    )
+    below = Gate.open(study, Rules(), PSNR_FLOOR, named=False)
+    assert below.after_video(study.ask(), video(0.5, psnr=25.0)) == (
+        "psnr_db 25 over 1 video(s) misses its floor 30 by 5, and the rest of a trial's videos has always lowered "
+        "its mean, by 0.75 or more"
     )
 
 

@@ -123,15 +123,14 @@ def _quality_reason(metric: str, mean: float, videos: int, threshold: float, lif
     """Why the videos so far say a trial will end below a floor: too far under it, or above it with later videos
     that have always lowered a trial's mean."""
     so_far = f"{metric} {mean:.4g} over {videos} video(s)"
-    if mean < threshold:
-        return (
-            f"{so_far} misses its floor {threshold:.4g} by {threshold - mean:.3g}, more than the rest of a trial's "
-            f"videos has ever lifted its mean ({lift:+.3g})"
-        )
-    return (
-        f"{so_far} is above its floor {threshold:.4g} by {mean - threshold:.3g}, but the rest of a trial's videos has "
-        f"always lowered its mean, by {-lift:.3g} or more: it would end below"
+    later = (
+        f"the rest of a trial's videos has lifted its mean by {lift:.3g} at most"
+        if lift >= 0
+        else f"the rest of a trial's videos has always lowered its mean, by {-lift:.3g} or more"
     )
+    if mean < threshold:
+        return f"{so_far} misses its floor {threshold:.4g} by {threshold - mean:.3g}, and {later}"
+    return f"{so_far} is above its floor {threshold:.4g} by {mean - threshold:.3g}, but {later}: it would end below"
 
 
 def quality_lift(trials: Sequence[optuna.trial.FrozenTrial], metric: str, videos: int) -> float | None:
