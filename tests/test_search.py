@@ -154,8 +154,14 @@ def test_a_report_finds_the_study_s_runs_without_naming_its_model(study_root, ca
     # the README's `harness.report study=video_fast`: model=auto (the toy on a CPU) while the study used tiny
     root, overrides, _ = study_root
     cfg = compose_cfg([f"paths.root_dir={root}", "study=video_fast"])
+    videos = root / "experiments" / "video_fast" / "videos"
+    videos.mkdir(parents=True, exist_ok=True)
+    (videos / "trial99-prompt0.mp4").write_bytes(b"an earlier study's video")
+    (videos / "notes.txt").write_text("the user's own file")
     page = write_report(cfg).with_suffix(".html").read_text()
     assert len(re.findall(r'<video src="videos/', page)) >= 4 and "shows no videos" not in caplog.text
+    shown = set(re.findall(r'<video src="videos/([^"]+)"', page))
+    assert {p.name for p in videos.glob("*.mp4")} == shown and (videos / "notes.txt").exists()
     experiments = {e.name for e in store_client(root).search_experiments()}
     assert "wan-presets/auto" not in experiments and "wan-presets/toy" not in experiments
     # a study from before the experiment was recorded: found by its study run

@@ -75,12 +75,20 @@ def write_page(study: optuna.Study, folder: Path, experiment_id: str) -> list[Pa
                          f"<figcaption>{_caption(name, trial, baseline)}</figcaption></figure>")  # fmt: skip
         sections.append(f"<h2>{html.escape(prompt)}</h2><div class=row>{''.join(cells)}</div>")
     shutil.rmtree(folder / "videos" / ".download", ignore_errors=True)
+    _remove_stale(folder / "videos", written)
     if not written:
         log.warning("report.html shows no videos: MLflow experiment %s holds no video runs of study %r",
                     experiment_id, study.study_name)  # fmt: skip
     page = folder / "report.html"
     page.write_text(PAGE.format(study=html.escape(study.study_name), sections="\n".join(sections)))
     return [page, *written]
+
+
+def _remove_stale(videos: Path, written: list[Path]) -> None:
+    """Delete the page's videos from an earlier report that this one no longer shows (a re-run study numbers its
+    trials anew): the folder then holds exactly what the page plays. Other files are left alone."""
+    for stale in set(videos.glob("trial*-prompt*.mp4")) - set(written):
+        stale.unlink()
 
 
 PAGE = """<!doctype html>
