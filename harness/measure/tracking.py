@@ -161,10 +161,6 @@ def unique_run_name(experiment_id: str, name: str) -> str:
 def use_store(cfg: DictConfig, experiment: str | None = None) -> str:
     """Point MLflow at the configured store and select (or create) the experiment.
 
-    A fresh local store's schema is created under a file lock, so workers starting
-    together do not race MLflow's migrations. ``model=auto`` is resolved first, so its
-    runs land in the chosen model's experiment, never in one named ``auto``.
-
     Args:
         cfg: the composed config (``tracking``, ``paths.mlruns_dir``).
         experiment: the experiment's name; default ``experiment_name(cfg)``.
@@ -175,11 +171,21 @@ def use_store(cfg: DictConfig, experiment: str | None = None) -> str:
     Raises:
         ValueError: an ``mlruns`` folder that is a file or read-only, or a server that does not answer.
     """
+    return select_experiment(cfg, point_at_store(cfg), experiment)
+
+
+def select_experiment(cfg: DictConfig, uri: str, experiment: str | None = None) -> str:
+    """Select (or create) the experiment in the store ``point_at_store`` checked and returned; its id.
+
+    A fresh local store's schema is created under a file lock, so workers starting
+    together do not race MLflow's migrations. ``model=auto`` is resolved first, so its
+    runs land in the chosen model's experiment, never in one named ``auto``.
+    """
     from harness.pipeline.load import resolve_model  # torch and diffusers: only when a store is used
 
     resolve_model(cfg)
     experiment = experiment or experiment_name(cfg)
-    if point_at_store(cfg).startswith(("http://", "https://")):
+    if uri.startswith(("http://", "https://")):
         experiment_id = _experiment(experiment, None)  # the server decides where artifacts go
     else:
         mlruns_dir = Path(cfg.paths.mlruns_dir).resolve()  # an artifact location is a file URI: absolute

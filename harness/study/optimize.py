@@ -208,7 +208,9 @@ def search_presets(cfg: DictConfig, base_overrides: list[str]) -> optuna.Study:
             than the study's, or trials that keep failing for one configuration reason.
     """
     dists, floor_list, n_trials = _check_settings(cfg)
-    experiment_id = tracking.use_store(cfg)  # a bad MLflow store fails here, before the model loads
+    # a bad MLflow store fails here, before the model loads, and a fresh one's schema is made under its lock;
+    # the study's own experiment is selected below, once the study is open
+    tracking.use_store(cfg)
     storage = rdb_storage(cfg)
     identity = measured_with(cfg, base_overrides)  # also checks the base preset and prompts
     lock = StudyLock(storage_url(cfg), str(cfg.search.study_name))

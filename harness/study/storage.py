@@ -106,14 +106,14 @@ def use_study_experiment(cfg: DictConfig, study: optuna.Study) -> str:
     ``harness.search`` records it on the study; a study from before it did is found by its study run. A study
     with no runs yet takes the config's experiment, and records it.
     """
-    tracking.point_at_store(cfg)
+    uri = tracking.point_at_store(cfg)
     name = study.user_attrs.get("mlflow_experiment")
     if not name:
         client = mlflow.MlflowClient()  # a study from before it was recorded: the experiment holding its run
         experiment_ids = [experiment.experiment_id for experiment in client.search_experiments()]
         run = _study_run(client, experiment_ids, study.study_name) if experiment_ids else None
         name = client.get_experiment(run.info.experiment_id).name if run else None
-    experiment_id = tracking.use_store(cfg, name)
+    experiment_id = tracking.select_experiment(cfg, uri, name)  # the store is checked once
     if name is None:
         study.set_user_attr("mlflow_experiment", mlflow.get_experiment(experiment_id).name)
     return experiment_id
