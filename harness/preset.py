@@ -199,7 +199,11 @@ def validate_preset(raw: Mapping[str, Any], solvers: Mapping[str, Any]) -> Prese
         file_extension="mp4",
     )
     if preset.enhance_prompt:
-        log.warning("enhance_prompt=true is recorded but not applied: prompts are used as given")
+        raise ValueError(
+            "preset.enhance_prompt=true is not supported: prompt extension rewrites each prompt with an LLM "
+            "(Qwen or DashScope) that the harness does not run, so its videos would not be the worker's; "
+            "set enhance_prompt: false"
+        )
     return preset
 
 

@@ -212,14 +212,15 @@ def test_the_harness_generates_exactly_what_a_plain_wanpipeline_call_makes(make_
     # The harness is a thin layer: same scheduler, prompt, seed, steps, size, frames and
     # guidance give the same frames as WanPipeline(...) called directly.
     import torch
+    from diffusers import WanPipeline
 
     cfg = make_cfg("+experiment=balanced", model=model)
     solvers = OmegaConf.to_container(cfg.solver)
     preset = validate_preset(OmegaConf.to_container(cfg.preset), solvers)
     shape = resolve_shape(preset, cfg.model.scale.spatial, cfg.model.scale.temporal)
     loaded = load_pipeline(cfg.model)
-    ours = generate(loaded, request(shape, solver="euler", steps=6), solvers)
-    plain = loaded.pipe(
+    ours = generate(loaded, request(shape, solver="euler", steps=6), solvers)  # worker=diffusers: the default
+    plain = WanPipeline(**loaded.pipe.components)(
         prompt="a red circle moving left",
         height=shape.height,
         width=shape.width,

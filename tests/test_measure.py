@@ -59,7 +59,14 @@ def test_a_preset_is_logged_with_params_metrics_and_a_readable_mp4(make_cfg, tmp
         assert 0 <= metrics["clip_score"] <= 100 and metrics["psnr_db"] < 100  # euler 18 != reference
         assert len(client.get_metric_history(child.info.run_id, "time_step_s")) == 18
         names = {item.path for item in client.list_artifacts(child.info.run_id)}
-        assert names == {"video.mp4", "frames.png", "config.yaml", "side_by_side.mp4", "side_by_side.png"}
+        assert names == {
+            "video.mp4",
+            "frames.png",
+            "config.yaml",
+            "side_by_side.mp4",
+            "side_by_side.png",
+            "schedule.json",
+        }
         video = read_video(
             Path(client.download_artifacts(child.info.run_id, "video.mp4", str(tmp_path / child.info.run_id)))
         )
@@ -364,5 +371,5 @@ def test_mp4_writing_is_a_switch_for_machines_without_ffmpeg(make_cfg, tmp_path)
     client = store_client(tmp_path)
     child = children(client, client.get_run(summary["run_id"]))[0]
     names = {item.path for item in client.list_artifacts(child.info.run_id)}
-    assert names == {"frames.png", "config.yaml", "side_by_side.png"}  # the grids still show what was made
+    assert names == {"frames.png", "config.yaml", "side_by_side.png", "schedule.json"}  # the grids show what was made
     assert child.data.metrics["time_video_write_s"] == 0.0

@@ -233,6 +233,7 @@ def test_a_study_refuses_trials_measured_with_other_prompts_or_weights(study_roo
         ("timing.repeats=3", "timing"),
         ("timing.warmup_steps=3", "timing"),
         ("quality.psnr_cap_db=50", "quality"),
+        ("worker=diffusers", "worker"),
     ],
 )
 def test_continuing_under_another_protocol_is_refused_naming_the_change(study_root, override, changed):
@@ -257,13 +258,13 @@ def test_select_refuses_another_model_than_the_study_s(study_root):
 
 
 def test_select_exports_nothing_when_the_winner_fails_on_held_out_seeds(tmp_path, base_overrides):
-    # On the tiny model, quality_first makes 50.3 dB on the search's seed 0 and 49.9 dB on
-    # the held-out seeds 100 and 101: it is feasible at a 50.1 dB floor, then fails it.
+    # On the tiny model (worker=official), quality_first makes 44.4 dB on the search's seed 0 and 43.4 dB on
+    # the held-out seeds 100 and 101: it is feasible at a 44 dB floor, then fails it.
     overrides = [
         *base_overrides,
         "search.n_trials=2",
         "search.enqueue=[baseline,quality_first]",
-        "search.floors.psnr_db.value=50.1",
+        "search.floors.psnr_db.value=44",
     ]
     study = search_presets(compose_cfg(overrides), overrides)
     assert [t.user_attrs["preset_name"] for t in study.trials if feasible(t)] == ["baseline", "quality_first"]
@@ -273,7 +274,7 @@ def test_select_exports_nothing_when_the_winner_fails_on_held_out_seeds(tmp_path
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]  # beside progress bars
     assert len(errors) == 1 and result.stderr.strip().endswith(errors[0])
     assert errors[0].startswith("error: no candidate of study 'video_fast' held its floors on held-out seeds")
-    assert re.search(r"#1 quality_first: psnr_db 49\.\d+ < 50\.1 \(short by 0\.\d+\)", errors[0])
+    assert re.search(r"#1 quality_first: psnr_db 43\.\d+ < 44 \(short by 0\.\d+\)", errors[0])
     assert not (tmp_path / "experiments" / "video_fast" / "video_fast.yaml").exists()
     client = store_client(tmp_path)
     experiment = client.get_experiment_by_name("wan-presets/tiny")

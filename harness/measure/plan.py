@@ -15,6 +15,7 @@ from harness.pipeline.device import torch_threads
 from harness.pipeline.generate import GenerationRequest
 from harness.pipeline.levers import Speed
 from harness.pipeline.load import resolve_model
+from harness.pipeline.worker import Worker
 from harness.preset import Preset, VideoShape, read_preset_file, resolve_shape, same_sampler, validate_preset
 
 
@@ -29,7 +30,7 @@ class Plan:
     reference_shape: VideoShape  # the baseline's output: every candidate is scored against it
     prompts: list[str]
     seeds: list[int]
-    negative_prompt: str
+    negative_prompt: str  # the prompt set's, else the model's ("" = none given: the worker's default is encoded)
     repeats: int
     warmup_steps: int  # 0: no warm-up
     speed: Speed = Speed()
@@ -37,6 +38,7 @@ class Plan:
     fps: int = 16  # the worker's frame rate: seconds of video = frames / fps
     threads: int = 1  # torch intra-op threads
     noise_bound: float = 0.10  # a time whose relative spread exceeds this is flagged noisy
+    worker: Worker = Worker()  # what the worker's code does differently from a plain WanPipeline call
 
     @property
     def is_reference(self) -> bool:
@@ -51,7 +53,7 @@ class Plan:
         """The generation request of one prompt and seed of this plan."""
         return GenerationRequest(
             prompt=prompt,
-            negative_prompt=self.negative_prompt,
+            negative_prompt=self.worker.negative_prompt_for(self.negative_prompt),
             seed=seed,
             shape=self.shape,
             steps=self.preset.sample_steps,
@@ -60,6 +62,7 @@ class Plan:
             shift=self.preset.sample_shift,
             speed=self.speed,
             max_sequence_length=self.max_sequence_length,
+            worker=self.worker,
         )
 
 
@@ -111,6 +114,7 @@ def plan(cfg: DictConfig) -> Plan:
     reference = validate_preset(OmegaConf.to_container(cfg.reference, resolve=True), solvers)
     prompts, seeds = _prompts_and_seeds(cfg)
     speed = Speed.from_config(cfg.speed)  # before anything loads
+    worker = Worker.from_config(cfg.worker)
     warmup_steps = check_int("timing.warmup_steps", cfg.timing.warmup_steps, 1) if cfg.timing.warmup else 0
     if speed.compile != "off" and not warmup_steps:
         raise ValueError(
@@ -124,7 +128,7 @@ def plan(cfg: DictConfig) -> Plan:
         reference_shape=resolve_shape(reference, cfg.model.scale.spatial, cfg.model.scale.temporal, warn=False),
         prompts=prompts,
         seeds=seeds,
-        negative_prompt=str(cfg.prompts.negative_prompt or ""),
+        negative_prompt=str(cfg.prompts.negative_prompt or cfg.model.get("negative_prompt") or ""),
         repeats=check_int("timing.repeats", cfg.timing.repeats, 1),
         warmup_steps=warmup_steps,
         speed=speed,
@@ -132,4 +136,5 @@ def plan(cfg: DictConfig) -> Plan:
         threads=torch_threads(cfg.timing.threads),
         noise_bound=_noise_bound(cfg.timing.noise_bound),
         max_sequence_length=check_int("model.max_sequence_length", cfg.model.get("max_sequence_length", 512), 1),
+        worker=worker,
     )

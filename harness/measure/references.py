@@ -76,6 +76,7 @@ class ReferenceVideos:
             "text_length": request.max_sequence_length,
             "shape": [request.shape.width, request.shape.height, request.shape.num_frames],
             "sampler": [request.steps, request.solver, request.shift, request.guidance],
+            "worker": request.worker.params(),  # its schedule, noise, passes, precision and pixels make another video
         }
         digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
         return self.folder / f"{digest}.npy"

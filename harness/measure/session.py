@@ -58,13 +58,14 @@ def open_session(cfg: DictConfig, plan_: Plan) -> Session:
     """
     solvers = OmegaConf.to_container(cfg.solver, resolve=True)
     torch.set_num_threads(plan_.threads)
-    loaded = load_pipeline(cfg.model, plan_.speed.compile)
+    loaded = load_pipeline(cfg.model, plan_.worker, plan_.speed)
     check_attention(plan_.speed.attention, loaded.device)  # before any run is opened
     asked = f"preset.size={plan_.preset.size!r}, frame_num={plan_.preset.frame_num}"
     loaded.check_shape(*plan_.shape.generated, asked)
     scorer = ClipScorer(cfg.model) if cfg.quality.clip else None
     folder = Path(cfg.paths.cache_dir) / "references"
-    references = ReferenceVideos(folder, loaded, plan_.reference, plan_.reference_shape, solvers)
+    plain = load_pipeline(cfg.model, plan_.worker)  # the worker's own transformer: what every video is judged against
+    references = ReferenceVideos(folder, plain, plan_.reference, plan_.reference_shape, solvers)
     return Session(loaded=loaded, scorer=scorer, references=references, solvers=solvers)
 
 
@@ -135,6 +136,7 @@ def run_params(plan_: Plan, loaded: LoadedPipeline, cfg: DictConfig, scheduler: 
         "torch_version": torch.__version__,
         "diffusers_version": diffusers.__version__,
         **plan_.speed.params(),
+        **plan_.worker.params(),
         "repeats": plan_.repeats,
         "torch_threads": plan_.threads,
         "load_average_1min": round(os.getloadavg()[0], 2),
@@ -219,6 +221,7 @@ def _log_video_run(
         )
         mlflow.log_metrics(metrics)
         tracking.log_step_times(generation.step_times)
+        mlflow.log_dict(generation.schedule, "schedule.json")  # the timesteps and sigmas it sampled at
         tracking.log_config(cfg)
         mlflow.set_tag("memory_kind", generation.memory_kind)
         mlflow.log_metric("guided_steps", generation.guided_steps)

@@ -2,7 +2,9 @@
 
 Reads top to bottom like the pipeline: set the scheduler, encode the prompt (timed on
 its own), denoise with a step clock, decode (the time from the last step to the frames).
-The pipeline is loaded once per process (``harness.pipeline.load``) and reused.
+The pipeline is loaded once per process (``harness.pipeline.load``) and reused. What the
+worker does differently from a plain ``WanPipeline`` call (``harness.pipeline.worker``) is
+set per generation: its schedule, noise generator, guidance passes, precision and pixels.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ import torch
 from harness.pipeline.clocks import PeakMemory, StepClock, now
 from harness.pipeline.levers import Speed
 from harness.pipeline.load import LoadedPipeline, use_attention
-from harness.pipeline.schedulers import build_scheduler
+from harness.pipeline.passes import guided_passes, official_precision
+from harness.pipeline.schedulers import build_scheduler, scheduler_name
+from harness.pipeline.worker import Worker, to_pixels
 from harness.preset import VideoShape
 
 
@@ -33,14 +37,15 @@ class GenerationRequest:
     guidance: float
     solver: str
     shift: float
-    negative_prompt: str = ""
+    negative_prompt: str = ""  # encoded as given: a plan puts the worker's default in when its prompt set has none
     speed: Speed = Speed()
     max_sequence_length: int = 512  # text tokens, as WanPipeline.__call__ pads them
+    worker: Worker = Worker()  # diffusers' own behaviour unless a plan says otherwise
 
     @property
     def guided_steps(self) -> int:
         """Steps that run both the conditional and the unconditional pass."""
-        if self.guidance <= 1.0:
+        if not self.worker.runs_unconditional(self.guidance):
             return 0
         return max(1, math.ceil(self.speed.guidance_stop * self.steps - 1e-9))
 
@@ -58,6 +63,7 @@ class Generation:
     memory_kind: str = ""
     scheduler: str = ""
     guided_steps: int = 0
+    schedule: dict[str, list[float]] = field(default_factory=dict)  # timesteps and sigmas as the scheduler held them
 
     @property
     def wall_s(self) -> float:
@@ -85,8 +91,9 @@ def generate(loaded: LoadedPipeline, request: GenerationRequest, solvers: Mappin
         RuntimeError: the video came out NaN or blank.
     """
     pipe = loaded.pipe
-    # 1. Scheduler for this solver and shift (cheap; schedulers hold no weights).
-    pipe.scheduler = build_scheduler(request.solver, request.shift, solvers)
+    # 1. Scheduler for this solver and shift (cheap; schedulers hold no weights), on the worker's schedule.
+    official = request.worker.official_schedule(request.solver)
+    pipe.scheduler = build_scheduler(request.solver, request.shift, solvers, official=official)
     use_attention(loaded, request.speed.attention)
     cache = request.speed.cache_config()
     # Caches hold state across steps: enabled for this generation only, so the shared
@@ -96,10 +103,19 @@ def generate(loaded: LoadedPipeline, request: GenerationRequest, solvers: Mappin
     if cache is not None:
         pipe.transformer.enable_cache(cache)
     try:
-        return _generate(loaded, request)
+        with (
+            guided_passes(pipe, request.worker.guidance_passes == "always"),
+            official_precision(pipe.transformer, _autocast(loaded, request.worker)),
+        ):
+            return _generate(loaded, request)
     finally:
         if cache is not None:
             pipe.transformer.disable_cache()
+
+
+def _autocast(loaded: LoadedPipeline, worker: Worker) -> bool:
+    """Whether the transformer runs as the official code runs it on CUDA: float32 weights under bf16 autocast."""
+    return worker.precision == "autocast_bf16" and loaded.device.type == "cuda" and loaded.dtype == torch.float32
 
 
 def _encode(loaded: LoadedPipeline, request: GenerationRequest) -> tuple[Any, Any]:
@@ -107,7 +123,7 @@ def _encode(loaded: LoadedPipeline, request: GenerationRequest) -> tuple[Any, An
     return loaded.pipe.encode_prompt(
         prompt=request.prompt,
         negative_prompt=request.negative_prompt,
-        do_classifier_free_guidance=request.guidance > 1.0,
+        do_classifier_free_guidance=request.guided_steps > 0,
         max_sequence_length=request.max_sequence_length,  # encode_prompt alone defaults to 226
         device=loaded.device,
     )
@@ -120,18 +136,17 @@ def _on_step_end(clock: StepClock, request: GenerationRequest) -> Callable[..., 
     def on_step_end(pipeline: Any, step: int, timestep: Any, tensors: dict) -> dict:
         clock(pipeline, step, timestep, tensors)
         if step + 1 == guided_steps and guided_steps < request.steps:
-            # The loop reads do_classifier_free_guidance (guidance > 1) every step.
-            pipeline._guidance_scale = 1.0
+            pipeline.guidance_stopped = True  # the loop reads do_classifier_free_guidance every step
         return tensors
 
     return on_step_end
 
 
-def _to_frames(video: np.ndarray) -> np.ndarray:
-    """The pipeline's float frames in [0, 1] as uint8, refusing NaN and blank videos."""
+def _to_frames(video: np.ndarray, pixels: str) -> np.ndarray:
+    """The pipeline's float frames in [0, 1] as uint8 by the worker's rule, refusing NaN and blank videos."""
     if not np.isfinite(video).all():
         raise RuntimeError("the generated video contains NaN or inf values")
-    frames = np.clip(np.round(video * 255.0), 0, 255).astype(np.uint8)
+    frames = to_pixels(video, pixels)
     if frames.max() == frames.min():
         raise RuntimeError(f"the generated video is blank (every pixel is {int(frames.max())})")
     return frames
@@ -154,7 +169,7 @@ def _generate(loaded: LoadedPipeline, request: GenerationRequest) -> Generation:
             num_frames=request.shape.num_frames,
             num_inference_steps=request.steps,
             guidance_scale=request.guidance,
-            generator=torch.Generator("cpu").manual_seed(request.seed),
+            generator=torch.Generator(_noise_device(loaded, request.worker)).manual_seed(request.seed),
             output_type="np",
             callback_on_step_end=_on_step_end(clock, request),
             max_sequence_length=request.max_sequence_length,
@@ -162,13 +177,19 @@ def _generate(loaded: LoadedPipeline, request: GenerationRequest) -> Generation:
         finished = now(device)
     last_step = clock.ends[-1] if clock.ends else encoded
     return Generation(
-        frames=_to_frames(np.asarray(output.frames[0])),
+        frames=_to_frames(np.asarray(output.frames[0]), request.worker.pixels),
         text_encode_s=encoded - start,
         denoise_s=last_step - encoded,
         decode_s=finished - last_step,
         step_times=clock.step_times,
         peak_memory_mb=memory.peak_mb,
         memory_kind=memory.kind,
-        scheduler=type(pipe.scheduler).__name__,
+        scheduler=scheduler_name(pipe.scheduler),
         guided_steps=request.guided_steps,
+        schedule={"timesteps": pipe.scheduler.timesteps.tolist(), "sigmas": pipe.scheduler.sigmas.tolist()},
     )
+
+
+def _noise_device(loaded: LoadedPipeline, worker: Worker) -> torch.device:
+    """Where the initial noise is drawn: the official code's generator lives on the model's device."""
+    return loaded.device if worker.noise_device == "model" else torch.device("cpu")

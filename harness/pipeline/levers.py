@@ -15,6 +15,7 @@ import torch
 
 CACHES = ("none", "first_block", "taylorseer")
 COMPILE_MODES = ("off", "regional", "full")
+PRECISIONS = ("worker", "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class Speed:
     cache_interval: int = 5  # taylorseer: steps between full computations
     attention: str = "native"  # diffusers attention backend (harness.pipeline.device.check_attention)
     compile: str = "off"  # one of COMPILE_MODES
+    precision: str = "worker"  # the worker's transformer precision, or bfloat16 weights (one of PRECISIONS)
 
     @classmethod
     def from_config(cls, node: Mapping[str, Any]) -> "Speed":
@@ -53,18 +55,21 @@ class Speed:
             cache_interval=node["cache_interval"],
             attention=str(node["attention"]),
             compile=str(node["compile"]),
+            precision=str(node.get("precision", "worker")),
         )
         check_compile_mode(speed.compile)
+        if speed.precision not in PRECISIONS:
+            raise ValueError(f"speed.precision={speed.precision!r} is not allowed; allowed: {list(PRECISIONS)}")
         speed.cache_config()  # checks the cache settings
         return speed
 
     @property
     def changes_output(self) -> bool:
-        """Whether the video differs from the plain sampler's (truncated guidance or a cache).
+        """Whether the video differs from the plain sampler's (truncated guidance, a cache, bfloat16 weights).
 
         Attention backends and compilation compute the same function (up to float noise).
         """
-        return self.guidance_stop < 1.0 or self.cache != "none"
+        return self.guidance_stop < 1.0 or self.cache != "none" or self.precision != "worker"
 
     def params(self) -> dict[str, Any]:
         """The levers as MLflow params."""

@@ -20,7 +20,9 @@ from transformers.utils import logging as transformers_logging
 from harness import CONF_DIR
 from harness.atomic import file_lock
 from harness.pipeline.device import dtype_name, resolve_device, resolve_dtype
-from harness.pipeline.levers import check_compile_mode
+from harness.pipeline.levers import Speed, check_compile_mode
+from harness.pipeline.passes import WorkerWanPipeline
+from harness.pipeline.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +31,7 @@ diffusers_logging.disable_progress_bar()
 transformers_logging.disable_progress_bar()
 
 _PIPELINES: dict[tuple, "LoadedPipeline"] = {}
+_COMPONENTS: dict[tuple, dict[str, Any]] = {}  # tokenizer, text encoder and VAE, shared by pipelines of one model
 _CLIPS: dict[str, tuple[Any, Any]] = {}
 LOAD_COUNT = {"pipeline": 0, "clip": 0}
 
@@ -257,14 +260,32 @@ def weights_digest(source: str) -> str:
     return digest.hexdigest()[:12]
 
 
-def load_pipeline(model: Mapping[str, Any], compile_mode: str = "off") -> LoadedPipeline:
-    """Load (or reuse) the ``WanPipeline`` a model config names.
+def transformer_dtype(setting: str, device: torch.device, worker: Worker, speed: Speed) -> torch.dtype:
+    """The transformer weights' dtype: the precision lever's, ``model.dtype``'s, or for ``auto`` the worker's.
+
+    On CUDA the official code keeps float32 weights (and runs them under bfloat16 autocast), a ``WanPipeline``
+    worker loads bfloat16 weights; a CPU runs float32. ``speed.precision=bfloat16`` loads bfloat16 weights.
+    """
+    if speed.precision == "bfloat16":
+        return torch.bfloat16
+    if setting == "auto" and device.type == "cuda" and worker.precision == "autocast_bf16":
+        return torch.float32
+    return resolve_dtype(setting, device)
+
+
+def load_pipeline(model: Mapping[str, Any], worker: Worker = Worker(), speed: Speed = Speed()) -> LoadedPipeline:
+    """Load (or reuse) the ``WanPipeline`` a model config names, its transformer as the worker and levers ask.
+
+    Pipelines that differ only in their transformer (its dtype, compilation) share one tokenizer, text encoder
+    and VAE: only the transformer is loaded again.
 
     Args:
         model: the ``model`` node (path, build, seed, device, dtype, vae_dtype).
-        compile_mode: ``off``, ``regional`` (``compile_repeated_blocks``) or ``full``
-            (``torch.compile`` of the transformer). Compiling cannot be undone, so each
-            mode is its own load; compilation itself happens on the first generation.
+        worker: the worker whose precision ``model.dtype: auto`` follows.
+        speed: the levers that change the transformer itself: ``precision`` and ``compile`` (``off``,
+            ``regional``: ``compile_repeated_blocks``, or ``full``: ``torch.compile`` of the transformer).
+            Compiling cannot be undone, so each mode is its own transformer; compilation itself happens on
+            the first generation.
 
     Returns:
         The pipeline on its device, loaded once per process and config.
@@ -274,34 +295,44 @@ def load_pipeline(model: Mapping[str, Any], compile_mode: str = "off") -> Loaded
         ModelUnavailableError: weights neither on disk nor on a reachable hub.
     """
     device = resolve_device(str(model["device"]))
-    dtype = resolve_dtype(str(model["dtype"]), device)
+    dtype = transformer_dtype(str(model["dtype"]), device, worker, speed)
+    text_dtype = resolve_dtype(str(model["dtype"]), device)
     vae_dtype = resolve_dtype(str(model.get("vae_dtype", "float32")), device)
-    check_compile_mode(compile_mode)
-    key = (str(model["path"]), str(device), str(dtype), str(vae_dtype), compile_mode)
+    check_compile_mode(speed.compile)
+    shared = (str(model["path"]), str(device), str(text_dtype), str(vae_dtype))
+    key = (*shared, str(dtype), speed.compile)
     if key in _PIPELINES:
         return _PIPELINES[key]
-
-    from diffusers import AutoencoderKLWan, WanPipeline
 
     path = str(model["path"])
     _build_if_missing("wan", model.get("build"), Path(path), int(model.get("seed", 0)), model.get("architecture"))
     path = locate(path, f"model {model['name']!r}", f"model={model['name']} model.path")
     try:
-        vae = AutoencoderKLWan.from_pretrained(path, subfolder="vae", dtype=vae_dtype)
-        pipe = WanPipeline.from_pretrained(path, vae=vae, dtype=dtype)
+        components = _COMPONENTS.get(shared) or _load_components(path, vae_dtype)
+        pipe = WorkerWanPipeline.from_pretrained(
+            path, **components, dtype={"transformer": dtype, "default": text_dtype}
+        )
     except OSError as error:
         raise _unavailable(f"model {model['name']!r}", path, error, f"model={model['name']} model.path") from error
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
-    if compile_mode == "regional":
+    _COMPONENTS[shared] = {name: getattr(pipe, name) for name in ("tokenizer", "text_encoder", "vae")}
+    if speed.compile == "regional":
         pipe.transformer.compile_repeated_blocks(fullgraph=True)
-    elif compile_mode == "full":
+    elif speed.compile == "full":
         pipe.transformer.compile(fullgraph=True)
     LOAD_COUNT["pipeline"] += 1
     loaded = LoadedPipeline(pipe=pipe, device=device, dtype=dtype, name=str(model["name"]), source=path)
     _PIPELINES[key] = loaded
-    log.info("loaded %s from %s on %s (%s)", loaded.name, path, device, dtype_name(dtype))
+    log.info("loaded %s from %s on %s (transformer %s)", loaded.name, path, device, dtype_name(dtype))
     return loaded
+
+
+def _load_components(path: str, vae_dtype: torch.dtype) -> dict[str, Any]:
+    """The VAE in its own dtype (diffusers recommends float32 decoding); the rest loads with the pipeline."""
+    from diffusers import AutoencoderKLWan
+
+    return {"vae": AutoencoderKLWan.from_pretrained(path, subfolder="vae", dtype=vae_dtype)}
 
 
 class PooledCLIP(torch.nn.Module):

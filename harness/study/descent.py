@@ -33,8 +33,15 @@ NOTCH = 0.12  # an integer knob (steps) moves by about this share of its value, 
 class DescentSampler(optuna.samplers.BaseSampler):
     """Propose untried one-notch neighbours of the cheapest feasible trials; TPE when there are none."""
 
-    def __init__(self, seed: int, n_startup_trials: int):
+    def __init__(self, seed: int, n_startup_trials: int, one_pass_at_guidance_one: bool = True):
+        """Args:
+        seed: orders moves of equal rank (and seeds the TPE fallback).
+        n_startup_trials: the TPE fallback's random trials.
+        one_pass_at_guidance_one: guidance <= 1 runs one transformer pass per step (diffusers); the official
+            loop runs two whatever the scale, so lowering guidance to 1 then cuts no work.
+        """
         self._rng = random.Random(seed)
+        self._one_pass_at_guidance_one = one_pass_at_guidance_one
         self._fallback = optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup_trials)
 
     def infer_relative_search_space(self, study: optuna.Study, trial: Any) -> dict[str, BaseDistribution]:
@@ -74,7 +81,7 @@ class DescentSampler(optuna.samplers.BaseSampler):
             for key, dist in space.items():
                 for value in _neighbours(params[key], dist):
                     move = {**params, key: value}
-                    rank = _work_change(key, params[key], value)
+                    rank = _work_change(key, params[key], value, self._one_pass_at_guidance_one)
                     if rank > 0:
                         continue
                     if (key, value) in doubtful_values:
@@ -139,11 +146,11 @@ def _neighbours(value: Any, dist: BaseDistribution) -> list[Any]:
     return [round(value + delta, 6) for delta in (-step, step) if dist.low <= value + delta <= dist.high]
 
 
-def _work_change(key: str, old: Any, new: Any) -> int:
+def _work_change(key: str, old: Any, new: Any, one_pass_at_guidance_one: bool = True) -> int:
     """-1 when the move cuts the work per video, 1 when it adds to it, 0 when it costs the same."""
     if key in CHEAPER_WHEN_LOWER:
         return (new > old) - (new < old)
-    if key == "sample_guide_scale":
+    if key == "sample_guide_scale" and one_pass_at_guidance_one:
         return (old <= 1) - (new <= 1)  # guidance above 1 runs a second, unconditional pass
     if key == "size":
         area_old, area_new = (w * h for w, h in (parse_size(old), parse_size(new)))

@@ -1,8 +1,8 @@
 """A study is one measurement protocol: what its trials were measured with, and refusing anything else.
 
 Everything that changes a trial's numbers or its verdict is fingerprinted when the study
-starts: the weights, device and dtype, prompts and seeds, floors, the reference preset,
-timing settings and quality settings. Continuing the study (``harness.search``) or
+starts: the worker it generates for, the weights, device and dtype, prompts and seeds, floors, the
+reference preset, timing settings and quality settings. Continuing the study (``harness.search``) or
 exporting from it (``harness.select``) with any of them changed is refused, naming each
 change, so old and new trials are never compared under different rules.
 """
@@ -39,12 +39,14 @@ def measured_with(cfg: DictConfig, base_overrides: list[str]) -> dict[str, str]:
     """
     base = compose_trial(base_overrides)
     plan_ = plan(base)
-    loaded = load_pipeline(base.model, plan_.speed.compile)
-    prompts = json.dumps([plan_.prompts, list(cfg.search.seeds), plan_.negative_prompt])
+    loaded = load_pipeline(base.model, plan_.worker, plan_.speed)
+    negative = plan_.worker.negative_prompt_for(plan_.negative_prompt)  # what is encoded
+    prompts = json.dumps([plan_.prompts, list(cfg.search.seeds), negative])
     device = "cpu" if loaded.device.type == "cpu" else device_label(loaded.device)
     reference, shape = plan_.reference, plan_.reference_shape
     return {
         "model": f"{loaded.name} (weights {loaded.weights})",
+        "worker": plan_.worker.describe(),
         "device": f"{device} {dtype_name(loaded.dtype)}",
         "prompts": f"{len(plan_.prompts)} prompt(s) x {len(cfg.search.seeds)} seed(s) "
         f"({hashlib.sha256(prompts.encode()).hexdigest()[:8]})",

@@ -116,8 +116,13 @@ def comparison(study: optuna.Study) -> str:
 
 
 def uses_lever(trial: optuna.trial.FrozenTrial) -> bool:
-    """Whether a trial used a lever beyond the worker's keys (guidance truncation, a cache)."""
-    return trial.params.get("guidance_stop", 1.0) < 1.0 or trial.params.get("cache", "none") != "none"
+    """Whether a trial used a lever beyond the worker's keys (guidance truncation, a cache, bfloat16 weights)."""
+    params = trial.params
+    return (
+        params.get("guidance_stop", 1.0) < 1.0
+        or params.get("cache", "none") != "none"
+        or params.get("precision", "worker") != "worker"
+    )
 
 
 def _lever_row(name: str, group: list, baseline: optuna.trial.FrozenTrial | None) -> tuple[str, Any]:
@@ -162,7 +167,7 @@ def _lever_verdict(lever: Any, plain: Any, lever_trials: list) -> str:
 def levers_section(study: optuna.Study) -> str:
     """Did guidance truncation or a cache find a faster feasible preset? If not, why, in numbers."""
     trials = study.get_trials(deepcopy=False)
-    if not any(key in t.params for t in trials for key in ("guidance_stop", "cache")):
+    if not any(key in t.params for t in trials for key in ("guidance_stop", "cache", "precision")):
         return ""
     groups = {"with a lever": [t for t in trials if uses_lever(t)], "without": [t for t in trials if not uses_lever(t)]}
     baseline = next((t for t in trials if t.user_attrs.get("preset_name") == "baseline" and t.value is not None), None)

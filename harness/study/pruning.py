@@ -104,7 +104,7 @@ class Cost:
 
 def levers_key(speed: Speed) -> str:
     """The levers that change a video's cost per transformer call, as trials record them."""
-    return f"cache={speed.cache} attention={speed.attention} compile={speed.compile}"
+    return f"cache={speed.cache} attention={speed.attention} compile={speed.compile} precision={speed.precision}"
 
 
 def cost_model(trials: Sequence[optuna.trial.FrozenTrial], levers: str) -> CostModel | None:

@@ -161,7 +161,22 @@ def _warnings(plan_: Plan, session: Session) -> list[str]:
             f"WARNING: measured with the diffusers cache speed.cache={speed.cache} (threshold "
             f"{speed.cache_threshold:g}), which is not a worker key; the worker must enable it."
         )
+    if speed.precision != "worker":
+        notes.append(
+            f"WARNING: measured with {speed.precision} transformer weights (speed.precision={speed.precision}), "
+            f"which is not a worker key; the worker must load its transformer so to reach expected_time."
+        )
     return notes
+
+
+def worker_note(plan_: Plan) -> str:
+    """Which worker the figures hold for."""
+    if plan_.worker.name == "official":
+        return (
+            "Measured for the official Wan 2.1 code (worker=official): its negative prompt, noise schedule, "
+            "noise generator, precision, guidance passes and pixel conversion."
+        )
+    return f"Measured for worker={plan_.worker.name} ({plan_.worker.describe()}), not the official Wan 2.1 code."
 
 
 def expected_time(seconds: float) -> float:
@@ -198,6 +213,7 @@ def _export(
         f"prompt(s), {plan_.repeats} repeat(s), spread {'n/a' if spread is None else f'{spread:.1%}'}) with model "
         f"{session.loaded.name!r} on {session.loaded.device.type}: {measured:.4g} s (baseline "
         f"{baseline['median_wall_time_s']:.4g} s); search time was {winner.value:.4g} s.",
+        worker_note(plan_),
         f"Output: {plan_.shape.output_spec(plan_.fps)}"
         + (f" (changed from the baseline's: {summary['spec_change']})" if summary.get("spec_change") else ""),
         *held,

@@ -6,7 +6,7 @@ from typing import Any, Mapping
 
 import optuna
 
-from harness.pipeline.levers import CACHES, COMPILE_MODES
+from harness.pipeline.levers import CACHES, COMPILE_MODES, PRECISIONS
 from harness.preset import Preset, official_frame_count, parse_size
 
 KINDS = ("int", "float", "categorical")
@@ -22,6 +22,7 @@ SEARCHABLE = (
     "cache_threshold",
     "attention",
     "compile",
+    "precision",
 )
 # Searchable keys that are not the worker's: where they live in the config, and their value
 # in a preset that does not set them.
@@ -30,7 +31,8 @@ LEVERS = {
     "cache": ("speed.cache", "none"),
     "cache_threshold": ("speed.cache_threshold", 0.05),
     "attention": ("speed.attention", "native"),  # a backend this device lacks fails its trial, with the reason
-    "compile": ("speed.compile", "off"),  # each mode is one more pipeline load in the study
+    "compile": ("speed.compile", "off"),  # each mode is one more transformer load in the study
+    "precision": ("speed.precision", "worker"),  # bfloat16 weights: one more transformer load
 }
 
 
@@ -84,7 +86,7 @@ def _numeric(key: str, kind: str, spec: Mapping[str, Any]) -> optuna.distributio
         raise ValueError(f"search.space.guidance_stop: low={low}, high={high} must lie in (0, 1]")
     if key == "sample_guide_scale" and low < 0:
         raise ValueError(f"search.space.sample_guide_scale.low={low} must be >= 0")
-    if key in ("sample_solver", "size", "frame_num", "cache", "attention", "compile"):
+    if key in ("sample_solver", "size", "frame_num", "cache", "attention", "compile", "precision"):
         raise ValueError(f"search.space.{key} must be type categorical (choices)")
     step = spec.get("step")
     if step is not None and not step > 0:
@@ -103,6 +105,8 @@ def _check_choice(key: str, choice: Any, solvers: Mapping[str, Any]) -> None:
         parse_size(choice)
     if key == "cache" and choice not in CACHES:
         raise ValueError(f"search.space.cache choice {choice!r} is not a cache; allowed: {list(CACHES)}")
+    if key == "precision" and choice not in PRECISIONS:
+        raise ValueError(f"search.space.precision choice {choice!r} is not allowed; allowed: {list(PRECISIONS)}")
     if key == "compile" and choice not in COMPILE_MODES:
         raise ValueError(f"search.space.compile choice {choice!r} is not allowed; allowed: {list(COMPILE_MODES)}")
     if key == "frame_num" and (not isinstance(choice, int) or choice < 1 or official_frame_count(choice) != choice):

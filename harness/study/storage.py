@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 
 from harness.measure import tracking
 from harness.measure.tracking import WORKER, public_url
+from harness.pipeline.worker import Worker
 from harness.study.lock import StudyLock
 from harness.study.pruning import optuna_pruner
 from harness.study.samplers import make_sampler
@@ -76,7 +77,8 @@ def _open_rdb(url: str, heartbeat_s: int, grace_s: int) -> optuna.storages.RDBSt
 def open_study(cfg: DictConfig, storage: optuna.storages.RDBStorage) -> optuna.Study:
     """Create the study, or load it when it exists (call under the study's lock)."""
     settings = cfg.search.sampler
-    sampler = make_sampler(str(settings.type), worker_seed(settings.seed), int(settings.n_startup_trials))
+    one_pass = Worker.from_config(cfg.worker).guidance_passes == "above_one"
+    sampler = make_sampler(str(settings.type), worker_seed(settings.seed), int(settings.n_startup_trials), one_pass)
     return optuna.create_study(
         study_name=str(cfg.search.study_name),
         storage=storage,
