@@ -4,7 +4,8 @@ Measures, with the same timed generation as every run: time per step by solver a
 shift, time against steps, time per step against tokens (frames x size), guidance's
 second pass, and the stages. Fits time = fixed + steps x passes x (a + b x tokens) and
 reports its error; prints each knob's claimed speed-up beside the measured one. Writes
-``experiments/audit-<machine>/report.md`` with plots, and logs it to MLflow.
+``outputs/audits/audit-<machine>-<date>/report.md`` with plots (``audit.dir``, ``audit.overwrite``), and logs it
+to MLflow.
 """
 
 from __future__ import annotations

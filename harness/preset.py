@@ -224,6 +224,11 @@ class VideoShape:
         """(width, height, frames) of the video the model makes."""
         return self.width, self.height, self.num_frames
 
+    @property
+    def output(self) -> dict[str, int]:
+        """What the worker outputs: ``{"width", "height", "frames"}``."""
+        return {"width": self.preset_width, "height": self.preset_height, "frames": self.frames_official}
+
     def seconds(self, fps: float) -> float:
         """Seconds of video the worker outputs: its frames at its frame rate."""
         return self.frames_official / fps
@@ -231,6 +236,22 @@ class VideoShape:
     def output_spec(self, fps: float) -> str:
         """What the worker outputs, e.g. ``480x832, 81 frames, 5.06 s``."""
         return f"{self.preset_width}x{self.preset_height}, {self.frames_official} frames, {self.seconds(fps):.2f} s"
+
+    @property
+    def scaled(self) -> bool:
+        """Whether the model generates another size or length than the worker outputs (a small model's scale)."""
+        return (self.width, self.height, self.num_frames) != (
+            self.preset_width, self.preset_height, self.frames_official
+        )  # fmt: skip
+
+    def stands_for(self) -> str:
+        """What a scaled model's video stands for, e.g. ``48x80 x 17 frames stand for 480x832 x 81``; or ``""``."""
+        if not self.scaled:
+            return ""
+        return (
+            f"{self.width}x{self.height} x {self.num_frames} frames stand for "
+            f"{self.preset_width}x{self.preset_height} x {self.frames_official}"
+        )
 
     def spec_change(self, reference: "VideoShape") -> str:
         """How this output differs from the reference's (``""`` when it does not)."""

@@ -1,6 +1,7 @@
 """Write a study's report: ``python -m harness.report study=NAME``.
 
-Writes ``experiments/<study>/report.md`` with its pictures and logs them to the study's
+Writes ``report.md`` and ``report.html`` with its pictures into the study's folder (``study_dir``:
+``outputs/studies/<study>/`` unless named) and logs them to the study's
 MLflow run (see ``harness.study.markdown``).
 """
 

@@ -317,7 +317,12 @@ def test_a_time_measured_under_a_bursty_cpu_load_is_flagged_noisy(make_cfg, tmp_
     from harness.measure import session
 
     cfg = make_cfg(
-        "+experiment=balanced", "timing.repeats=6", "timing.threads=1", "quality.clip=false", "quality.fidelity=false"
+        "+experiment=balanced",
+        "timing.repeats=6",
+        "timing.threads=1",
+        "quality.clip=false",
+        "quality.fidelity=false",
+        "timing.pair=false",
     )
     load = BurstyLoad(session.generate)
     monkeypatch.setattr(session, "generate", load.generate)

@@ -209,7 +209,7 @@ def run_audit(cfg: DictConfig) -> Path:
         cfg: composed config (model, preset = the baseline, ``audit`` settings).
 
     Returns:
-        The report's path (``experiments/audit-<machine>/report.md``).
+        The report's path (``<audit.dir>/audit-<machine>-<date>/report.md``).
     """
     base_plan = plan(cfg)
     session = open_session(cfg, base_plan)
@@ -234,22 +234,22 @@ def run_audit(cfg: DictConfig) -> Path:
     return write_audit(cfg, audit)
 
 
-def audit_folder(experiments: Path, machine: str, overwrite: bool) -> Path:
+def audit_folder(parent: Path, machine: str, overwrite: bool) -> Path:
     """``audit-<machine>`` when overwriting, else a new ``audit-<machine>-<date>`` (``-<time>`` if taken)."""
     if overwrite:
-        folder = experiments / f"audit-{machine}"
+        folder = parent / f"audit-{machine}"
     else:
         now = datetime.now()
-        folder = experiments / f"audit-{machine}-{now:%Y-%m-%d}"
+        folder = parent / f"audit-{machine}-{now:%Y-%m-%d}"
         if folder.exists():
-            folder = experiments / f"audit-{machine}-{now:%Y-%m-%d-%H%M%S}"
+            folder = parent / f"audit-{machine}-{now:%Y-%m-%d-%H%M%S}"
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
 
 def write_audit(cfg: DictConfig, audit: Audit) -> Path:
     """Write the report and plots, log them to MLflow, print the summary; returns the report's path."""
-    folder = audit_folder(Path(cfg.paths.root_dir) / "experiments", audit.machine, bool(cfg.audit.overwrite))
+    folder = audit_folder(Path(str(cfg.audit.dir)), audit.machine, bool(cfg.audit.overwrite))
     pictures = plots(audit.points, folder, audit.model)
     lines = report_lines(audit)
     report = folder / "report.md"

@@ -6,7 +6,7 @@ or any MLflow run is opened, so a bad preset leaves nothing half-written behind.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -39,6 +39,7 @@ class Plan:
     threads: int = 1  # torch intra-op threads
     noise_bound: float = 0.10  # a time whose relative spread exceeds this is flagged noisy
     worker: Worker = Worker()  # what the worker's code does differently from a plain WanPipeline call
+    pair: bool = False  # harness.run: measure the baseline interleaved with the preset (timing.pair)
 
     @property
     def is_reference(self) -> bool:
@@ -48,6 +49,10 @@ class Plan:
             and self.shape.generated == self.reference_shape.generated
             and not self.speed.changes_output
         )
+
+    def baseline(self) -> "Plan":
+        """The baseline's plan beside this one: the reference preset at its own output, with no lever."""
+        return replace(self, name="baseline", preset=self.reference, shape=self.reference_shape, speed=Speed())
 
     def request(self, prompt: str, seed: int) -> GenerationRequest:
         """The generation request of one prompt and seed of this plan."""
@@ -74,6 +79,12 @@ def check_int(key: str, value: Any, minimum: int) -> int:
     """
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{key}={value!r} must be an integer >= {minimum}")
+    return value
+
+
+def _switch(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{key}={value!r} must be true or false")
     return value
 
 
@@ -137,4 +148,5 @@ def plan(cfg: DictConfig) -> Plan:
         noise_bound=_noise_bound(cfg.timing.noise_bound),
         max_sequence_length=check_int("model.max_sequence_length", cfg.model.get("max_sequence_length", 512), 1),
         worker=worker,
+        pair=_switch("timing.pair", cfg.timing.get("pair", False)),
     )

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from harness.measure import tracking
+from harness.measure.pairing import PairedSpeedup, paired_speedup, preset_first
 from harness.measure.plan import Plan, plan
 from harness.measure.quality import ClipScorer, fidelity, match_reference
 from harness.measure.references import ReferenceVideos
@@ -47,6 +48,11 @@ class Session:
     scorer: ClipScorer | None
     references: ReferenceVideos
     solvers: dict
+
+    @property
+    def plain(self) -> LoadedPipeline:
+        """The worker's own pipeline (no lever on its transformer): the baseline's, and the references'."""
+        return self.references.loaded
 
 
 def open_session(cfg: DictConfig, plan_: Plan) -> Session:
@@ -94,6 +100,41 @@ def measure_video(
         The first generation, the median times (seconds) by stage, and each run's wall time.
     """
     runs = [generate(loaded, request, solvers) for _ in range(repeats)]
+    return runs[0], stage_medians(runs), [r.wall_s for r in runs]
+
+
+class Pairing:
+    """The baseline generated beside each of a preset's videos, interleaved, for a paired speed-up.
+
+    Every repeat of every prompt x seed is one pair: the preset's video and the baseline's (same prompt and
+    seed), the preset first in every other pair (:func:`harness.measure.pairing.preset_first`).
+    """
+
+    def __init__(self, baseline: Plan, session: Session):
+        self.baseline, self.session = baseline, session
+        self.pairs: list[dict[str, Any]] = []
+
+    def measure(self, request: GenerationRequest, repeats: int) -> tuple[list[Generation], Generation]:
+        """The preset's ``repeats`` generations of a request, and the baseline's first video of it."""
+        ours, theirs = [], []
+        sides = [(ours, self.session.loaded, request), (theirs, self.session.plain, self.baseline_request(request))]
+        for _ in range(repeats):
+            first = preset_first(len(self.pairs))
+            for runs, loaded, side in sides if first else sides[::-1]:
+                runs.append(generate(loaded, side, self.session.solvers))
+            self.pairs.append({"prompt": request.prompt, "seed": request.seed, "preset_first": first,
+                               "preset_s": ours[-1].wall_s, "baseline_s": theirs[-1].wall_s})  # fmt: skip
+        return ours, theirs[0]
+
+    def baseline_request(self, request: GenerationRequest) -> GenerationRequest:
+        return self.baseline.request(request.prompt, request.seed)
+
+    def result(self) -> PairedSpeedup:
+        return paired_speedup([p["baseline_s"] for p in self.pairs], [p["preset_s"] for p in self.pairs])
+
+
+def stage_medians(runs: list[Generation]) -> dict[str, float]:
+    """The median of each stage's time over repeated generations of one video (and their spread)."""
     medians = {
         "time_text_encode_s": statistics.median(r.text_encode_s for r in runs),
         "time_denoise_s": statistics.median(r.denoise_s for r in runs),
@@ -102,9 +143,9 @@ def measure_video(
         "wall_time_s": statistics.median(r.wall_s for r in runs),
         "peak_memory_mb": max(r.peak_memory_mb for r in runs),
     }
-    if repeats > 1:
+    if len(runs) > 1:
         medians["wall_time_spread"] = relative_spread([r.wall_s for r in runs])
-    return runs[0], medians, [r.wall_s for r in runs]
+    return medians
 
 
 def run_params(plan_: Plan, loaded: LoadedPipeline, cfg: DictConfig, scheduler: str) -> dict[str, Any]:
@@ -163,7 +204,7 @@ def measure_preset(cfg: DictConfig) -> dict[str, Any]:
     experiment_id = tracking.use_store(cfg)
     name = tracking.unique_run_name(experiment_id, run_title(plan_.name, plan_, session))
     with tracking.run(name, tags={"kind": "preset", "preset_name": plan_.name}):
-        return measure_in_run(cfg, plan_, session)
+        return measure_in_run(cfg, plan_, session, paired=plan_.pair)
 
 
 def run_title(name: str, plan_: Plan, session: Session) -> str:
@@ -194,10 +235,15 @@ def _log_side_by_side(cfg: DictConfig, plan_: Plan, frames: Any, reference: Any,
     ours = f"{plan_.name}, {metrics['wall_time_s']:.3g} s" + (
         f", {metrics['psnr_db']:.1f} dB" if "psnr_db" in metrics else ""
     )
-    labels = [f"baseline\n{plan_.reference_shape.output_spec(fps)}", f"{ours}\n{plan_.shape.output_spec(fps)}"]
+    labels = [_label("baseline", plan_.reference_shape, fps), _label(ours, plan_.shape, fps)]
     tracking.log_comparison(side_by_side([reference, frames], labels),
                             side_by_side([reference, frames], labels, min_height=120, stacked=True),
                             fps, int(cfg.tracking.grid_frames), mp4=bool(cfg.tracking.video))  # fmt: skip
+
+
+def _label(title: str, shape: Any, fps: int) -> str:
+    """A side-by-side label: the title, the output, and what a scaled model's clip stands for."""
+    return "\n".join(line for line in (title, shape.output_spec(fps), shape.stands_for()) if line)
 
 
 def _log_video_run(
@@ -236,6 +282,7 @@ def measure_in_run(
     session: Session,
     on_video: Callable[[int, dict[str, float]], None] | None = None,
     video_tags: dict[str, str] | None = None,
+    paired: bool = False,
 ) -> dict[str, Any]:
     """Measure a plan into the active MLflow run, one nested run per prompt x seed.
 
@@ -246,28 +293,33 @@ def measure_in_run(
         on_video: called after each video with its index and metrics; may raise (e.g. to
             prune a trial), which ends the runs as the exception dictates.
         video_tags: extra tags for each video's run.
+        paired: generate the baseline beside each video (:class:`Pairing`) for a paired speed-up (not for the
+            baseline itself, whose speed-up is 1 by definition).
 
     Returns:
-        Summary: name, run id, generated shape, sampler, median wall time, mean scores.
+        Summary: name, run id, generated shape, sampler, median wall time, mean scores, and ``paired``: the
+        paired speed-up (:class:`harness.measure.pairing.PairedSpeedup`) or None.
     """
     _announce(plan_)
-    loaded, solvers = session.loaded, session.solvers
+    pairing = Pairing(plan_.baseline(), session) if paired and not plan_.is_reference else None
     rows: list[dict[str, float]] = []
     walls: list[float] = []
     warmup_s, params = 0.0, {}
     tracking.log_config(cfg)
     mlflow.set_tag("is_baseline", str(plan_.is_reference).lower())
     requests = [plan_.request(prompt, seed) for prompt in plan_.prompts for seed in plan_.seeds]
-    for request in tqdm(requests, desc=plan_.name, unit="video"):
-        warmup_s += warm_up(loaded, request, plan_.warmup_steps, solvers)
-        metrics, times, params = _one_video(cfg, plan_, session, request, params, first=not rows, tags=video_tags)
+    for request in tqdm(requests, desc=plan_.name + (" + baseline, paired" if pairing else ""), unit="video"):
+        warmup_s += warm_up(session.loaded, request, plan_.warmup_steps, session.solvers)
+        if pairing:
+            warmup_s += warm_up(session.plain, pairing.baseline_request(request), plan_.warmup_steps, session.solvers)
+        metrics, times, params = _one_video(cfg, plan_, session, request, params, pairing, video_tags)
         walls += times
         rows.append(metrics)
         if on_video is not None:
             on_video(len(rows) - 1, metrics)
     summary = _log_summary(plan_, rows, walls)
     mlflow.log_metrics({"time_warmup_s": warmup_s, "videos": len(rows)})  # warm-up: never in wall time
-    summary.update(_speedup(params, summary, plan_.is_reference))
+    summary["paired"] = _log_pairing(pairing)
     identity = {"name": plan_.name, "run_id": _active_run_id(), "is_baseline": plan_.is_reference}
     return {**identity, **_sampler_columns(plan_), **summary}
 
@@ -278,12 +330,18 @@ def _one_video(
     session: Session,
     request: GenerationRequest,
     params: dict,
-    first: bool,
+    pairing: Pairing | None,
     tags: dict | None,
 ) -> tuple[dict, list[float], dict]:
     """Generate, time, score and log one prompt x seed; its metrics, every wall time, and the run's params."""
-    generation, metrics, times = measure_video(session.loaded, request, plan_.repeats, session.solvers)
-    if not params:
+    if pairing is None:
+        runs = [generate(session.loaded, request, session.solvers) for _ in range(plan_.repeats)]
+    else:
+        runs, baseline = pairing.measure(request, plan_.repeats)
+        session.references.get(request, own_frames=baseline.frames)  # the baseline's video is the reference
+    generation, metrics = runs[0], stage_medians(runs)
+    first = not params
+    if first:
         params = run_params(plan_, session.loaded, cfg, generation.scheduler)
         mlflow.log_params(params)
     metrics["time_per_video_second_s"] = metrics["wall_time_s"] / plan_.shape.seconds(plan_.fps)
@@ -293,26 +351,17 @@ def _one_video(
     _log_video_run(cfg, plan_, params, request, generation, metrics, compare, {"kind": "video", **(tags or {})})
     if compare is not None and first:
         _log_side_by_side(cfg, plan_, generation.frames, compare, metrics)  # the parent run shows its first one
-    return metrics, times, params
+    return metrics, [r.wall_s for r in runs], params
 
 
-def _speedup(params: dict, summary: dict, is_baseline: bool) -> dict[str, float]:
-    """Speed-up against the latest baseline run of the same model on the same device, logged; {} without one."""
-    if is_baseline:
-        mlflow.log_metric("speedup_vs_baseline", 1.0)
-        return {"speedup_vs_baseline": 1.0}
-    active = mlflow.active_run()
-    same = " and ".join(f"params.{key} = '{params[key]}'" for key in ("model", "model_path", "device_name", "dtype"))
-    query = f"tags.is_baseline = 'true' and attributes.status = 'FINISHED' and {same}"
-    order = ["attributes.start_time DESC"]
-    found = mlflow.search_runs([active.info.experiment_id], query, order_by=order, max_results=5, output_format="list")
-    baseline = next((r for r in found if "median_wall_time_s" in r.data.metrics), None)
-    if baseline is None:
-        return {}
-    speedup = baseline.data.metrics["median_wall_time_s"] / summary["median_wall_time_s"]
-    mlflow.log_metric("speedup_vs_baseline", speedup)
-    mlflow.set_tag("baseline_run_id", baseline.info.run_id)
-    return {"speedup_vs_baseline": speedup}
+def _log_pairing(pairing: Pairing | None) -> PairedSpeedup | None:
+    """The paired speed-up, logged with every pair's seconds (``pairing.json``); None when not paired."""
+    if pairing is None:
+        return None
+    result = pairing.result()
+    mlflow.log_metrics(result.to_metrics())
+    mlflow.log_dict({"speedup": result.to_dict(), "pairs": pairing.pairs}, "pairing.json")
+    return result
 
 
 def _log_summary(plan_: Plan, rows: list[dict[str, float]], walls: list[float]) -> dict[str, Any]:

@@ -8,6 +8,8 @@ from hydra.experimental.callback import Callback
 from rich.console import Console
 from rich.table import Table
 
+from harness.measure.pairing import NOT_PAIRED
+
 # Summaries of the presets measured in this process, in order (a multirun runs its jobs
 # in one process with Hydra's basic launcher).
 MEASURED: list[dict[str, Any]] = []
@@ -37,11 +39,15 @@ def _time_cell(row: dict[str, Any]) -> str:
     return cell + (" NOISY" if row.get("timing_noisy") else "")
 
 
-def _cells(row: dict[str, Any], baseline: dict[str, Any] | None) -> list[str]:
-    if baseline:
-        speed_up = f"{baseline['median_wall_time_s'] / row['median_wall_time_s']:.2f}x"
-    else:  # against the latest baseline run of this model on this device, if MLflow has one
-        speed_up = f"{row['speedup_vs_baseline']:.2f}x" if row.get("speedup_vs_baseline") else "-"
+def speedup_cell(row: dict[str, Any]) -> str:
+    """The paired speed-up with its 95% interval, ``baseline`` for the baseline itself, or ``—`` (not paired)."""
+    if row.get("is_baseline"):
+        return "baseline"
+    paired = row.get("paired")
+    return paired.cell() if paired is not None else NOT_PAIRED
+
+
+def _cells(row: dict[str, Any]) -> list[str]:
     return [
         row["name"],
         row["output_spec"] + (" *" if row.get("spec_change") else ""),
@@ -51,7 +57,7 @@ def _cells(row: dict[str, Any], baseline: dict[str, Any] | None) -> list[str]:
         f"{row['shift']:g}",
         f"{row['guidance']:g}",
         _time_cell(row),
-        speed_up,
+        speedup_cell(row),
         f"{row['median_time_per_video_second_s']:.3f}",
         _fmt(row.get("mean_clip_score"), ".1f"),
         _fmt(row.get("mean_psnr_db"), ".1f"),
@@ -60,7 +66,7 @@ def _cells(row: dict[str, Any], baseline: dict[str, Any] | None) -> list[str]:
 
 
 def summary_table(rows: list[dict[str, Any]], title: str = "presets measured") -> Table:
-    """A table of preset summaries; speed-up is against the baseline (the reference preset) if present.
+    """A table of preset summaries; each speed-up is its own paired measurement against the baseline.
 
     Args:
         rows: summaries returned by ``harness.measure.session.measure_preset``.
@@ -69,8 +75,17 @@ def summary_table(rows: list[dict[str, Any]], title: str = "presets measured") -
     Returns:
         A rich table.
     """
-    baseline = next((row for row in rows if row.get("is_baseline")), None)
     notes = []
+    if any(speedup_cell(row) == NOT_PAIRED for row in rows):
+        notes.append(
+            f"{NOT_PAIRED}: no speed-up without the baseline measured beside the preset in the same command "
+            "(timing.pair=false); run it with timing.pair=true"
+        )
+    if any(row.get("paired") is not None for row in rows):
+        notes.append(
+            "speed-up: the baseline generated beside each video, alternating which goes first; median of the "
+            "pairs' ratios [95% bootstrap interval]"
+        )
     if any(row.get("spec_change") for row in rows):
         notes.append("* output differs from the baseline's: scored against the baseline's own video, resampled")
     if any(row.get("timing_noisy") for row in rows):
@@ -83,7 +98,7 @@ def summary_table(rows: list[dict[str, Any]], title: str = "presets measured") -
             column, justify="left" if column in ("preset", "solver", "output (WxH, frames, s)") else "right"
         )
     for row in rows:
-        table.add_row(*_cells(row, baseline))
+        table.add_row(*_cells(row))
     return table
 
 
@@ -107,4 +122,4 @@ class SweepSummary(Callback):
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
         if len(MEASURED) > 1:
-            print_summary(MEASURED, title="presets compared (speed-up vs baseline)")
+            print_summary(MEASURED, title="presets compared (each speed-up paired with the baseline in its own job)")

@@ -145,7 +145,19 @@ def _link(path: str) -> str:
     uri = mlflow.get_tracking_uri()
     if uri.startswith(("http://", "https://")):
         return f"{public_url(uri).rstrip('/')}/{path}"
-    return f"http://127.0.0.1:5000/{path} (after: mlflow ui --backend-store-uri {uri})"
+    return f"http://127.0.0.1:5000/{path} (after: {mlflow_command()} ui --backend-store-uri {uri})"
+
+
+def mlflow_command() -> str:
+    """How to start MLflow's CLI from here: ``mlflow`` when it is on PATH, else this Python's (the venv's)."""
+    import shutil
+    import sys
+
+    if shutil.which("mlflow") == str(Path(sys.executable).with_name("mlflow")):
+        return "mlflow"
+    executable = Path(sys.executable)
+    shown = executable.relative_to(Path.cwd()) if executable.is_relative_to(Path.cwd()) else executable
+    return f"{shown} -m mlflow"
 
 
 def unique_run_name(experiment_id: str, name: str) -> str:

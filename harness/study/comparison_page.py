@@ -1,7 +1,9 @@
-"""``experiments/<study>/report.html``: the baseline, the proposal's presets and the best feasible trials,
+"""``report.html`` in the study's folder: the baseline, the proposal's presets and the best feasible trials,
 playing side by side per prompt, each with its time, speed-up, scores and output spec.
 
-The videos are the trials' own ``video.mp4`` artifacts, copied beside the page (small
+It opens with one line: the winner, the exported preset, the paired speed-up and the floors. Each prompt's
+videos play together under one control (from their first frame, restarting together), and the exported
+preset is marked. The videos are the trials' own ``video.mp4`` artifacts, copied beside the page (small
 models' videos are enlarged by the browser with square pixels, for display only).
 """
 
@@ -15,7 +17,8 @@ from pathlib import Path
 import mlflow
 import optuna
 
-from harness.study.floors import feasible, status
+from harness.study.drift import speedup_cell
+from harness.study.floors import best_feasible, feasible, status
 
 log = logging.getLogger(__name__)
 
@@ -40,22 +43,41 @@ def _videos(client: mlflow.MlflowClient, experiment_id: str, study: str, trial: 
     return found
 
 
-def _caption(name: str, trial: optuna.trial.FrozenTrial, baseline: optuna.trial.FrozenTrial | None) -> str:
+def _caption(name: str, trial: optuna.trial.FrozenTrial, study: optuna.Study) -> str:
     attrs = trial.user_attrs
-    speed = f"{baseline.value / trial.value:.2f}x" if baseline else "-"
+    speed = speedup_cell(study, trial)
+    exported = study.user_attrs.get("exported", {}).get("trial") == trial.number
     scores = " · ".join(f"{label} {attrs[key]:{spec}}" for label, key, spec in (
         ("CLIP", "mean_clip_score", ".1f"), ("PSNR", "mean_psnr_db", ".1f"), ("SSIM", "mean_ssim", ".3f"))
         if key in attrs)  # fmt: skip
     changed = " (changed)" if attrs.get("spec_change") else ""
-    return (f"<b>{html.escape(name)}</b> — {status(trial)}<br>{trial.value:.3f} s/video · {speed}<br>{scores}"
-            f"<br>{html.escape(attrs.get('output_spec', ''))}{changed}")  # fmt: skip
+    mark = " <mark>exported</mark>" if exported else ""
+    made = f"<br><small>{html.escape(attrs['generated'])} as generated</small>" if "generated" in attrs else ""
+    return (f"<b>{html.escape(name)}</b>{mark} — {status(trial)}<br>{trial.value:.3f} s/video · {speed}<br>{scores}"
+            f"<br>{html.escape(attrs.get('output_spec', ''))}{changed}{made}")  # fmt: skip
+
+
+def summary_line(study: optuna.Study) -> str:
+    """The page's first line: the winner, the exported preset, the paired speed-up, the floors."""
+    best = best_feasible(study)
+    floors = "; ".join(study.user_attrs.get("floors", [])) or "none"
+    if best is None or best.user_attrs.get("preset_name") == "baseline":
+        return f"No preset faster than the baseline kept every floor yet (floors: {floors})."
+    exported = study.user_attrs.get("exported")
+    export = (
+        f"exported: trial #{exported['trial']}, paired speed-up on held-out seeds {exported['speedup']}"
+        if exported else f"not exported yet (python -m harness.select study={study.study_name})"
+    )  # fmt: skip
+    return (
+        f"Winner: trial #{best.number}, {best.value:.3f} s/video, paired speed-up {speedup_cell(study, best)}; "
+        f"{export}; floors: {floors}."
+    )
 
 
 def write_page(study: optuna.Study, folder: Path, experiment_id: str) -> list[Path]:
     """Write ``report.html`` and copy its videos into ``videos/``; the files written."""
     client = mlflow.MlflowClient()
     shown = columns(study)
-    baseline = next((t for name, t in shown if name == "baseline"), None)
     videos = {t.number: _videos(client, experiment_id, study.study_name, t.number) for _, t in shown}
     prompts = list(dict.fromkeys(p for found in videos.values() for p in found))
     (folder / "videos").mkdir(parents=True, exist_ok=True)
@@ -71,17 +93,33 @@ def write_page(study: optuna.Study, folder: Path, experiment_id: str) -> list[Pa
                 client.download_artifacts(run_id, "video.mp4", str(folder / "videos" / ".download")), target
             )
             written.append(target)
-            cells.append(f'<figure><video src="videos/{target.name}" autoplay loop muted playsinline controls></video>'
-                         f"<figcaption>{_caption(name, trial, baseline)}</figcaption></figure>")  # fmt: skip
-        sections.append(f"<h2>{html.escape(prompt)}</h2><div class=row>{''.join(cells)}</div>")
+            cells.append(f'<figure><video src="videos/{target.name}" muted playsinline preload=auto></video>'
+                         f"<figcaption>{_caption(name, trial, study)}</figcaption></figure>")  # fmt: skip
+        control = "<button class=sync>play together</button>"
+        sections.append(f"<h2>{html.escape(prompt)} {control}</h2><div class=row>{''.join(cells)}</div>")
     shutil.rmtree(folder / "videos" / ".download", ignore_errors=True)
     _remove_stale(folder / "videos", written)
     if not written:
         log.warning("report.html shows no videos: MLflow experiment %s holds no video runs of study %r",
                     experiment_id, study.study_name)  # fmt: skip
     page = folder / "report.html"
-    page.write_text(PAGE.format(study=html.escape(study.study_name), sections="\n".join(sections)))
+    page.write_text(PAGE.format(study=html.escape(study.study_name), summary=html.escape(summary_line(study)),
+                                note=_scale_note(shown), sections="\n".join(sections)))  # fmt: skip
     return [page, *written]
+
+
+def _scale_note(shown: list[tuple[str, optuna.trial.FrozenTrial]]) -> str:
+    """What a small model's clips stand for: its frames and pixels are the preset's, scaled down."""
+    scaled = [t for _, t in shown if "generated" in t.user_attrs and t.user_attrs.get("scaled")]
+    if not scaled:
+        return ""
+    example = scaled[0].user_attrs
+    made, stands_for = html.escape(example["generated"]), html.escape(example.get("output_spec", ""))
+    return (
+        f"<p><b>Scaled model:</b> each clip is what the model generates at its own scale ({made} for "
+        f"{stands_for}): it plays for its frames / 16 s, shorter than the output it stands for, which the "
+        f"captions name.</p>"
+    )
 
 
 def _remove_stale(videos: Path, written: list[Path]) -> None:
@@ -95,15 +133,34 @@ PAGE = """<!doctype html>
 <html lang=en><head><meta charset=utf-8><title>Study {study}: presets side by side</title>
 <style>
 body {{ font-family: sans-serif; margin: 1.5em; }}
+.summary {{ font-size: 17px; background: #eef6ee; padding: .6em; }}
+mark {{ background: #ffd54f; }}
 .row {{ display: flex; gap: 1em; flex-wrap: wrap; align-items: flex-start; }}
 figure {{ margin: 0; }}
 video {{ height: 400px; image-rendering: pixelated; background: #000; }}
 figcaption {{ font-size: 13px; max-width: 260px; }}
 </style></head><body>
 <h1>Study {study}: the baseline, the proposal's presets and the best feasible trials</h1>
-<p>Same prompt and seed in every column; speed-up against the baseline measured in the same study. Videos are
-shown enlarged with square pixels; what was measured is the video as generated. A changed output spec is
+<p class=summary>{summary}</p>
+<p>Same prompt and seed in every column; each row plays together from its first frame ("play together").
+A speed-up is given only where the baseline was generated beside the preset in pairs (otherwise —). Videos
+are shown enlarged with square pixels; what was measured is the video as generated. A changed output spec is
 scored against the baseline's own video, resampled (see report.md).</p>
+{note}
 {sections}
+<script>
+// One control per row: every video of the row starts from its first frame at once, and all start again
+// together when the longest ends, so frame k of one clip is beside frame k of the others.
+document.querySelectorAll("button.sync").forEach(button => {{
+  const videos = Array.from(button.closest("h2").nextElementSibling.querySelectorAll("video"));
+  const restart = () => videos.forEach(v => {{ v.currentTime = 0; v.play(); }});
+  videos.forEach(v => v.addEventListener("ended", () => {{ if (videos.every(w => w.ended || w.paused)) restart(); }}));
+  button.addEventListener("click", () => {{
+    if (videos.some(v => !v.paused)) {{ videos.forEach(v => v.pause()); button.textContent = "play together"; }}
+    else {{ restart(); button.textContent = "pause"; }}
+  }});
+}});
+document.querySelectorAll("button.sync").forEach(button => button.click());  // start every row together
+</script>
 </body></html>
 """

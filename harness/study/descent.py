@@ -23,7 +23,7 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution
 
 from harness.preset import parse_size
-from harness.study.floors import feasible
+from harness.study.floors import feasible, work
 
 CHEAPER_WHEN_LOWER = ("sample_steps", "frame_num", "guidance_stop")
 OUTPUT_SPEC = ("size", "frame_num")  # what the worker delivers: losing it loses fidelity whatever else changes
@@ -101,8 +101,8 @@ def _frontier(trials: list[optuna.trial.FrozenTrial], space: dict[str, BaseDistr
 
     costed = [t for t in measured if t.user_attrs.get("cost")]
     if costed:  # work is comparable only between trials that recorded it (older studies did not)
-        least = min(_work(t) for t in costed)
-        return [{k: t.params[k] for k in space} for t in costed if _work(t) == least]
+        least = min(work(t) for t in costed)
+        return [{k: t.params[k] for k in space} for t in costed if work(t) == least]
     fastest = min(measured, key=lambda t: t.value)
     return [{k: fastest.params[k] for k in space}]
 
@@ -128,11 +128,6 @@ def _broke_a_floor(trial: optuna.trial.FrozenTrial) -> bool:
     if trial.state == optuna.trial.TrialState.PRUNED:
         return trial.user_attrs.get("prune_rule") == "quality"
     return trial.state == optuna.trial.TrialState.COMPLETE and not feasible(trial)
-
-
-def _work(trial: optuna.trial.FrozenTrial) -> int:
-    cost = trial.user_attrs["cost"]
-    return cost["calls"] * cost["tokens"]
 
 
 def _neighbours(value: Any, dist: BaseDistribution) -> list[Any]:

@@ -1,20 +1,25 @@
-"""Timing drift within a study: the baseline measured again at the end of a session.
+"""The end of a study's session: the best feasible trial paired with the baseline, and the machine's drift.
 
-A study's speed-ups divide by the baseline trial's time, measured when the study began.
-If the machine got busier or quieter since, every later trial's time is off by as much;
-re-measuring the baseline at the end of each session makes that drift visible.
+A study measures its trials one at a time, minutes apart: their times rank presets, but dividing two of them
+divides two moments of a machine that other processes load and unload. So a study quotes a speed-up only from
+a paired measurement (:mod:`harness.measure.pairing`): at the end of each session the best feasible trial's
+preset is generated again with the baseline beside every video, interleaved. The baseline's seconds in those
+pairs, against the baseline trial's, also show how far the machine's speed drifted while the trials ran.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import mlflow
 import optuna
 
 from harness.measure import tracking
+from harness.measure.pairing import NOT_PAIRED, PairedSpeedup
 from harness.measure.plan import plan
 from harness.measure.session import measure_in_run, open_session
+from harness.study.floors import best_feasible
 from harness.study.objective import Objective
 
 log = logging.getLogger(__name__)
@@ -32,30 +37,65 @@ def baseline_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
     )
 
 
-def check_drift(objective: Objective, study: optuna.Study) -> dict | None:
-    """Measure the baseline again (as a child run of kind ``drift``) and record how far its time moved.
+def pair_best(objective: Objective, study: optuna.Study, repeats: int) -> dict[str, Any] | None:
+    """Measure the best feasible trial's preset paired with the baseline (a child run of kind ``pairing``), or the
+    baseline alone when no other trial is feasible (kind ``drift``); record the drift and the speed-up.
+
+    Args:
+        objective: the study's objective (its trial configs).
+        study: the study.
+        repeats: pairs per prompt x seed.
 
     Returns:
-        ``{"was_s", "now_s", "drift", "after_trials"}``, also appended to the study's user
-        attribute ``baseline_drift``; None when the study has no complete baseline.
+        The record appended to the study's user attribute ``baseline_drift`` (``was_s``, ``now_s``, ``drift``,
+        ``after_trials``, and ``trial`` with ``speedup`` when a trial was paired); None without a baseline trial.
     """
     baseline = baseline_trial(study)
     if baseline is None:
         return None
-    cfg = objective.trial_cfg(baseline.params, "baseline")
+    best = best_feasible(study)
+    paired = best is not None and best.number != baseline.number
+    trial = best if paired else baseline
+    name = trial.user_attrs.get("preset_name", f"trial-{trial.number}")
+    cfg = objective.trial_cfg(trial.params, name, f"timing.repeats={repeats}")
     plan_ = plan(cfg)
-    tags = {"kind": "drift", "study": study.study_name, "trial_number": str(baseline.number)}
-    with tracking.run("baseline re-measured (drift check)", nested=True, tags=tags):
-        summary = measure_in_run(cfg, plan_, open_session(cfg, plan_))
-        record = {
-            "was_s": baseline.value,
-            "now_s": summary["median_wall_time_s"],
-            "drift": summary["median_wall_time_s"] / baseline.value - 1,
-            "after_trials": len(study.get_trials(deepcopy=False)),
-        }
+    kind = "pairing" if paired else "drift"
+    tags = {"kind": kind, "study": study.study_name, "trial_number": str(trial.number)}
+    title = f"#{trial.number} paired with the baseline" if paired else "baseline re-measured (drift check)"
+    with tracking.run(title, nested=True, tags=tags):
+        summary = measure_in_run(cfg, plan_, open_session(cfg, plan_), paired=paired)
+        speedup: PairedSpeedup | None = summary["paired"]
+        now_s = speedup.baseline_s if speedup else summary["median_wall_time_s"]
+        record = {"was_s": baseline.value, "now_s": now_s, "drift": now_s / baseline.value - 1,
+                  "after_trials": len(study.get_trials(deepcopy=False))}  # fmt: skip
+        if speedup is not None:
+            record.update(trial=trial.number, speedup=speedup.to_dict())
+            record_pairing(study, trial.number, speedup, "the end of a search session, the search's seeds")
         mlflow.log_metric("baseline_drift", record["drift"])
     study.set_user_attr("baseline_drift", [*study.user_attrs.get("baseline_drift", []), record])
     return record
+
+
+def record_pairing(study: optuna.Study, trial: int, speedup: PairedSpeedup, where: str) -> None:
+    """Keep a trial's paired speed-up on the study (user attribute ``pairings``), for reports to quote."""
+    record = {"trial": trial, "speedup": speedup.to_dict(), "where": where}
+    study.set_user_attr("pairings", [*study.user_attrs.get("pairings", []), record])
+
+
+def latest_pairing(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> PairedSpeedup | None:
+    """The latest paired speed-up measured for a trial (at a session's end, or by harness.select), or None."""
+    for record in reversed(study.user_attrs.get("pairings", [])):
+        if record["trial"] == trial.number:
+            return PairedSpeedup(**record["speedup"])
+    return None
+
+
+def speedup_cell(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
+    """A trial's paired speed-up with its interval, ``baseline``, or ``—`` (measured alone)."""
+    if trial.user_attrs.get("preset_name") == "baseline":
+        return "baseline"
+    paired = latest_pairing(study, trial)
+    return paired.cell() if paired else NOT_PAIRED
 
 
 def noise_lines(study: optuna.Study, bound: float) -> list[str]:
@@ -70,8 +110,11 @@ def noise_lines(study: optuna.Study, bound: float) -> list[str]:
         )
     for record in study.user_attrs.get("baseline_drift", []):
         flag = " -- NOISY: the machine's speed moved more than the noise bound" if abs(record["drift"]) > bound else ""
+        paired = ""
+        if "speedup" in record:
+            paired = f"; trial #{record['trial']} paired with it: {PairedSpeedup(**record['speedup']).cell()}"
         lines.append(
             f"baseline re-measured after {record['after_trials']} trials: {record['was_s']:.3f} s -> "
-            f"{record['now_s']:.3f} s ({record['drift']:+.1%}){flag}"
+            f"{record['now_s']:.3f} s ({record['drift']:+.1%}){flag}{paired}"
         )
     return lines

@@ -6,6 +6,7 @@ when <= 0), set with ``trial.set_constraint``.
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass
 
 import optuna
@@ -79,9 +80,31 @@ def best_feasible(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
 
 
 def fastest_feasible(trials: list[optuna.trial.FrozenTrial]) -> optuna.trial.FrozenTrial | None:
-    """The fastest feasible trial among these, or None."""
+    """The fastest feasible trial among these, or None.
+
+    Trials are measured one at a time, so a load that comes and goes reorders their measured times. Among the
+    feasible trials whose times lie within their timing noise of the fastest (each trial's relative spread over
+    its videos), the one that does the least work (transformer calls x tokens, which the cost model's
+    prediction follows) wins; then the measured time.
+    """
     candidates = [t for t in trials if feasible(t)]
-    return min(candidates, key=lambda t: t.value) if candidates else None
+    if not candidates:
+        return None
+    fastest = min(candidates, key=lambda t: t.value)
+    spreads = [t.user_attrs["wall_time_spread"] for t in candidates if t.user_attrs.get("wall_time_spread")]
+    typical = statistics.median(spreads) if spreads else 0.0
+
+    def noise(trial: optuna.trial.FrozenTrial) -> float:
+        return trial.user_attrs.get("wall_time_spread") or typical
+
+    tied = [t for t in candidates if t.value <= fastest.value * (1 + max(noise(t), noise(fastest)))]
+    return min(tied, key=lambda t: (work(t), t.value))
+
+
+def work(trial: optuna.trial.FrozenTrial) -> float:
+    """A trial's transformer work per video (calls x tokens), infinite when it recorded none."""
+    cost = trial.user_attrs.get("cost")
+    return cost["calls"] * cost["tokens"] if cost else float("inf")
 
 
 def shortfalls(trial: optuna.trial.FrozenTrial) -> dict[str, float]:

@@ -1,4 +1,4 @@
-"""A study's report: ``experiments/<study>/report.md`` with its tables and pictures.
+"""A study's report: ``report.md`` in the study's folder (``study_dir``) with its tables and pictures.
 
 It holds a table of every trial, the Pareto front of time against quality, parameter
 importances and the optimization history (PNGs), and the baseline against the best
@@ -16,9 +16,11 @@ import numpy as np
 import optuna
 from omegaconf import DictConfig
 
+from harness.measure.pairing import NOT_PAIRED
 from harness.study.comparison_page import write_page
-from harness.study.drift import noise_lines
+from harness.study.drift import latest_pairing, noise_lines, speedup_cell
 from harness.study.floors import best_feasible, feasible, shortfalls, status
+from harness.study.folder import study_folder
 from harness.study.plots import plot_history, plot_importances, plot_pareto
 from harness.study.pruning import summary as pruning_summary
 from harness.study.storage import load_study, public_url, storage_url, study_run_id, use_study_experiment
@@ -78,6 +80,14 @@ def trials_table(study: optuna.Study) -> str:
     return "\n".join(lines)
 
 
+UNPAIRED_NOTE = (
+    f"\n{NOT_PAIRED}: measured alone. A study's trials are measured one at a time, minutes apart, so dividing "
+    "two of their times divides two moments of a shared machine; a speed-up is given only where the baseline "
+    "was generated beside the preset (`harness.search` pairs its best trial at the end of each session; "
+    "`harness.select` pairs its candidates on held-out seeds).\n"
+)
+
+
 def comparison(study: optuna.Study) -> str:
     """Baseline, the proposal's presets and the best feasible trial, side by side."""
     trials = study.get_trials(deepcopy=False)
@@ -92,7 +102,7 @@ def comparison(study: optuna.Study) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, t in rows:
-        speed = f"{baseline.value / t.value:.2f}x" if baseline else ""
+        speed = speedup_cell(study, t)
         clip = t.user_attrs.get("mean_clip_score")
         base_clip = baseline.user_attrs.get("mean_clip_score") if baseline else None
         change = f" ({(clip - base_clip) / base_clip:+.1%})" if clip is not None and base_clip else ""
@@ -102,17 +112,21 @@ def comparison(study: optuna.Study) -> str:
             f"{_cell(t.user_attrs.get('mean_psnr_db'), '.1f')} | {_cell(t.user_attrs.get('mean_ssim'), '.3f')} |"
         )
     summary = ""
-    if baseline and best:
+    if baseline and best and best is not baseline:
+        paired = latest_pairing(study, best)
+        speed = f"paired with the baseline: **{paired.cell()}** ({paired.pairs} pairs)" if paired else (
+            f"speed-up {NOT_PAIRED} (not paired yet)")  # fmt: skip
         summary = (
-            f"\nBest feasible trial #{best.number} takes **{best.value:.3f} s** per video against the baseline's "
-            f"{baseline.value:.3f} s: **{baseline.value / best.value:.2f}x faster**, with PSNR "
+            f"\nBest feasible trial #{best.number} takes **{best.value:.3f} s** per video measured alone (the "
+            f"baseline trial {baseline.value:.3f} s); {speed}; PSNR "
             f"{best.user_attrs.get('mean_psnr_db', float('nan')):.1f} dB and SSIM "
             f"{best.user_attrs.get('mean_ssim', float('nan')):.3f} against the baseline's video.\n"
         )
     elif baseline:
         summary = "\nNo feasible trial is faster than the baseline yet.\n"
     spec_note = SPEC_NOTE if any(t.user_attrs.get("spec_change") for _, t in rows) else ""
-    return "\n".join(lines) + "\n" + spec_note + summary
+    unpaired = UNPAIRED_NOTE if any(speedup_cell(study, t) == NOT_PAIRED for _, t in rows) else ""
+    return "\n".join(lines) + "\n" + spec_note + unpaired + summary
 
 
 def uses_lever(trial: optuna.trial.FrozenTrial) -> bool:
@@ -125,14 +139,14 @@ def uses_lever(trial: optuna.trial.FrozenTrial) -> bool:
     )
 
 
-def _lever_row(name: str, group: list, baseline: optuna.trial.FrozenTrial | None) -> tuple[str, Any]:
+def _lever_row(study: optuna.Study, name: str, group: list) -> tuple[str, Any]:
     """One row of the levers table, and the group's best feasible trial."""
     done = [t for t in group if t.state == optuna.trial.TrialState.COMPLETE]
     good = [t for t in done if feasible(t)]
     best = min(good, key=lambda t: t.value) if good else None
     psnr = [t.user_attrs["mean_psnr_db"] for t in done if "mean_psnr_db" in t.user_attrs]
     short = [v for t in done for v in shortfalls(t).values()]
-    speed = f"{baseline.value / best.value:.2f}x" if baseline and best else ""
+    speed = speedup_cell(study, best) if best else ""
     row = (
         f"| {name} | {len(done)} | {len(good)} | {_cell(best.value if best else None, '.3f')} | {speed} | "
         f"{_cell(float(np.median(psnr)) if psnr else None, '.1f')} | "
@@ -170,7 +184,6 @@ def levers_section(study: optuna.Study) -> str:
     if not any(key in t.params for t in trials for key in ("guidance_stop", "cache", "precision")):
         return ""
     groups = {"with a lever": [t for t in trials if uses_lever(t)], "without": [t for t in trials if not uses_lever(t)]}
-    baseline = next((t for t in trials if t.user_attrs.get("preset_name") == "baseline" and t.value is not None), None)
     lines = [
         "## Levers beyond the worker's keys (guidance truncation, caches)\n",
         "| trials | measured | feasible | best feasible s/video | speed-up | median PSNR dB "
@@ -179,21 +192,25 @@ def levers_section(study: optuna.Study) -> str:
     ]
     best = {}
     for name, group in groups.items():
-        row, best[name] = _lever_row(name, group, baseline)
+        row, best[name] = _lever_row(study, name, group)
         lines.append(row)
     lines.append(_lever_verdict(best["with a lever"], best["without"], groups["with a lever"]))
     return "\n".join(lines) + "\n"
 
 
 def _header(cfg: DictConfig, study: optuna.Study) -> list[str]:
-    """The report's first lines: storage (no machine paths, no password), machine, objective, floors, counts."""
+    """The report's first lines: where the study lives and how to make it again, machine, objective, floors."""
     counts = {s: sum(status(t) == s for t in study.trials) for s in ("feasible", "infeasible", "pruned", "failed")}
     floors = study.user_attrs.get("floors", [])
     url = public_url(storage_url(cfg), cfg.paths.root_dir)
+    command = study.user_attrs.get("command", f"python -m harness.search search.study_name={study.study_name}")
     return [
         f"# Study `{study.study_name}`\n",
-        f"Storage: `{url}` (open it live: `python -m harness.dashboard`, optuna-dashboard with the best feasible "
-        f"trial badged). {study.user_attrs.get('machine', '')}\n",
+        f"Storage: `{url}`, written by the study's own machine and not committed (open it live: "
+        f"`python -m harness.dashboard`, optuna-dashboard with the best feasible trial badged). "
+        f"{study.user_attrs.get('machine', '')}\n",
+        f"Make it again from a clone: `{command}`, then `python -m harness.report study={study.study_name}` "
+        f"(writes `outputs/studies/{study.study_name}/`; timings are this machine's).\n",
         "Objective: median generation wall time per video over the prompt set. "
         f"Floors: {'; '.join(floors) or 'none'}.\n",
         f"Trials: {len(study.trials)} — " + ", ".join(f"{n} {s}" for s, n in counts.items()) + ".\n",
@@ -202,7 +219,7 @@ def _header(cfg: DictConfig, study: optuna.Study) -> list[str]:
 
 
 def write_report(cfg: DictConfig) -> Path:
-    """Write ``experiments/<study>/report.md`` and its PNGs, and log them to the study's run.
+    """Write ``report.md`` and its PNGs into the study's folder (``study_dir``), and log them to the study's run.
 
     Args:
         cfg: composed config (``study``, ``paths``, ``search.storage``).
@@ -214,8 +231,7 @@ def write_report(cfg: DictConfig) -> Path:
         ValueError: unknown study.
     """
     study = load_study(cfg)
-    folder = Path(cfg.paths.root_dir) / "experiments" / study.study_name
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = study_folder(cfg, study.study_name, len(study.trials))
     pictures = [plot_pareto(study, folder / "pareto.png"), plot_history(study, folder / "history.png")]
     importance = plot_importances(study, folder / "importances.png")
     text = [

@@ -47,10 +47,11 @@ class Objective:
         self.url = public_url(storage_url(cfg))
         self.rules = load_rules(cfg)
 
-    def trial_cfg(self, params: dict[str, Any], name: str) -> DictConfig:
-        """The trial's config: the study's overrides, the trial's values, the study's seeds."""
+    def trial_cfg(self, params: dict[str, Any], name: str, *extra: str) -> DictConfig:
+        """The trial's config: the study's overrides, the trial's values, the study's seeds (and ``extra``)."""
         seeds = list(self.cfg.search.seeds)
-        return compose_trial([*self.base_overrides, *space.overrides(params), f"name={name}", f"prompts.seeds={seeds}"])
+        overrides = [*space.overrides(params), f"name={name}", f"prompts.seeds={seeds}", "timing.pair=false"]
+        return compose_trial([*self.base_overrides, *overrides, *extra])  # trials are measured alone
 
     def __call__(self, trial: optuna.Trial) -> float:
         params = space.suggest(trial, self.dists)
@@ -68,6 +69,7 @@ class Objective:
             summary = self._measure(trial, params, name, preset_name is not None)
             self._record(trial, summary, preset_name)
             is_feasible = self._constrain(trial, summary)
+            trial.set_user_attr("feasible", is_feasible)  # optuna-dashboard lists user attributes beside the state
             mlflow.set_tags({"state": "COMPLETE", "feasible": str(is_feasible).lower()})
             mlflow.log_param("trial_number", trial.number)
         return summary["median_wall_time_s"]
@@ -82,7 +84,7 @@ class Objective:
             gate = Gate.open(self.study, self.rules, self.floors, named, len(plan_.prompts) * len(plan_.seeds))
             session = open_session(cfg, plan_)
             tracking.log_config(cfg)  # a trial pruned before generating keeps its config too
-            self._before(trial, gate, trial_cost(plan_, session), params)
+            self._before(trial, gate, trial_cost(plan_, session), params, plan_)
             summary = measure_in_run(
                 cfg,
                 plan_,
@@ -102,14 +104,15 @@ class Objective:
         self._log_prediction(trial, gate.predicted_s, summary["median_wall_time_s"])
         return summary
 
-    def _before(self, trial: optuna.Trial, gate: Gate, cost: Cost, params: dict[str, Any]) -> None:
-        """Record what the trial will cost; prune it, generating nothing, when it repeats a measured preset or
-        is predicted to lose."""
+    def _before(self, trial: optuna.Trial, gate: Gate, cost: Cost, params: dict[str, Any], plan_: Plan) -> None:
+        """Record what the trial will cost; prune it, generating nothing, when it repeats a measured preset, its
+        output is at least as far from the baseline's as one that missed a fidelity floor, or it is predicted
+        to lose."""
         trial.set_user_attr("cost", asdict(cost))
         same = gate.same_as(params)
         if same is not None:
             self._prune(trial, gate, gate.repeat(trial, same))
-        reason = gate.before(cost)
+        reason = gate.dominated(trial, plan_.shape.output, plan_.reference_shape.output) or gate.before(cost)
         if gate.predicted_s is not None:
             trial.set_user_attr("predicted_time_s", gate.predicted_s)
             mlflow.log_metric("predicted_time_s", gate.predicted_s)
@@ -165,6 +168,8 @@ class Objective:
 def _record_output(trial: optuna.Trial, plan_: Plan) -> None:
     """The worker's output (WxH, frames, seconds) and how it differs from the baseline's."""
     trial.set_user_attr("output_spec", plan_.shape.output_spec(plan_.fps))
+    trial.set_user_attr("output", plan_.shape.output)  # compared with other trials' (pruning.Gate.dominated)
+    trial.set_user_attr("scaled", plan_.shape.scaled)
     change = plan_.shape.spec_change(plan_.reference_shape)
     if change:
         trial.set_user_attr("spec_change", change)

@@ -10,22 +10,20 @@ same machine. The pipeline is loaded once for the whole study.
 from __future__ import annotations
 
 import logging
+import shlex
 import time
-from dataclasses import replace
 
 import mlflow
 import optuna
 from omegaconf import DictConfig, OmegaConf
 
 from harness.measure import tracking
-from harness.measure.plan import check_int, plan
-from harness.measure.session import open_session
+from harness.measure.pairing import NOT_PAIRED
+from harness.measure.plan import check_int
 from harness.measure.tracking import public_url
-from harness.pipeline.device import device_label, dtype_name
-from harness.pipeline.generate import generate
 from harness.study import space
-from harness.study.compose import compose_trial
-from harness.study.drift import check_drift, noise_lines
+from harness.study.drift import latest_pairing, noise_lines, pair_best
+from harness.study.estimate import closing_line, opening_estimate
 from harness.study.fingerprint import check_comparable, measured_with
 from harness.study.floors import Floor, best_feasible, feasible, floors, shortfalls
 from harness.study.lock import StudyLock, check_scheme
@@ -40,32 +38,27 @@ from harness.study.storage import (
     study_run_id,
     use_study_experiment,
 )
+from harness.study.summary import record_on_study_run
 from harness.study.workers import Worker, config_errors, counts_toward
 
 log = logging.getLogger(__name__)
 
 
-def estimate(base_overrides: list[str]) -> tuple[float, float, str]:
-    """Time a 1-step and a 3-step generation at the baseline's shape, after a 1-step warm-up.
+def search_command(overrides: list[str]) -> str:
+    """The command that runs this study again from a clone (machine paths left out, passwords masked)."""
+    shown = [o.split("=", 1)[0] + "=" + public_url(o.split("=", 1)[1]) if "://" in o else o for o in overrides]
+    return " ".join(["python -m harness.search", *(shlex.quote(o) for o in shown if not o.startswith("paths."))])
 
-    Without the warm-up the first call carries one-off costs (allocations, kernel choice) and
-    the 1-step time can exceed the 3-step one, leaving no per-step time at all.
 
-    Returns:
-        (seconds per step, fixed seconds per video) at the baseline's shape, and a line
-        naming the model and machine.
-    """
-    base = compose_trial(base_overrides)
-    plan_ = plan(base)
-    session = open_session(base, plan_)
-    request = replace(plan_.request(plan_.prompts[0], 0), steps=1)
-    generate(session.loaded, request, session.solvers)  # warm-up, not counted
-    one = generate(session.loaded, request, session.solvers).wall_s
-    three = generate(session.loaded, replace(request, steps=3), session.solvers).wall_s
-    per_step = max((three - one) / 2, 1e-6)
-    loaded = session.loaded
-    machine = f"Measured with model `{loaded.name}` ({dtype_name(loaded.dtype)}) on {device_label(loaded.device)}."
-    return per_step, max(one - per_step, 0.0), machine
+def speedup_text(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
+    """A trial's paired speed-up with its interval, or why there is none."""
+    paired = latest_pairing(study, trial)
+    if paired is not None:
+        return f"{paired.cell()} (paired with the baseline, {paired.pairs} pairs)"
+    return (
+        f"{NOT_PAIRED} (measured alone, minutes from the baseline trial: the end of a search session pairs its best "
+        f"trial with the baseline; harness.select pairs its candidates on held-out seeds)"
+    )
 
 
 def print_outcome(study: optuna.Study, noise_bound: float) -> None:
@@ -88,24 +81,15 @@ def print_outcome(study: optuna.Study, noise_bound: float) -> None:
         if line:
             print(f"  {line}")
     best = best_feasible(study)
-    baseline = next(
-        (
-            t
-            for t in trials
-            if t.user_attrs.get("preset_name") == "baseline" and t.state == optuna.trial.TrialState.COMPLETE
-        ),
-        None,
-    )
     if best is None:
         print("  no feasible trial yet")
         return
-    if best is baseline or best.user_attrs.get("preset_name") == "baseline":
+    if best.user_attrs.get("preset_name") == "baseline":
         print("  no preset faster than the baseline kept every floor yet; run more trials or relax search.floors")
         return
-    speed = f", {baseline.value / best.value:.2f}x faster than the baseline" if baseline else ""
     print(
         f"  best feasible #{best.number} ({best.user_attrs.get('preset_name', 'searched')}): "
-        f"{best.value:.3f} s/video{speed}"
+        f"{best.value:.3f} s/video; speed-up {speedup_text(study, best)}"
     )
     print(f"  params: {best.params}")
     name = study.study_name
@@ -138,24 +122,12 @@ def _check_settings(cfg: DictConfig) -> tuple[dict, list[Floor], int]:
     return dists, floor_list, n_trials
 
 
-def _announce(cfg: DictConfig, base_overrides: list[str], dists: dict, remaining: int, done: int) -> str:
-    """Print what the study will cost before it starts; returns the machine line."""
-    per_step, fixed, machine = estimate(base_overrides)
-    steps = dists.get("sample_steps")
-    mean_steps = (
-        (steps.low + steps.high) / 2
-        if isinstance(steps, optuna.distributions.IntDistribution)
-        else cfg.preset.sample_steps
-    )
-    per_video = fixed + per_step * mean_steps
-    videos = remaining * len(cfg.prompts.texts) * len(cfg.search.seeds)
-    print(
-        f"study {cfg.search.study_name}: {remaining} trial(s) to run ({done} done) x {len(cfg.prompts.texts)} "
-        f"prompt(s) x {len(cfg.search.seeds)} seed(s) = {videos} videos, plus a reference video per new "
-        f"size/frames/prompt/seed; about {videos * per_video / 60:.1f} min at ~{per_video:.2f} s/video "
-        f"({per_step:.3f} s/step at the baseline's shape)"
-    )
-    return machine
+def _announce(cfg: DictConfig, base_overrides: list[str], dists: dict, study: optuna.Study, left: int, done: int):
+    """Print what the session will cost before it starts; the estimate and the machine line."""
+    estimate, machine = opening_estimate(cfg, base_overrides, dists, left, study)
+    prompts, seeds = len(cfg.prompts.texts), len(cfg.search.seeds)
+    print(f"study {cfg.search.study_name}: {estimate.line(left, done, prompts, seeds)}")
+    return estimate, machine
 
 
 def _study_run(client: mlflow.MlflowClient, experiment_id: str, cfg: DictConfig, study: optuna.Study) -> str:
@@ -175,12 +147,8 @@ def _work(cfg: DictConfig, worker: Worker, run_id: str, client, experiment_id) -
     mlflow.start_run(run_id=run_id)
     try:
         if worker.run(deadline) and cfg.search.drift_check:
-            check_drift(worker.objective, worker.study)
-        best = best_feasible(worker.study)
-        if best is not None:
-            mlflow.log_metric("best_feasible_time_s", best.value)
-            mlflow.set_tag("best_trial", str(best.number))
-        mlflow.log_metric("trials", len(worker.study.get_trials(deepcopy=False)))
+            pair_best(worker.objective, worker.study, check_int("search.pair_repeats", cfg.search.pair_repeats, 1))
+        record_on_study_run(worker.study)  # the winner at a glance in MLflow
     except KeyboardInterrupt:
         mlflow.end_run("KILLED")
         raise
@@ -221,6 +189,7 @@ def search_presets(cfg: DictConfig, base_overrides: list[str]) -> optuna.Study:
         uncounted = config_errors(study)
         check_comparable(study, identity, any(counts_toward(t, uncounted) for t in study.get_trials(deepcopy=False)))
         study.set_user_attr("floors", [f.describe() for f in floor_list])
+        study.set_user_attr("command", search_command(base_overrides))
         experiment_id = use_study_experiment(cfg, study)  # a resumed study keeps its experiment
         run_id = _study_run(client, experiment_id, cfg, study)
     if closed := close_orphans(client, experiment_id, study):
@@ -229,10 +198,13 @@ def search_presets(cfg: DictConfig, base_overrides: list[str]) -> optuna.Study:
     if done >= n_trials:
         print(f"study {study.study_name} already has {done} trials (search.n_trials={n_trials}); raise it to continue")
     else:
-        study.set_user_attr("machine", _announce(cfg, base_overrides, dists, n_trials - done, done))
+        started = time.perf_counter()
+        estimate, machine = _announce(cfg, base_overrides, dists, study, n_trials - done, done)
+        study.set_user_attr("machine", machine)
         shown = public_url(storage_url(cfg), cfg.paths.root_dir)
         print(f"floors: {'; '.join(f.describe() for f in floor_list)}; storage {shown}")
         _work(cfg, Worker(cfg, base_overrides, study, storage, lock), run_id, client, experiment_id)
+        print(closing_line(study, estimate, time.perf_counter() - started))
     print_outcome(study, float(cfg.timing.noise_bound))
     print(tracking.where_to_look(run_id))
     return study

@@ -4,6 +4,10 @@ Rules, each judged on what the study has measured, never on one video:
 
 - **repeat** (before generating): a searched proposal identical to a finished trial takes
   that trial's outcome (its running medians and floor slacks) instead of paying again.
+- **spec** (before generating): a searched trial whose output (size and frames) is at least as far
+  from the baseline's in every dimension as a trial's that missed a fidelity floor: fidelity is
+  scored against the baseline's own video, so a smaller or shorter video that lost it loses it
+  again, whatever the sampler (the proposal's A and B showed it at 15-18 dB).
 - **prediction** (before generating): the cost model fitted to the study's own measured
   trials predicts the trial slower than it predicts the best feasible trial, by more than
   the model's measured (median leave-one-out) error -> pruned, nothing generated. Comparing
@@ -33,7 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 from harness.cost.model import CostModel, fit_cost_model
 from harness.pipeline.clocks import relative_spread
 from harness.pipeline.levers import Speed
-from harness.study.floors import FLOOR_METRICS, Floor, fastest_feasible
+from harness.study.floors import FLOOR_METRICS, Floor, fastest_feasible, shortfalls
 
 SPREAD_TRIALS = 3  # complete trials whose videos measured a lift (not the reference: it is its own video)
 MODEL_POINTS = 4  # measured trials the cost model needs before it may prune anything
@@ -187,11 +191,33 @@ class Gate:
         trials by them; GPSampler ignores pruned trials) and say why it generates nothing."""
         for step, value in sorted(same.intermediate_values.items()):
             trial.report(value, step)
-        slacks = {k.removeprefix("floor_"): v for k, v in same.constraints.items() if k.startswith("floor_")}
-        set_floor_constraints(trial, slacks)
+        set_floor_constraints(trial, _floor_slacks(same))
         trial.set_user_attr("same_as", same.number)
         self.rule = "repeat"
         return f"same preset as trial {same.number}, measured already: nothing generated"
+
+    def dominated(
+        self, trial: optuna.Trial, output: Mapping[str, int], baseline_output: Mapping[str, int]
+    ) -> str | None:
+        """Why a searched trial's output need not be generated: a finished trial whose output was at least as
+        large in every dimension (width, height, frames), and not the baseline's, missed a fidelity floor. The
+        trial takes that trial's floor slacks (samplers learn it is infeasible)."""
+        if self.named or not self.rules.predict or dict(output) == dict(baseline_output):
+            return None
+        for failed in [*self.trials, *self.pruned]:
+            theirs, missed = failed.user_attrs.get("output"), _fidelity_shortfalls(failed)
+            if not theirs or theirs == dict(baseline_output) or not missed:
+                continue
+            if all(output[key] <= theirs[key] for key in ("width", "height", "frames")):
+                self.rule = "spec"
+                set_floor_constraints(trial, _floor_slacks(failed))
+                shown = ", ".join(f"{metric} by {value:.3g}" for metric, value in missed.items())
+                return (
+                    f"its output {_spec(output)} is at least as far from the baseline's {_spec(baseline_output)} as "
+                    f"trial {failed.number}'s {_spec(theirs)}, which missed {shown}: predicted to miss too, nothing "
+                    f"generated"
+                )
+        return None
 
     def before(self, cost: Cost) -> str | None:
         """Why the trial need not generate at all (it is predicted to do more work than the best), or None."""
@@ -276,6 +302,25 @@ class Gate:
         return {key: [float(r[key]) for r in self.rows] for key in keys if all(key in r for r in self.rows)}
 
 
+FIDELITY = ("psnr_db", "ssim")  # scored against the baseline's own video: what a lost output spec loses
+
+
+def _fidelity_shortfalls(trial: optuna.trial.FrozenTrial) -> dict[str, float]:
+    """The fidelity floors a finished trial missed (complete and infeasible, or pruned on its videos so far)."""
+    if trial.state == STATES.PRUNED and trial.user_attrs.get("prune_rule") not in ("quality", "spec"):
+        return {}
+    return {metric: value for metric, value in shortfalls(trial).items() if metric in FIDELITY}
+
+
+def _floor_slacks(trial: optuna.trial.FrozenTrial) -> dict[str, float]:
+    """A finished trial's floor slacks by metric (its ``floor_<metric>`` constraints; not the dashboard's list)."""
+    return {k.removeprefix("floor_"): v for k, v in (trial.constraints or {}).items() if k.startswith("floor_")}
+
+
+def _spec(output: Mapping[str, int]) -> str:
+    return f"{output['width']}x{output['height']}, {output['frames']} frames"
+
+
 def set_floor_constraints(trial: optuna.Trial, slacks: Mapping[str, float]) -> None:
     """One Optuna constraint per floor, ``floor_<metric>`` (feasible when <= 0)."""
     for metric, slack in slacks.items():
@@ -294,11 +339,12 @@ def summary(trials: Sequence[optuna.trial.FrozenTrial]) -> str | None:
     rules = [t.user_attrs.get("prune_rule", "time") for t in trials if t.state == STATES.PRUNED]
     if not rules and not any("predicted_time_s" in t.user_attrs for t in trials):
         return None
-    count = {rule: rules.count(rule) for rule in ("predicted", "repeat", "quality", "time", "optuna")}
+    count = {rule: rules.count(rule) for rule in ("predicted", "spec", "repeat", "quality", "time", "optuna")}
     line = (
-        f"pruned: {count['predicted']} before generating (predicted slower), {count['repeat']} repeating a "
-        f"measured preset, {count['quality']} on quality, {count['time']} on time, {count['optuna']} by "
-        "Optuna's pruner"
+        f"pruned: {count['predicted']} before generating (predicted slower), {count['spec']} before generating (an "
+        f"output at least as far from the baseline's as one that missed a fidelity floor), {count['repeat']} "
+        f"repeating a measured preset, {count['quality']} on quality, {count['time']} on time, {count['optuna']} "
+        "by Optuna's pruner"
     )
     errors = [abs(t.user_attrs["prediction_error"]) for t in trials if "prediction_error" in t.user_attrs]
     if errors:

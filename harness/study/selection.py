@@ -4,15 +4,20 @@ Candidates are the study's feasible trials faster than the baseline, fastest fir
 slower one within timing noise, ``search.select.noise``, goes first when it is more
 faithful to the baseline's video). Each is re-measured on seeds the search never saw, with
 the study's own model, device and protocol (anything else is refused, naming the
-difference), against the baseline re-measured on those seeds. The first that meets every
-floor there is tagged ``preset=production`` and written as ``experiments/<study>/
-video_fast.yaml`` and ``.json`` in the worker's keys, ``expected_time`` its re-measured
-median. If none holds, nothing is exported or tagged, and the error says which floors
-failed by how much.
+difference), paired with the baseline: the baseline generated beside each of its videos,
+interleaved (:mod:`harness.measure.pairing`). The first that meets every floor there and
+whose paired speed-up's 95% interval lies above 1 is tagged ``preset=production`` and
+written as ``video_fast.yaml``, ``.json`` and ``.py`` in the worker's keys into the study's
+folder (``study_dir``), ``expected_time`` its re-measured median. A candidate that keeps
+its floors but whose interval reaches below 1 is measured again, up to
+``search.select.attempts`` times; then nothing is exported and the error says how noisy the
+machine was. If no candidate holds its floors, nothing is exported or tagged, and the error
+says which floors failed by how much.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -22,15 +27,20 @@ import optuna
 from omegaconf import DictConfig
 
 from harness.measure import tracking
+from harness.measure.pairing import PairedSpeedup
 from harness.measure.plan import Plan, plan
 from harness.measure.session import Session, measure_in_run, open_session
 from harness.pipeline.schedulers import is_official
 from harness.preset import write_preset_files
 from harness.study import space
 from harness.study.compose import compose_trial
+from harness.study.drift import record_pairing
 from harness.study.fingerprint import differences, measured_with
 from harness.study.floors import FLOOR_METRICS, Floor, feasible, floors
+from harness.study.folder import study_folder
 from harness.study.storage import load_study, use_study_experiment
+
+log = logging.getLogger(__name__)
 
 
 def choose(study: optuna.Study, noise: float) -> optuna.trial.FrozenTrial:
@@ -107,22 +117,26 @@ class Verifier:
         self.overrides = [o for o in base_overrides if not o.startswith(("study=", "search."))]
         self.experiment_id = use_study_experiment(cfg, study)
 
-    def measure(self, params: dict[str, Any], name: str, number: int | str) -> tuple[Plan, Session, dict[str, Any]]:
-        """Measure a trial's values on the held-out seeds."""
+    def measure(
+        self, params: dict[str, Any], name: str, number: int | str, paired: bool = True
+    ) -> tuple[Plan, Session, dict[str, Any]]:
+        """Measure a trial's values on the held-out seeds: paired with the baseline, ``search.select.repeats`` pairs
+        per video; or, not paired, once per video (the baseline's own scores, which ratio floors are relative to)."""
+        repeats = int(self.cfg.search.select.repeats) if paired else 1
         trial_cfg = compose_trial(
             [
                 *self.overrides,
                 *space.overrides(params),
                 f"name={name}",
                 f"prompts.seeds={self.seeds}",
-                f"timing.repeats={int(self.cfg.search.select.repeats)}",
+                f"timing.repeats={repeats}",
             ]
         )
         plan_ = plan(trial_cfg)
         session = open_session(trial_cfg, plan_)
         tags = {"kind": "verification", "study": self.study.study_name, "trial_number": str(number)}
         with tracking.run(f"{name} on held-out seeds {self.seeds}", tags=tags) as run:
-            summary = measure_in_run(trial_cfg, plan_, session)
+            summary = measure_in_run(trial_cfg, plan_, session, paired=paired)
             summary["verification_run_id"] = run.info.run_id
         return plan_, session, summary
 
@@ -189,11 +203,12 @@ def _export(
     winner: optuna.trial.FrozenTrial,
     verified: tuple,
     floor_list: list[Floor],
-    baseline: dict[str, Any],
     why: list[str],
+    folder: Path,
 ) -> tuple[Path, Path]:
-    cfg, study = verifier.cfg, verifier.study
+    study = verifier.study
     plan_, session, summary = verified
+    speedup: PairedSpeedup = summary["paired"]
     client = mlflow.MlflowClient()
     query = f"tags.preset = 'production' and tags.study = '{study.study_name}'"
     for old in client.search_runs([verifier.experiment_id], query):
@@ -209,10 +224,13 @@ def _export(
     notes = [
         f"Production preset from study {study.study_name!r}, trial #{winner.number} "
         f"({winner.user_attrs.get('preset_name', 'searched')}); verified by harness.select on held-out seeds.",
+        f"Paired speed-up on held-out seeds: {speedup.cell()} (95% interval; {speedup.pairs} pairs, the baseline "
+        f"generated beside each video in alternating order: {speedup.baseline_s:.4g} s against "
+        f"{speedup.preset_s:.4g} s).",
         f"expected_time = median wall time re-measured on held-out seeds {plan_.seeds} ({len(plan_.prompts)} "
         f"prompt(s), {plan_.repeats} repeat(s), spread {'n/a' if spread is None else f'{spread:.1%}'}) with model "
-        f"{session.loaded.name!r} on {session.loaded.device.type}: {measured:.4g} s (baseline "
-        f"{baseline['median_wall_time_s']:.4g} s); search time was {winner.value:.4g} s.",
+        f"{session.loaded.name!r} on {session.loaded.device.type}: {measured:.4g} s; search time was "
+        f"{winner.value:.4g} s.",
         worker_note(plan_),
         f"Output: {plan_.shape.output_spec(plan_.fps)}"
         + (f" (changed from the baseline's: {summary['spec_change']})" if summary.get("spec_change") else ""),
@@ -221,41 +239,84 @@ def _export(
         *_warnings(plan_, session),
     ]
     preset = replace(plan_.preset, expected_time=expected_time(measured))
-    return write_preset_files(preset, Path(cfg.paths.root_dir) / "experiments" / study.study_name, "video_fast", notes)
+    written = write_preset_files(preset, folder, "video_fast", notes)
+    study.set_user_attr("exported", {"trial": winner.number, "speedup": speedup.cell(), "pairs": speedup.pairs})
+    record_pairing(study, winner.number, speedup, f"harness.select, held-out seeds {plan_.seeds}")
+    return written
+
+
+class NoisyVerification(ValueError):
+    """A candidate kept its floors, but the machine was too noisy to show it faster than the baseline."""
+
+
+def _verify(verifier: Verifier, trial: optuna.trial.FrozenTrial, floor_list: list[Floor], baseline: dict) -> tuple:
+    """Measure a candidate paired on the held-out seeds until its speed-up clears 1 (or it misses a floor).
+
+    Returns:
+        ``(verified, failed)``: the last measurement and the floors (or speed-up) it missed; ``failed`` is empty
+        when it holds every floor and its paired speed-up's interval lies above 1.
+
+    Raises:
+        NoisyVerification: it held its floors, but its interval reached below 1 in every attempt.
+    """
+    name = trial.user_attrs.get("preset_name", f"trial-{trial.number}")
+    attempts = int(verifier.cfg.search.select.attempts)
+    for attempt in range(1, attempts + 1):
+        verified = verifier.measure(trial.params, name, trial.number)
+        summary = verified[2]
+        failed = failed_floors(floor_list, baseline, summary)
+        speedup: PairedSpeedup = summary["paired"]
+        if failed or speedup.clears(1.0):
+            return verified, failed
+        if speedup.high is not None and speedup.high < 1.0:
+            return verified, [f"paired speed-up {speedup.cell()}: slower than the baseline"]
+        log.warning("#%d %s: paired speed-up %s does not clear 1 (attempt %d of %d)", trial.number, name,
+                    speedup.cell(), attempt, attempts)  # fmt: skip
+    spread = summary.get("wall_time_spread")
+    raise NoisyVerification(
+        f"candidate #{trial.number} {name} held every floor on held-out seeds, but its paired speed-up "
+        f"{speedup.cell()} did not clear 1 in {attempts} paired measurement(s) (its videos' times spread "
+        f"{'n/a' if spread is None else f'{spread:.0%}'}, bound {verifier.cfg.timing.noise_bound:.0%}): the machine "
+        f"is too busy to verify a speed-up, nothing exported; run harness.select again on a quiet machine, or "
+        f"raise search.select.attempts"
+    )
 
 
 def select_preset(cfg: DictConfig, base_overrides: list[str]) -> tuple[Path, Path]:
-    """Verify the study's candidates on held-out seeds and export the first that holds every floor.
+    """Verify the study's candidates on held-out seeds and export the first that holds every floor and is faster.
 
     Args:
-        cfg: composed config (``study``, ``search.select``, the study's model and settings).
+        cfg: composed config (``study``, ``search.select``, the study's model and settings, ``study_dir``).
         base_overrides: overrides the config was composed with (model, prompts, paths...).
 
     Returns:
         Paths of the YAML and JSON exports.
 
     Raises:
-        ValueError: unknown study, another protocol than the study's, no feasible trial, or
-            no candidate that holds its floors on the held-out seeds (nothing is exported).
+        ValueError: unknown study, another protocol than the study's, no feasible trial, a ``study_dir`` that
+            holds another report, no candidate that holds its floors on the held-out seeds, or one that holds
+            them on a machine too noisy to show it faster (nothing is exported).
     """
     study = load_study(cfg)
     _check_protocol(cfg, base_overrides, study)
+    folder = study_folder(cfg, study.study_name, len(study.trials))
     verifier = Verifier(cfg, base_overrides, study)
     floor_list = floors(cfg)
     baseline_trial = next((t for t in study.trials if t.user_attrs.get("preset_name") == "baseline"), None)
     feasible_trials = candidates(study, float(cfg.search.select.noise))
     order = feasible_trials[: int(cfg.search.select.candidates)]
     params = baseline_trial.params if baseline_trial else {}
-    *_, baseline = verifier.measure(params, "baseline", baseline_trial.number if baseline_trial else "baseline")
+    number = baseline_trial.number if baseline_trial else "baseline"
+    *_, baseline = verifier.measure(params, "baseline", number, paired=False)  # its scores on the held-out seeds
     missed = []
     for trial in order:
-        name = trial.user_attrs.get("preset_name", f"trial-{trial.number}")
-        verified = verifier.measure(trial.params, name, trial.number)
-        failed = failed_floors(floor_list, baseline, verified[2])
+        verified, failed = _verify(verifier, trial, floor_list, baseline)
         if not failed:
             why = [*tie_note(trial, feasible_trials, float(cfg.search.select.noise)), *_missed_note(missed)]
-            return _export(verifier, trial, verified, floor_list, baseline, why)
-        missed.append(f"#{trial.number} {name}: " + ", ".join(failed))
+            return _export(verifier, trial, verified, floor_list, why, folder)
+        missed.append(
+            f"#{trial.number} {trial.user_attrs.get('preset_name', f'trial-{trial.number}')}: " + ", ".join(failed)
+        )
     raise ValueError(
         f"no candidate of study {study.study_name!r} held its floors on held-out seeds {verifier.seeds}, nothing "
         f"exported: " + "; ".join(missed)

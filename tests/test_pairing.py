@@ -1,0 +1,170 @@
+"""Speed-ups come from paired measurements: the baseline generated beside the preset in one process."""
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import optuna
+import pytest
+from conftest import store_client
+
+from harness.measure.pairing import paired_speedup, preset_first
+from harness.measure.session import measure_preset
+from harness.measure.terminal import speedup_cell
+from harness.study.floors import fastest_feasible
+from harness.study.pruning import Cost, Gate, Rules, set_floor_constraints
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_speed_up_is_baseline_seconds_over_preset_seconds_with_an_interval():
+    result = paired_speedup([2.0, 2.2, 1.8, 2.0], [1.0, 1.1, 0.9, 1.0])
+    assert result.median == pytest.approx(2.0) and (result.low, result.high) == pytest.approx((2.0, 2.0))
+    assert result.clears(1.0) and result.cell() == "2.00x [2.00, 2.00]"
+    slower = paired_speedup([1.0, 1.0, 1.0], [2.0, 1.9, 2.1])
+    assert slower.median == pytest.approx(0.5) and not slower.clears(1.0)
+
+
+def test_an_interval_reaching_below_one_does_not_clear_it():
+    mixed = paired_speedup([3.0, 0.6, 3.0, 0.6, 1.8, 1.2], [1.0] * 6)  # a load that hit either side
+    assert mixed.low < 1.0 < mixed.high and not mixed.clears(1.0)
+    single = paired_speedup([2.0], [1.0])
+    assert single.low is None and not single.clears(1.0) and single.cell() == "2.00x (1 pair: no interval)"
+
+
+def test_the_order_alternates_within_and_across_videos():
+    assert [preset_first(i) for i in range(4)] == [True, False, True, False]
+
+
+class Load:
+    """Two busy processes on every core while the block runs (a real CPU load, not a simulation)."""
+
+    def __enter__(self):
+        hog = "while True: pass"
+        self.procs = [subprocess.Popen([sys.executable, "-c", hog]) for _ in range(2 * (os.cpu_count() or 1))]
+        return self
+
+    def __exit__(self, *exc):
+        for proc in self.procs:
+            proc.kill()
+            proc.wait()
+
+
+QUICK = ("prompts=smoke", "timing.repeats=4", "quality.clip=false", "tracking.video=false")
+
+
+def test_a_baseline_measured_under_load_earlier_never_makes_a_speed_up(make_cfg, tmp_path):
+    quiet = measure_preset(make_cfg("+experiment=quality_first", *QUICK))["paired"]
+    with Load():
+        measure_preset(make_cfg("+experiment=baseline", *QUICK))  # the old way's denominator, made slow
+    later = measure_preset(make_cfg("+experiment=quality_first", *QUICK))
+    assert later["paired"].median == pytest.approx(quiet.median, rel=0.25)
+    alone = measure_preset(make_cfg("+experiment=quality_first", *QUICK, "timing.pair=false"))
+    assert alone["paired"] is None and speedup_cell(alone) == "—"
+    client = store_client(tmp_path)
+    run = client.get_run(alone["run_id"])
+    assert "speedup_vs_baseline" not in run.data.metrics  # nothing assembled from another command's baseline
+    paired_run = client.get_run(later["run_id"])
+    pairs = json.loads(Path(client.download_artifacts(later["run_id"], "pairing.json", str(tmp_path))).read_text())
+    assert len(pairs["pairs"]) == 4 and [p["preset_first"] for p in pairs["pairs"]] == [True, False, True, False]
+    assert paired_run.data.metrics["speedup_vs_baseline"] == pytest.approx(later["paired"].median)
+
+
+def trial(study, value, spread, calls, psnr_slack=-1.0, output=None):
+    t = study.ask()
+    t.set_user_attr("wall_time_spread", spread)
+    t.set_user_attr("cost", asdict(Cost(calls // 2, calls, 100, "levers")))
+    if output:
+        t.set_user_attr("output", output)
+    set_floor_constraints(t, {"psnr_db": psnr_slack})
+    study.tell(t, value)
+    return study.trials[-1]
+
+
+def test_within_their_noise_the_trial_doing_less_work_ranks_first():
+    study = optuna.create_study()
+    trial(study, 0.50, 0.10, calls=40)  # measured fastest, by less than its noise
+    less_work = trial(study, 0.53, 0.10, calls=30)
+    trial(study, 0.70, 0.10, calls=20)  # beyond the noise: slower, whatever its work
+    assert fastest_feasible(study.trials).number == less_work.number
+    quiet = optuna.create_study()
+    fastest = trial(quiet, 0.50, 0.01, calls=40)
+    trial(quiet, 0.53, 0.01, calls=30)  # 6% slower on a quiet machine is slower
+    assert fastest_feasible(quiet.trials).number == fastest.number
+
+
+BASE = {"width": 480, "height": 832, "frames": 81}
+
+
+def test_an_output_as_far_from_the_baseline_s_as_a_failed_one_is_not_generated():
+    study = optuna.create_study()
+    trial(study, 1.0, 0.01, calls=50, output=BASE)
+    failed = trial(study, 0.6, 0.01, calls=36, psnr_slack=13.4, output={**BASE, "frames": 61})
+    gate = Gate.open(study, Rules(), [], named=False)
+    for frames, width, height in [(61, 480, 832), (45, 480, 832), (45, 384, 640)]:
+        reason = gate.dominated(study.ask(), {"width": width, "height": height, "frames": frames}, BASE)
+        assert reason and f"trial {failed.number}'s 480x832, 61 frames, which missed psnr_db by 13.4" in reason
+    for frames, width, height in [(81, 384, 640), (81, 480, 832)]:  # another dimension, or the baseline's own
+        assert gate.dominated(study.ask(), {"width": width, "height": height, "frames": frames}, BASE) is None
+    assert Gate.open(study, Rules(), [], named=True).dominated(study.ask(), {**BASE, "frames": 45}, BASE) is None
+
+
+@pytest.mark.slow
+def test_report_and_select_as_the_readme_shows_them_leave_every_tracked_file_unchanged(tmp_path, model_dir):
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    clone = tmp_path / "clone"
+    for name in files:  # the working tree's tracked files, as a clean clone of it holds them
+        target = clone / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes((ROOT / name).read_bytes())
+    before = {name: (clone / name).read_bytes() for name in files}
+    small = ["model=tiny", f"model.path={model_dir}/tiny-wan", f"model.clip={model_dir}/tiny-clip", "prompts=smoke"]
+    env = {k: v for k, v in os.environ.items() if k not in ("HARNESS_ROOT", "MLFLOW_TRACKING_URI")}
+    for command in (["harness.search", *small, "search.n_trials=5"], ["harness.report", "study=video_fast"],
+                    ["harness.select", "study=video_fast", *small, "search.select.repeats=2"]):  # fmt: skip
+        result = subprocess.run([sys.executable, "-m", *command], cwd=clone, env=env, capture_output=True, text=True,
+                                timeout=900)  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+    assert [name for name in files if (clone / name).read_bytes() != before[name]] == []
+    assert (clone / "outputs/studies/video_fast/report.md").exists()
+
+
+@pytest.mark.slow
+def test_select_under_a_bursty_load_refuses_in_one_line_or_exports_the_quiet_speed_up(base_overrides, monkeypatch):
+    from test_measure import BurstyLoad
+    from test_search import compose_cfg, load
+
+    from harness.measure import session
+    from harness.measure.pairing import PairedSpeedup
+    from harness.study.optimize import search_presets
+    from harness.study.selection import NoisyVerification, select_preset
+
+    # balanced (61 euler frames of 18 steps) is about 1.6x faster than the baseline on the tiny model, at 20 dB
+    overrides = [*base_overrides, "search.n_trials=2", "search.enqueue=[baseline,balanced]", "search.drift_check=false",
+                 "search.floors.psnr_db.value=10", "timing.threads=1", "search.select.repeats=3"]  # fmt: skip
+    search_presets(compose_cfg(overrides), overrides)
+    chosen = [*overrides, "study=video_fast"]
+    select_preset(compose_cfg(chosen), chosen)
+    quiet = PairedSpeedup(**load(compose_cfg(overrides)).user_attrs["pairings"][-1]["speedup"])
+    bursty = BurstyLoad(session.generate)
+    monkeypatch.setattr(session, "generate", bursty.generate)
+    allowed = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {bursty.core})  # the load shares the measuring thread's core
+    try:
+        select_preset(compose_cfg(chosen), chosen)
+        loaded = PairedSpeedup(**load(compose_cfg(overrides)).user_attrs["pairings"][-1]["speedup"])
+        assert loaded.median == pytest.approx(quiet.median, rel=0.25)  # exported: what a quiet machine measures
+    except NoisyVerification as refused:
+        assert "\n" not in str(refused) and "the machine is too busy to verify a speed-up" in str(refused)
+    finally:
+        os.sched_setaffinity(0, allowed)
+        bursty.stop()
