@@ -1,14 +1,15 @@
 """What a study pays to find the fastest preset that keeps quality, strategy by strategy.
 
-Builds (once, then reuses) an exhaustive grid of a discrete space on the toy world at the
-baseline's output spec (``benchmarks/search_grid.py``), then replays studies over it
-(``benchmarks/search_replay.py``): each strategy (a sampler and a pruning policy) with
-several sampler seeds, recording after every trial the best feasible time found and the
-generation-seconds spent. Writes a table, a plot and the raw results:
+Builds (once, then reuses) exhaustive grids of two discrete spaces on the toy world at the
+baseline's output spec (``benchmarks/search_grid.py``: ``grid`` and ``wide``, another
+discretisation), then replays studies over each (``benchmarks/search_replay.py``): each
+strategy (a sampler and a pruning policy) with several sampler seeds, recording after every
+trial the best feasible time found and the generation-seconds spent. Writes a table, a plot
+per grid and the raw results:
 
-    python benchmarks/search_cost.py                      # grid: experiments/search-cost/grid.json
-    python benchmarks/search_cost.py --seeds 5 --budget 0.03
-    python benchmarks/search_cost.py --rebuild            # measure the grid again (about 21 min on 2 cores)
+    python benchmarks/search_cost.py                      # grids: experiments/search-cost/grid.json, grid-wide.json
+    python benchmarks/search_cost.py --seeds 5 --budget 0.03 --grids grid
+    python benchmarks/search_cost.py --rebuild            # measure the grids again (about 21 + 31 min on 2 cores)
 
 A study "reaches" when its best feasible preset is within ``--within`` (10%) of the grid's
 best feasible time; it must do so within ``--budget`` (3%) of the grid's generation-seconds.
@@ -55,28 +56,39 @@ def strategies(pruning: Rules, sampler: str) -> tuple[Strategy, ...]:
     )
 
 
+def grid_path(folder: Path, name: str) -> Path:
+    """``grid.json`` for the first space, ``grid-<name>.json`` for the others."""
+    return folder / ("grid.json" if name == "grid" else f"grid-{name}.json")
+
+
 def main(argv: list[str]) -> None:
     args = _arguments(argv)
     cfg = compose_trial(["model=toy", *args.overrides])
-    grid_data = search_grid.build(cfg, args.grid, args.rebuild)
-    grid = Grid(grid_data, floors(cfg), search_grid.key)
-    dists = search_grid.distributions(cfg)
     compared = strategies(load_rules(cfg), str(cfg.search.sampler.type))
     chosen = [s for s in compared if not args.only or any(word in s.name for word in args.only)]
-    replays = _replay_all(grid, dists, chosen, args)
-    results = _results(grid, grid_data, replays, args)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(results, indent=1))
-    plot(results, args.out / "search_cost.png")
-    (args.out / "table.md").write_text(table(results))
-    print(table(results))
-    print(f"written: {args.out / 'table.md'}, {args.out / 'search_cost.png'}, {args.out / 'results.json'}")
+    everything, tables, written = {}, [], []
+    for name in args.grids:
+        grid_data = search_grid.build(cfg, grid_path(args.grid_dir, name), args.rebuild, name)
+        grid = Grid(grid_data, floors(cfg), search_grid.key)
+        replays = _replay_all(grid, search_grid.distributions(cfg, name), chosen, args)
+        everything[name] = _results(grid, grid_data, replays, args)
+        picture = args.out / ("search_cost.png" if name == "grid" else f"search_cost-{name}.png")
+        plot(everything[name], picture)
+        tables.append(table(everything[name], name, picture.name))
+        written.append(picture)
+    (args.out / "results.json").write_text(json.dumps(everything, indent=1))
+    (args.out / "table.md").write_text("\n".join(tables))
+    print("\n".join(tables))
+    print(f"written: {args.out / 'table.md'}, {', '.join(map(str, written))}, {args.out / 'results.json'}")
 
 
 def _arguments(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--grid", type=Path, default=OUT / "grid.json", help="the grid's JSON (built when missing)")
-    parser.add_argument("--rebuild", action="store_true", help="measure the grid again")
+    parser.add_argument("--grids", nargs="+", choices=list(search_grid.SPACES), default=list(search_grid.SPACES),
+                        help="the spaces replayed (each grid is built when missing)")  # fmt: skip
+    parser.add_argument("--grid-dir", type=Path, default=OUT, help="where the grids' JSON lie")
+    parser.add_argument("--rebuild", action="store_true", help="measure the grids again")
     parser.add_argument("--out", type=Path, default=OUT, help="where the table, plot and results go")
     parser.add_argument("--seeds", type=int, default=5, help="sampler seeds per strategy")
     parser.add_argument("--budget", type=float, default=0.03, help="the share of the grid's seconds to reach within")

@@ -19,21 +19,24 @@ def by_strategy(results: dict) -> dict[str, list[dict]]:
     return grouped
 
 
-def table(results: dict) -> str:
+def table(results: dict, name: str = "grid", picture: str = "search_cost.png") -> str:
     """Per strategy: every seed's cost to reach, how many seeds reached within the budget, pruning counts."""
     grid, budget, within = results["grid"], results["budget"], results["within"]
+    space = ", ".join(f"{key.removeprefix('sample_')} {_values(spec)}" for key, spec in grid["spec"]["space"].items())
     lines = [
-        "# Search cost: what a study pays to find the fastest preset that keeps quality\n",
-        "Made by `python benchmarks/search_cost.py` (the grid is measured once, then reused; see its docstring). "
+        f"# Search cost over the `{name}` grid: what a study pays to find the fastest preset that keeps quality\n",
+        "Made by `python benchmarks/search_cost.py` (each grid is measured once, then reused; see its docstring). "
         "Every study is replayed over the grid with the harness's own samplers and pruning rules, starting from "
-        "the baseline; a video costs its measured generation-seconds. Plot: `search_cost.png`; raw: `results.json`.\n",
+        f"the baseline; a video costs its measured generation-seconds. Plot: `{picture}`; raw: `results.json`.\n",
+        f"Space: {space}.",
+        "",
         f"Grid: {grid['presets']} presets x {grid['videos'] // grid['presets']} videos = {grid['seconds']:.0f} "
         f"generation-seconds ({grid['spec']['model']}, {grid['spec']['device']}, {grid['spec']['output_spec']}). "
         f"Feasible (CLIP >= 0.95 x baseline, PSNR >= 30 dB): {grid['feasible']}.",
         "",
         "A preset's time is judged by the median of every grid video that did the same work (transformer calls x "
-        "tokens; solver and shift do not change it): one preset's own two videos carry the machine's noise, 5-9% "
-        "here, which would otherwise decide which of several equally fast presets counts as the best. Best "
+        "tokens; solver and shift do not change it): one preset's own two videos carry the machine's noise, "
+        "which would otherwise decide which of several equally fast presets counts as the best. Best "
         f"feasible: {grid['best_s']:.3f} s/video against the baseline's {grid['baseline_s']:.3f} s "
         f"({grid['baseline_s'] / grid['best_s']:.2f}x): "
         + ", ".join(_preset_name(p) for p in grid["best_presets"])
@@ -50,9 +53,15 @@ def table(results: dict) -> str:
         + " | prediction error (median / max) | reached, single measurements |",
         "|---|" + "---|" * (len(by_strategy(results)[_first(results)]) + 6),
     ]  # fmt: skip
-    for name, studies in by_strategy(results).items():
-        lines.append(_row(name, studies))
+    for strategy, studies in by_strategy(results).items():
+        lines.append(_row(strategy, studies))
     return "\n".join(lines) + "\n"
+
+
+def _values(spec: dict) -> str:
+    if spec["type"] == "categorical":
+        return "/".join(map(str, spec["choices"]))
+    return f"{spec['low']:g}-{spec['high']:g} by {spec.get('step', 1):g}"
 
 
 def _preset_name(row: dict) -> str:

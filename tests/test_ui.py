@@ -117,7 +117,7 @@ def test_optuna_dashboard_shows_a_feasible_best_trial(measured, browser):
 
 def test_the_report_page_plays_the_presets_side_by_side(measured, browser):
     root, _ = measured
-    folder = root / "experiments" / "video_fast"
+    folder = root / "outputs" / "studies" / "video_fast"
     port = free_port()
     command = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(folder)]
     with serving(command, root / "http.log", f"http://127.0.0.1:{port}/report.html"):
@@ -125,7 +125,13 @@ def test_the_report_page_plays_the_presets_side_by_side(measured, browser):
         page.wait_for_function("Array.from(document.querySelectorAll('video')).every(v => v.readyState >= 1)",
                                timeout=30000)  # fmt: skip
         videos = page.evaluate("Array.from(document.querySelectorAll('video')).map(v => [v.duration, v.error])")
+        page.wait_for_timeout(700)
+        row = page.evaluate("Array.from(document.querySelector('.row').querySelectorAll('video'))"
+                            ".map(v => [v.paused, v.currentTime])")  # fmt: skip
         page.screenshot(path=str(SHOTS / "report-page.png"), full_page=True)
-        text = page.inner_text("body")
+        text, summary = page.inner_text("body"), page.inner_text("p.summary")
     assert len(videos) >= 4 and all(duration > 0 and error is None for duration, error in videos)
     assert all(name in text for name in PRESETS) and "s/video" in text
+    assert summary.startswith(("Winner: trial #", "No preset faster")) and "floors:" in summary
+    times = [current for paused, current in row]
+    assert not any(paused for paused, _ in row) and max(times) - min(times) < 0.25  # one row plays together
