@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 
 from harness.cost.model import CostModel, fit_cost_model
 from harness.cost.sweep import CLAIMS, Point, Sweep
-from harness.measure import tracking
+from harness.measure import noise_floor, tracking
 from harness.measure.figures import save_figure
 from harness.measure.plan import plan
 from harness.measure.session import open_session
@@ -38,6 +38,7 @@ class Audit:
     model: CostModel
     noise: float  # median relative spread of the repeats over every configuration
     noise_bound: float  # timing.noise_bound
+    noise_floor: dict[str, dict[str, float]]  # the baseline's fidelity to itself under changes that should not matter
 
     @property
     def noisy(self) -> bool:
@@ -130,6 +131,7 @@ def _details(audit: Audit) -> list[str]:
     ]
     total = sum(audit.baseline.stages.values())
     lines += [f"| {k} | {v:.4f} | {v / total:.1%} |" for k, v in audit.baseline.stages.items()]
+    lines += ["", *noise_floor_lines(audit.noise_floor)]
     lines += [
         "",
         "## Every configuration measured\n",
@@ -143,6 +145,19 @@ def _details(audit: Audit) -> list[str]:
             for p in group_points
         ]
     return lines
+
+
+def noise_floor_lines(floor: dict[str, dict[str, float]]) -> list[str]:
+    """The fidelity noise floor: the baseline's video against itself under each change that should not matter."""
+    lines = [
+        "## Fidelity noise floor\n",
+        "The baseline's video (first prompt and seed) against itself, plain, under changes that compute the same "
+        "function up to float rounding: the scale of every fidelity floor (a floor above these cannot tell a "
+        "lever from rounding).\n",
+        "| change | PSNR dB | SSIM |",
+        "|---|---|---|",
+    ]
+    return lines + [f"| {name} | {v['psnr_db']:.1f} | {v['ssim']:.4f} |" for name, v in floor.items()]
 
 
 def report_lines(audit: Audit) -> list[str]:
@@ -230,6 +245,7 @@ def run_audit(cfg: DictConfig) -> Path:
         model=model,
         noise=statistics.median(p.spread for p in everything),
         noise_bound=base_plan.noise_bound,
+        noise_floor=noise_floor.measure(cfg, base_plan, session, float(cfg.quality.psnr_cap_db)),
     )
     return write_audit(cfg, audit)
 

@@ -22,14 +22,17 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from harness.measure import tracking
+from harness.measure.calibration import MagCacheRatios
+from harness.measure.figures import ratio_plot
 from harness.measure.pairing import PairedSpeedup, paired_speedup, preset_first
 from harness.measure.plan import Plan, plan
 from harness.measure.quality import ClipScorer, fidelity, match_reference
 from harness.measure.references import ReferenceVideos
 from harness.measure.video import side_by_side
 from harness.pipeline.clocks import relative_spread
-from harness.pipeline.device import available_cpus, check_attention, device_label, dtype_name
+from harness.pipeline.device import available_cpus, check_attention, device_label, dtype_name, resolve_device
 from harness.pipeline.generate import Generation, GenerationRequest, generate
+from harness.pipeline.levers import check_quant
 from harness.pipeline.load import LoadedPipeline, load_pipeline
 from harness.preset import FRAME_RULE
 from harness.toy.adherence import adherence_metrics
@@ -48,6 +51,7 @@ class Session:
     scorer: ClipScorer | None
     references: ReferenceVideos
     solvers: dict
+    mag_ratios: MagCacheRatios  # MagCache's ratios for this pipeline, calibrated on first use
 
     @property
     def plain(self) -> LoadedPipeline:
@@ -64,6 +68,7 @@ def open_session(cfg: DictConfig, plan_: Plan) -> Session:
     """
     solvers = OmegaConf.to_container(cfg.solver, resolve=True)
     torch.set_num_threads(plan_.threads)
+    check_quant(plan_.speed.quant, resolve_device(str(cfg.model.device)))  # before anything loads or opens
     loaded = load_pipeline(cfg.model, plan_.worker, plan_.speed)
     check_attention(plan_.speed.attention, loaded.device)  # before any run is opened
     asked = f"preset.size={plan_.preset.size!r}, frame_num={plan_.preset.frame_num}"
@@ -72,7 +77,8 @@ def open_session(cfg: DictConfig, plan_: Plan) -> Session:
     folder = Path(cfg.paths.cache_dir) / "references"
     plain = load_pipeline(cfg.model, plan_.worker)  # the worker's own transformer: what every video is judged against
     references = ReferenceVideos(folder, plain, plan_.reference, plan_.reference_shape, solvers)
-    return Session(loaded=loaded, scorer=scorer, references=references, solvers=solvers)
+    mag_ratios = MagCacheRatios(folder, loaded, solvers)
+    return Session(loaded=loaded, scorer=scorer, references=references, solvers=solvers, mag_ratios=mag_ratios)
 
 
 def warm_up(loaded: LoadedPipeline, request: GenerationRequest, steps: int, solvers: dict) -> float:
@@ -308,7 +314,11 @@ def measure_in_run(
     tracking.log_config(cfg)
     mlflow.set_tag("is_baseline", str(plan_.is_reference).lower())
     requests = [plan_.request(prompt, seed) for prompt in plan_.prompts for seed in plan_.seeds]
+    calibration_s = 0.0
     for request in tqdm(requests, desc=plan_.name + (" + baseline, paired" if pairing else ""), unit="video"):
+        if plan_.speed.cache == "magcache":
+            request, seconds = _calibrated(session, request, first=not rows)
+            calibration_s += seconds
         warmup_s += warm_up(session.loaded, request, plan_.warmup_steps, session.solvers)
         if pairing:
             warmup_s += warm_up(session.plain, pairing.baseline_request(request), plan_.warmup_steps, session.solvers)
@@ -318,7 +328,8 @@ def measure_in_run(
         if on_video is not None:
             on_video(len(rows) - 1, metrics)
     summary = _log_summary(plan_, rows, walls)
-    mlflow.log_metrics({"time_warmup_s": warmup_s, "videos": len(rows)})  # warm-up: never in wall time
+    # warm-up and MagCache calibration: never in wall time
+    mlflow.log_metrics({"time_warmup_s": warmup_s, "time_calibration_s": calibration_s, "videos": len(rows)})
     summary["paired"] = _log_pairing(pairing)
     identity = {"name": plan_.name, "run_id": _active_run_id(), "is_baseline": plan_.is_reference}
     return {**identity, **_sampler_columns(plan_), **summary}
@@ -352,6 +363,18 @@ def _one_video(
     if compare is not None and first:
         _log_side_by_side(cfg, plan_, generation.frames, compare, metrics)  # the parent run shows its first one
     return metrics, [r.wall_s for r in runs], params
+
+
+def _calibrated(session: Session, request: GenerationRequest, first: bool) -> tuple[GenerationRequest, float]:
+    """The request with its MagCache ratios (calibrated now if none are stored), and the seconds that took; the
+    ratios are logged with the run's first video, as a table and a plot."""
+    calibration = session.mag_ratios.get(request)
+    if first:
+        steps = list(range(len(calibration.ratios)))
+        mlflow.log_table({"step": steps, "ratio": list(calibration.ratios)}, "magcache_ratios.json")
+        mlflow.log_figure(ratio_plot(calibration.ratios, request.steps), "magcache_ratios.png")
+        mlflow.set_tag("magcache_ratios", f"magcache-{calibration.key}.json")
+    return replace(request, mag_ratios=calibration.ratios), calibration.seconds
 
 
 def _log_pairing(pairing: Pairing | None) -> PairedSpeedup | None:

@@ -9,6 +9,8 @@ import torch
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 CPU_ATTENTION = ("native", "_native_math")
+# CUDA backends that need no download: torch SDPA's own kernels, and flash-attn / FA3 / sage when installed.
+CUDA_ATTENTION = ("native", "_native_flash", "_native_efficient", "_native_cudnn", "flash", "_flash_3", "sage")
 
 
 def resolve_device(device: str) -> torch.device:

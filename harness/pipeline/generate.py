@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
 
+from harness.pipeline.caches import transformer_cache
 from harness.pipeline.clocks import PeakMemory, StepClock, now
 from harness.pipeline.levers import Speed
 from harness.pipeline.load import LoadedPipeline, use_attention
-from harness.pipeline.passes import guided_passes, official_precision
+from harness.pipeline.passes import batched_guidance, guided_passes, official_precision
 from harness.pipeline.schedulers import build_scheduler, scheduler_name
 from harness.pipeline.worker import Worker, to_pixels
 from harness.preset import VideoShape
@@ -41,6 +42,7 @@ class GenerationRequest:
     speed: Speed = Speed()
     max_sequence_length: int = 512  # text tokens, as WanPipeline.__call__ pads them
     worker: Worker = Worker()  # diffusers' own behaviour unless a plan says otherwise
+    mag_ratios: tuple[float, ...] | None = None  # MagCache's calibrated ratios (None with MagCache: calibrate)
 
     @property
     def guided_steps(self) -> int:
@@ -64,6 +66,7 @@ class Generation:
     scheduler: str = ""
     guided_steps: int = 0
     schedule: dict[str, list[float]] = field(default_factory=dict)  # timesteps and sigmas as the scheduler held them
+    mag_ratios: list[float] | None = None  # a calibrating MagCache generation's magnitude ratios
 
     @property
     def wall_s(self) -> float:
@@ -95,22 +98,13 @@ def generate(loaded: LoadedPipeline, request: GenerationRequest, solvers: Mappin
     official = request.worker.official_schedule(request.solver)
     pipe.scheduler = build_scheduler(request.solver, request.shift, solvers, official=official)
     use_attention(loaded, request.speed.attention)
-    cache = request.speed.cache_config()
-    # Caches hold state across steps: enabled for this generation only, so the shared
-    # pipeline always starts clean.
-    if pipe.transformer.is_cache_enabled:
-        pipe.transformer.disable_cache()
-    if cache is not None:
-        pipe.transformer.enable_cache(cache)
-    try:
-        with (
-            guided_passes(pipe, request.worker.guidance_passes == "always"),
-            official_precision(pipe.transformer, _autocast(loaded, request.worker)),
-        ):
-            return _generate(loaded, request)
-    finally:
-        if cache is not None:
-            pipe.transformer.disable_cache()
+    with (
+        transformer_cache(pipe, request.speed, request.steps, request.mag_ratios) as calibrated,
+        guided_passes(pipe, request.worker.guidance_passes == "always"),
+        official_precision(pipe.transformer, _autocast(loaded, request.worker)),
+    ):
+        generation = _generate(loaded, request)
+    return replace(generation, mag_ratios=calibrated[0]) if calibrated else generation
 
 
 def _autocast(loaded: LoadedPipeline, worker: Worker) -> bool:
@@ -161,19 +155,9 @@ def _generate(loaded: LoadedPipeline, request: GenerationRequest) -> Generation:
         encoded = now(device)
         # 3-4. Denoising (step clock) then VAE decoding, in the pipeline's own call.
         clock = StepClock(device, start=encoded)
-        output = pipe(
-            prompt_embeds=prompt_embeds,
-            negative_prompt_embeds=negative_embeds,
-            height=request.shape.height,
-            width=request.shape.width,
-            num_frames=request.shape.num_frames,
-            num_inference_steps=request.steps,
-            guidance_scale=request.guidance,
-            generator=torch.Generator(_noise_device(loaded, request.worker)).manual_seed(request.seed),
-            output_type="np",
-            callback_on_step_end=_on_step_end(clock, request),
-            max_sequence_length=request.max_sequence_length,
-        )
+        batched = request.speed.cfg == "batched" and request.guided_steps > 0
+        with batched_guidance(pipe, negative_embeds, batched):
+            output = _call(pipe, loaded, request, prompt_embeds, negative_embeds, clock)
         finished = now(device)
     last_step = clock.ends[-1] if clock.ends else encoded
     return Generation(
@@ -187,6 +171,24 @@ def _generate(loaded: LoadedPipeline, request: GenerationRequest) -> Generation:
         scheduler=scheduler_name(pipe.scheduler),
         guided_steps=request.guided_steps,
         schedule={"timesteps": pipe.scheduler.timesteps.tolist(), "sigmas": pipe.scheduler.sigmas.tolist()},
+    )
+
+
+def _call(pipe: Any, loaded: LoadedPipeline, request: GenerationRequest, prompt_embeds: Any, negative_embeds: Any,
+          clock: StepClock) -> Any:  # fmt: skip
+    """``WanPipeline.__call__`` with the request's arguments: denoising (the step clock) then decoding."""
+    return pipe(
+        prompt_embeds=prompt_embeds,
+        negative_prompt_embeds=negative_embeds,
+        height=request.shape.height,
+        width=request.shape.width,
+        num_frames=request.shape.num_frames,
+        num_inference_steps=request.steps,
+        guidance_scale=request.guidance,
+        generator=torch.Generator(_noise_device(loaded, request.worker)).manual_seed(request.seed),
+        output_type="np",
+        callback_on_step_end=_on_step_end(clock, request),
+        max_sequence_length=request.max_sequence_length,
     )
 
 

@@ -1,21 +1,25 @@
 """Speed levers that are not worker keys (``conf/speed``): one validated value for a run.
 
 The worker's preset says what to sample; these say how the harness makes sampling
-cheaper: guidance truncation, a diffusers cache, the attention backend and compilation.
-One frozen :class:`Speed` travels from the config through the plan to each generation
-request and into MLflow's params, so a new lever is added in one place.
+cheaper: guidance truncation, both guidance passes as one batch, a cache (diffusers' hooks,
+MagCache with ratios the harness calibrates, cache-dit's DBCache), the attention backend,
+compilation, precision and quantization. One frozen :class:`Speed` travels from the config
+through the plan to each generation request and into MLflow's params, so a new lever is added
+in one place.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 
-CACHES = ("none", "first_block", "taylorseer")
+CACHES = ("none", "first_block", "taylorseer", "magcache", "dbcache")
 COMPILE_MODES = ("off", "regional", "full")
 PRECISIONS = ("worker", "bfloat16")
+CFG_MODES = ("separate", "batched")
+QUANTS = ("none", "int8_weight_only", "float8_dynamic")
 
 
 @dataclass(frozen=True)
@@ -24,11 +28,16 @@ class Speed:
 
     guidance_stop: float = 1.0  # fraction of steps with guidance; later steps run one pass
     cache: str = "none"  # one of CACHES
-    cache_threshold: float = 0.05  # first_block: relative change of the first block's output that reuses the rest
+    cache_threshold: float = 0.05  # first_block and dbcache: relative change below which the rest is reused
     cache_interval: int = 5  # taylorseer: steps between full computations
     attention: str = "native"  # diffusers attention backend (harness.pipeline.device.check_attention)
     compile: str = "off"  # one of COMPILE_MODES
     precision: str = "worker"  # the worker's transformer precision, or bfloat16 weights (one of PRECISIONS)
+    cfg: str = "separate"  # both guidance passes as two transformer calls, or as one batch of two (CFG_MODES)
+    magcache_threshold: float = 0.06  # magcache: accumulated error below which a step reuses the last residual
+    magcache_k: int = 3  # magcache: at most this many steps skipped in a row
+    magcache_retention: float = 0.2  # magcache: the first fraction of the steps is always computed
+    quant: str = "none"  # torchao quantization of the transformer's linear layers (QUANTS)
 
     @classmethod
     def from_config(cls, node: Mapping[str, Any]) -> "Speed":
@@ -50,60 +59,101 @@ class Speed:
             )
         speed = cls(
             guidance_stop=float(stop),
-            cache=str(node["cache"]),
-            cache_threshold=node["cache_threshold"],
-            cache_interval=node["cache_interval"],
-            attention=str(node["attention"]),
-            compile=str(node["compile"]),
-            precision=str(node.get("precision", "worker")),
+            **{key: node.get(key, default) for key, default in _DEFAULTS.items() if key != "guidance_stop"},
         )
-        check_compile_mode(speed.compile)
-        if speed.precision not in PRECISIONS:
-            raise ValueError(f"speed.precision={speed.precision!r} is not allowed; allowed: {list(PRECISIONS)}")
-        speed.cache_config()  # checks the cache settings
+        speed.check()
         return speed
 
-    @property
-    def changes_output(self) -> bool:
-        """Whether the video differs from the plain sampler's (truncated guidance, a cache, bfloat16 weights).
-
-        Attention backends and compilation compute the same function (up to float noise).
-        """
-        return self.guidance_stop < 1.0 or self.cache != "none" or self.precision != "worker"
+    def check(self) -> None:
+        """Raises ValueError for a choice or a setting out of its range, naming it and what is allowed."""
+        for key, allowed in (("compile", COMPILE_MODES), ("precision", PRECISIONS), ("cfg", CFG_MODES),
+                             ("quant", QUANTS), ("cache", CACHES)):  # fmt: skip
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"speed.{key}={getattr(self, key)!r} is not allowed; allowed: {list(allowed)}")
+        _fraction("magcache_threshold", self.magcache_threshold, 0, 10)
+        _fraction("magcache_retention", self.magcache_retention, 0, 1)
+        if isinstance(self.magcache_k, bool) or not isinstance(self.magcache_k, int) or self.magcache_k < 1:
+            raise ValueError(f"speed.magcache_k={self.magcache_k!r} must be an integer >= 1 (steps skipped in a row)")
+        if self.cache == "dbcache" and self.cfg == "batched":
+            raise ValueError(
+                "speed.cache='dbcache' with speed.cfg='batched' is not offered: cache-dit caches each guidance pass "
+                "apart; use speed.cfg=separate"
+            )
+        self.cache_config(steps=25, mag_ratios=[1.0])  # checks the cache's own settings
 
     def params(self) -> dict[str, Any]:
         """The levers as MLflow params."""
         return asdict(self)
 
-    def cache_config(self) -> Any:
-        """The diffusers cache config these levers ask for, or None.
+    def cache_config(self, steps: int, mag_ratios: Sequence[float] | None = None) -> Any:
+        """The diffusers cache config these levers ask for, or None (dbcache is cache-dit's, not diffusers').
+
+        Args:
+            steps: the generation's steps (MagCache interpolates its ratios to them).
+            mag_ratios: MagCache's calibrated magnitude ratios; None calibrates (computes every step).
 
         Raises:
             ValueError: unknown cache, or a threshold/interval out of range.
         """
-        from diffusers import FirstBlockCacheConfig, TaylorSeerCacheConfig
+        from diffusers import FirstBlockCacheConfig, MagCacheConfig, TaylorSeerCacheConfig
 
-        if self.cache == "none":
+        if self.cache in ("none", "dbcache"):
+            if self.cache == "dbcache":
+                _fraction("cache_threshold", self.cache_threshold, 0, 1)
             return None
         if self.cache == "first_block":
             if not 0 < self.cache_threshold < 1:
                 raise ValueError(f"speed.cache_threshold={self.cache_threshold!r} must be in (0, 1)")
             return FirstBlockCacheConfig(threshold=self.cache_threshold)
-        if self.cache == "taylorseer":
-            interval = self.cache_interval
-            if isinstance(interval, bool) or not isinstance(interval, int) or interval < 2:
-                raise ValueError(f"speed.cache_interval={interval!r} must be an integer >= 2")
-            # The default identifiers are full-matched ("^blocks.*attn"): Wan's blocks.N.attn1
-            # never matches, so the default caches nothing on Wan. Predict whole blocks instead.
-            return TaylorSeerCacheConfig(
-                cache_interval=interval,
-                taylor_factors_dtype=torch.float32,
-                cache_identifiers=[r"^blocks\.\d+$"],
-            )
-        raise ValueError(f"speed.cache={self.cache!r} is not a cache; allowed: {list(CACHES)}")
+        if self.cache == "magcache":
+            return MagCacheConfig(
+                threshold=self.magcache_threshold, max_skip_steps=self.magcache_k,
+                retention_ratio=self.magcache_retention, num_inference_steps=steps,
+                mag_ratios=None if mag_ratios is None else list(mag_ratios), calibrate=mag_ratios is None,
+            )  # fmt: skip
+        interval = self.cache_interval
+        if isinstance(interval, bool) or not isinstance(interval, int) or interval < 2:
+            raise ValueError(f"speed.cache_interval={interval!r} must be an integer >= 2")
+        # The default identifiers are full-matched ("^blocks.*attn"): Wan's blocks.N.attn1
+        # never matches, so the default caches nothing on Wan. Predict whole blocks instead.
+        return TaylorSeerCacheConfig(
+            cache_interval=interval,
+            taylor_factors_dtype=torch.float32,
+            cache_identifiers=[r"^blocks\.\d+$"],
+        )
+
+
+_DEFAULTS = asdict(Speed())
+
+
+def _fraction(key: str, value: Any, low: float, high: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise ValueError(f"speed.{key}={value!r} must be a number from {low:g} to {high:g}")
 
 
 def check_compile_mode(compile_mode: str) -> None:
     """Raises ValueError unless ``compile_mode`` is one of COMPILE_MODES."""
     if compile_mode not in COMPILE_MODES:
         raise ValueError(f"speed.compile={compile_mode!r} is not allowed; allowed: {list(COMPILE_MODES)}")
+
+
+def check_quant(quant: str, device: torch.device) -> None:
+    """Refuse a quantization this device cannot run, before any run opens.
+
+    Raises:
+        ValueError: float8 on a CPU or on a GPU older than sm89 (Ada, Hopper); torchao missing.
+    """
+    if quant == "none":
+        return
+    try:
+        import torchao  # noqa: F401
+    except ImportError:
+        raise ValueError(f"speed.quant={quant!r} needs torchao: pip install -e '.[quant]'") from None
+    if quant == "float8_dynamic":
+        capability = torch.cuda.get_device_capability(device) if device.type == "cuda" else None
+        if capability is None or capability < (8, 9):
+            where = "a CPU" if capability is None else f"sm{capability[0]}{capability[1]}"
+            raise ValueError(
+                f"speed.quant='float8_dynamic' needs float8 matmuls (a GPU of sm89 or later: Ada, Hopper), not "
+                f"{where}; allowed here: none, int8_weight_only"
+            )

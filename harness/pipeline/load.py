@@ -282,7 +282,7 @@ def load_pipeline(model: Mapping[str, Any], worker: Worker = Worker(), speed: Sp
     Args:
         model: the ``model`` node (path, build, seed, device, dtype, vae_dtype).
         worker: the worker whose precision ``model.dtype: auto`` follows.
-        speed: the levers that change the transformer itself: ``precision`` and ``compile`` (``off``,
+        speed: the levers that change the transformer itself: ``precision``, ``quant`` and ``compile`` (``off``,
             ``regional``: ``compile_repeated_blocks``, or ``full``: ``torch.compile`` of the transformer).
             Compiling cannot be undone, so each mode is its own transformer; compilation itself happens on
             the first generation.
@@ -300,7 +300,7 @@ def load_pipeline(model: Mapping[str, Any], worker: Worker = Worker(), speed: Sp
     vae_dtype = resolve_dtype(str(model.get("vae_dtype", "float32")), device)
     check_compile_mode(speed.compile)
     shared = (str(model["path"]), str(device), str(text_dtype), str(vae_dtype))
-    key = (*shared, str(dtype), speed.compile)
+    key = (*shared, str(dtype), speed.compile, speed.quant)
     if key in _PIPELINES:
         return _PIPELINES[key]
 
@@ -317,6 +317,7 @@ def load_pipeline(model: Mapping[str, Any], worker: Worker = Worker(), speed: Sp
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     _COMPONENTS[shared] = {name: getattr(pipe, name) for name in ("tokenizer", "text_encoder", "vae")}
+    quantize(pipe.transformer, speed.quant)
     if speed.compile == "regional":
         pipe.transformer.compile_repeated_blocks(fullgraph=True)
     elif speed.compile == "full":
@@ -326,6 +327,16 @@ def load_pipeline(model: Mapping[str, Any], worker: Worker = Worker(), speed: Sp
     _PIPELINES[key] = loaded
     log.info("loaded %s from %s on %s (transformer %s)", loaded.name, path, device, dtype_name(dtype))
     return loaded
+
+
+def quantize(transformer: torch.nn.Module, quant: str) -> None:
+    """Quantize the transformer's linear layers in place with torchao (``speed.quant``); ``none`` leaves them."""
+    if quant == "none":
+        return
+    from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, Int8WeightOnlyConfig, quantize_
+
+    configs = {"int8_weight_only": Int8WeightOnlyConfig, "float8_dynamic": Float8DynamicActivationFloat8WeightConfig}
+    quantize_(transformer, configs[quant]())
 
 
 def _load_components(path: str, vae_dtype: torch.dtype) -> dict[str, Any]:

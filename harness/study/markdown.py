@@ -23,6 +23,7 @@ from harness.study.floors import best_feasible, feasible, shortfalls, status
 from harness.study.folder import study_folder
 from harness.study.plots import plot_history, plot_importances, plot_pareto
 from harness.study.pruning import summary as pruning_summary
+from harness.study.space import LEVERS, SWITCHES
 from harness.study.storage import load_study, public_url, storage_url, study_run_id, use_study_experiment
 
 
@@ -130,13 +131,9 @@ def comparison(study: optuna.Study) -> str:
 
 
 def uses_lever(trial: optuna.trial.FrozenTrial) -> bool:
-    """Whether a trial used a lever beyond the worker's keys (guidance truncation, a cache, bfloat16 weights)."""
-    params = trial.params
-    return (
-        params.get("guidance_stop", 1.0) < 1.0
-        or params.get("cache", "none") != "none"
-        or params.get("precision", "worker") != "worker"
-    )
+    """Whether a trial switched on a lever beyond the worker's keys (guidance truncation, a cache, batched
+    guidance, other weights, another kernel or compilation)."""
+    return any(trial.params.get(key, LEVERS[key][1]) != LEVERS[key][1] for key in SWITCHES)
 
 
 def _lever_row(study: optuna.Study, name: str, group: list) -> tuple[str, Any]:
@@ -181,11 +178,11 @@ def _lever_verdict(lever: Any, plain: Any, lever_trials: list) -> str:
 def levers_section(study: optuna.Study) -> str:
     """Did guidance truncation or a cache find a faster feasible preset? If not, why, in numbers."""
     trials = study.get_trials(deepcopy=False)
-    if not any(key in t.params for t in trials for key in ("guidance_stop", "cache", "precision")):
+    if not any(key in t.params for t in trials for key in SWITCHES):
         return ""
     groups = {"with a lever": [t for t in trials if uses_lever(t)], "without": [t for t in trials if not uses_lever(t)]}
     lines = [
-        "## Levers beyond the worker's keys (guidance truncation, caches)\n",
+        "## Levers beyond the worker's keys (guidance truncation, caches, batched guidance, precision)\n",
         "| trials | measured | feasible | best feasible s/video | speed-up | median PSNR dB "
         "| median shortfall of missed floors |",
         "|---|---|---|---|---|---|---|",

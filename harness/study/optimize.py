@@ -17,11 +17,13 @@ import mlflow
 import optuna
 from omegaconf import DictConfig, OmegaConf
 
-from harness.measure import tracking
+from harness.measure import noise_floor, tracking
 from harness.measure.pairing import NOT_PAIRED
-from harness.measure.plan import check_int
+from harness.measure.plan import check_int, plan
+from harness.measure.session import open_session
 from harness.measure.tracking import public_url
 from harness.study import space
+from harness.study.compose import compose_trial
 from harness.study.drift import latest_pairing, noise_lines, pair_best
 from harness.study.estimate import closing_line, opening_estimate
 from harness.study.fingerprint import check_comparable, measured_with
@@ -42,6 +44,13 @@ from harness.study.summary import record_on_study_run
 from harness.study.workers import Worker, config_errors, counts_toward
 
 log = logging.getLogger(__name__)
+
+
+def floor_scale(cfg: DictConfig, base_overrides: list[str]) -> str:
+    """The fidelity noise floor ``harness.audit`` measured for this model, printed beside the floors."""
+    base = compose_trial(base_overrides)
+    plan_ = plan(base)
+    return noise_floor.scale(base, open_session(base, plan_), plan_)
 
 
 def search_command(overrides: list[str]) -> str:
@@ -203,6 +212,8 @@ def search_presets(cfg: DictConfig, base_overrides: list[str]) -> optuna.Study:
         study.set_user_attr("machine", machine)
         shown = public_url(storage_url(cfg), cfg.paths.root_dir)
         print(f"floors: {'; '.join(f.describe() for f in floor_list)}; storage {shown}")
+        if scale := floor_scale(cfg, base_overrides):
+            print(f"  {scale}")
         _work(cfg, Worker(cfg, base_overrides, study, storage, lock), run_id, client, experiment_id)
         print(closing_line(study, estimate, time.perf_counter() - started))
     print_outcome(study, float(cfg.timing.noise_bound))

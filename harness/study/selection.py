@@ -171,16 +171,33 @@ def _warnings(plan_: Plan, session: Session) -> list[str]:
             f"the worker must implement it to reach expected_time."
         )
     if speed.cache != "none":
-        notes.append(
-            f"WARNING: measured with the diffusers cache speed.cache={speed.cache} (threshold "
-            f"{speed.cache_threshold:g}), which is not a worker key; the worker must enable it."
-        )
+        notes.append(f"WARNING: measured with the cache speed.cache={speed.cache} ({_cache_settings(speed)}), which is "
+                     f"not a worker key; the worker must enable it to reach expected_time.")  # fmt: skip
+    if speed.cfg == "batched":
+        notes.append("WARNING: measured with both guidance passes as one transformer call of batch 2 "
+                     "(speed.cfg=batched); the official code runs two calls: the worker must batch them.")  # fmt: skip
     if speed.precision != "worker":
         notes.append(
             f"WARNING: measured with {speed.precision} transformer weights (speed.precision={speed.precision}), "
             f"which is not a worker key; the worker must load its transformer so to reach expected_time."
         )
+    if speed.quant != "none":
+        notes.append(f"WARNING: measured with the transformer quantized by torchao ({speed.quant}); the worker "
+                     f"must quantize it the same way (torchao.quantization.quantize_).")  # fmt: skip
     return notes
+
+
+def _cache_settings(speed: Any) -> str:
+    if speed.cache == "magcache":
+        return (
+            f"threshold {speed.magcache_threshold:g}, K {speed.magcache_k}, retention {speed.magcache_retention:g}, "
+            "with ratios the harness calibrated for this model and preset: see the run's magcache_ratios.json"
+        )
+    if speed.cache == "dbcache":
+        return f"cache-dit DBCache, residual threshold {speed.cache_threshold:g}"
+    if speed.cache == "taylorseer":
+        return f"interval {speed.cache_interval}"
+    return f"threshold {speed.cache_threshold:g}"
 
 
 def worker_note(plan_: Plan) -> str:

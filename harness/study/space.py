@@ -6,7 +6,7 @@ from typing import Any, Mapping
 
 import optuna
 
-from harness.pipeline.levers import CACHES, COMPILE_MODES, PRECISIONS
+from harness.pipeline.levers import CACHES, CFG_MODES, COMPILE_MODES, PRECISIONS, QUANTS
 from harness.preset import Preset, official_frame_count, parse_size
 
 KINDS = ("int", "float", "categorical")
@@ -23,6 +23,11 @@ SEARCHABLE = (
     "attention",
     "compile",
     "precision",
+    "cfg",
+    "magcache_threshold",
+    "magcache_k",
+    "magcache_retention",
+    "quant",
 )
 # Searchable keys that are not the worker's: where they live in the config, and their value
 # in a preset that does not set them.
@@ -33,7 +38,14 @@ LEVERS = {
     "attention": ("speed.attention", "native"),  # a backend this device lacks fails its trial, with the reason
     "compile": ("speed.compile", "off"),  # each mode is one more transformer load in the study
     "precision": ("speed.precision", "worker"),  # bfloat16 weights: one more transformer load
+    "cfg": ("speed.cfg", "separate"),
+    "magcache_threshold": ("speed.magcache_threshold", 0.06),
+    "magcache_k": ("speed.magcache_k", 3),
+    "magcache_retention": ("speed.magcache_retention", 0.2),
+    "quant": ("speed.quant", "none"),  # each quantization is one more transformer load
 }
+# The levers that switch something on (the others tune a switched-on cache).
+SWITCHES = ("guidance_stop", "cache", "attention", "compile", "precision", "cfg", "quant")
 
 
 def distributions(
@@ -86,7 +98,7 @@ def _numeric(key: str, kind: str, spec: Mapping[str, Any]) -> optuna.distributio
         raise ValueError(f"search.space.guidance_stop: low={low}, high={high} must lie in (0, 1]")
     if key == "sample_guide_scale" and low < 0:
         raise ValueError(f"search.space.sample_guide_scale.low={low} must be >= 0")
-    if key in ("sample_solver", "size", "frame_num", "cache", "attention", "compile", "precision"):
+    if key in ("sample_solver", "size", "frame_num", "cache", "attention", "compile", "precision", "cfg", "quant"):
         raise ValueError(f"search.space.{key} must be type categorical (choices)")
     step = spec.get("step")
     if step is not None and not step > 0:
@@ -105,6 +117,10 @@ def _check_choice(key: str, choice: Any, solvers: Mapping[str, Any]) -> None:
         parse_size(choice)
     if key == "cache" and choice not in CACHES:
         raise ValueError(f"search.space.cache choice {choice!r} is not a cache; allowed: {list(CACHES)}")
+    if key == "cfg" and choice not in CFG_MODES:
+        raise ValueError(f"search.space.cfg choice {choice!r} is not allowed; allowed: {list(CFG_MODES)}")
+    if key == "quant" and choice not in QUANTS:
+        raise ValueError(f"search.space.quant choice {choice!r} is not allowed; allowed: {list(QUANTS)}")
     if key == "precision" and choice not in PRECISIONS:
         raise ValueError(f"search.space.precision choice {choice!r} is not allowed; allowed: {list(PRECISIONS)}")
     if key == "compile" and choice not in COMPILE_MODES:
