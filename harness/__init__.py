@@ -12,6 +12,8 @@ CONF_DIR = PACKAGE_DIR.parent / "conf"  # the Hydra config tree beside the packa
 if not OmegaConf.has_resolver("pkg"):
     OmegaConf.register_new_resolver("pkg", lambda relative: str(PACKAGE_DIR / relative))
 
-# torchao (the quantization lever) registers enums with torch's pytree on import, and torch warns about that
-# deprecation on every run, twice: noise to anyone reading a run's output, nothing they can act on.
-logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
+# torchao (the quantization lever; diffusers imports it whenever it is installed) says on every import that its
+# CUDA kernels do not load on a CPU build of torch, and torch warns about its pytree registrations: noise to
+# anyone reading a run's output, nothing they can act on (a lever torchao cannot run is refused in one line).
+for _noisy in ("torch.utils._pytree", "torchao", "diffusers.quantizers.torchao.torchao_quantizer"):
+    logging.getLogger(_noisy).setLevel(logging.ERROR)

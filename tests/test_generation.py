@@ -141,8 +141,9 @@ def test_a_cache_skips_transformer_work_and_is_removed_afterwards(setup, cache, 
     "settings, message",
     [
         (
-            {"cache": "magcache"},
-            "speed.cache='magcache' is not a cache; allowed: ['none', 'first_block', 'taylorseer']",
+            {"cache": "teacache"},
+            "speed.cache='teacache' is not allowed; allowed: ['none', 'first_block', 'taylorseer', 'magcache', "
+            "'dbcache']",
         ),
         ({"cache": "first_block", "cache_threshold": 1.5}, "speed.cache_threshold=1.5 must be in (0, 1)"),
         ({"cache": "taylorseer", "cache_interval": 1}, "speed.cache_interval=1 must be an integer >= 2"),

@@ -137,26 +137,31 @@ def test_an_optuna_pruner_is_chosen_in_config_and_a_bad_one_named():
 
 
 def test_a_study_stops_hopeless_trials_early_and_says_why_in_optuna_and_mlflow(tmp_path, base_overrides):
-    """On the tiny model with two prompts: a smaller, shorter video far below the PSNR floor generates one video,
-    a trial predicted far slower than the best (250 steps) generates none; both are PRUNED with the reason."""
+    """On the tiny model with two prompts: a 4-step video far below the PSNR floor generates one video, a trial
+    predicted far slower than the best (250 steps) generates none, and a smaller, shorter output than one that
+    already missed the floor generates none; all are PRUNED with the reason."""
     overrides = [
         *base_overrides,
         "prompts.texts=[a red circle moving left,a blue square moving up]",
         "search.space.sample_steps.high=250",
         "timing.repeats=3",  # medians of 3: a burst of load on a shared CI machine must not flatten the cost model
+        "search.floors.psnr_db.value=40",  # the tiny model makes 44 dB at 20 dpm++ steps (quality_first), 33 at 4
         "search.n_trials=4",
     ]
     search_presets(compose_cfg(overrides), overrides)  # the baseline and the proposal's presets, in full
     study = load(compose_cfg(overrides))
     assert all(t.state == STATES.COMPLETE for t in study.trials)
     smaller = {"sample_steps": 4, "sample_solver": "euler", "sample_shift": 1.0, "sample_guide_scale": 1.0}
-    study.enqueue_trial({**smaller, "frame_num": 45, "size": "384*640"})  # the tiny model's PSNR: ~19 dB
+    study.enqueue_trial({**smaller, "frame_num": 81, "size": "480*832"})  # the tiny model's PSNR: 33 dB
     slower = {"sample_steps": 250, "sample_solver": "unipc", "sample_shift": 5.0, "sample_guide_scale": 8.0}
     study.enqueue_trial({**slower, "frame_num": 81, "size": "480*832"})
-    more = [*overrides[:-1], "search.n_trials=6"]
+    study.enqueue_trial({**smaller, "frame_num": 45, "size": "384*640"})  # beyond balanced's 61 frames at 16 dB
+    more = [*overrides[:-1], "search.n_trials=7"]
     search_presets(compose_cfg(more), more)
 
-    hopeless, slow = load(compose_cfg(more)).trials[4:6]
+    hopeless, slow, lost = load(compose_cfg(more)).trials[4:7]
+    assert lost.state == STATES.PRUNED and lost.user_attrs["prune_rule"] == "spec" and _video_runs(tmp_path, lost) == 0
+    assert "384x640, 45 frames is at least as far from the baseline's" in lost.user_attrs["prune_reason"]
     assert hopeless.state == slow.state == STATES.PRUNED
     assert "misses its floor" in hopeless.user_attrs["prune_reason"]
     assert "over 1 video(s)" in hopeless.user_attrs["prune_reason"]
@@ -166,9 +171,9 @@ def test_a_study_stops_hopeless_trials_early_and_says_why_in_optuna_and_mlflow(t
     videos = {t.number: _video_runs(tmp_path, t) for t in (hopeless, slow)}
     assert videos == {4: 1, 5: 0}
     # a pruned trial's row still says what it would have produced
-    assert hopeless.user_attrs["output_spec"] == "384x640, 45 frames, 2.81 s"
-    assert hopeless.user_attrs["spec_change"] == "size 480x832 -> 384x640; frames 81 -> 45"
-    assert "384x640, 45 frames, 2.81 s *" in output_cell(hopeless)
+    assert lost.user_attrs["output_spec"] == "384x640, 45 frames, 2.81 s"
+    assert lost.user_attrs["spec_change"] == "size 480x832 -> 384x640; frames 81 -> 45"
+    assert "384x640, 45 frames, 2.81 s *" in output_cell(lost)
     assert slow.user_attrs["output_spec"] == "480x832, 81 frames, 5.06 s" and "spec_change" not in slow.user_attrs
     run = store_client(tmp_path).get_run(slow.user_attrs["mlflow_run_id"])
     assert run.info.status == "KILLED" and run.data.tags["prune_reason"] == slow.user_attrs["prune_reason"]

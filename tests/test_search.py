@@ -80,7 +80,9 @@ def test_re_running_with_more_trials_continues_the_same_study(study_root):
     drift = study.user_attrs["baseline_drift"]  # the baseline measured again at the end of each session
     assert [record["after_trials"] for record in drift] == [5, 6]
     assert all(record["was_s"] == study.trials[0].value and record["now_s"] > 0 for record in drift)
-    assert len(mlflow_runs(root, "drift")) == 2
+    assert len(mlflow_runs(root, "pairing")) == 2  # the best feasible trial paired with the baseline each time
+    pairings = study.user_attrs["pairings"]
+    assert len(pairings) == 2 and all(p["speedup"]["pairs"] == 3 for p in pairings)  # 1 prompt x 1 seed x 3
     assert len(study.trials) == 6
     assert [(t.number, t.state, t.value) for t in study.trials[:5]] == first  # nothing lost or redone
     assert all(t.state in (STATES.COMPLETE, STATES.PRUNED, STATES.FAIL) for t in study.trials)
@@ -154,7 +156,7 @@ def test_a_report_finds_the_study_s_runs_without_naming_its_model(study_root, ca
     # the README's `harness.report study=video_fast`: model=auto (the toy on a CPU) while the study used tiny
     root, overrides, _ = study_root
     cfg = compose_cfg([f"paths.root_dir={root}", "study=video_fast"])
-    videos = root / "experiments" / "video_fast" / "videos"
+    videos = root / "outputs" / "studies" / "video_fast" / "videos"
     videos.mkdir(parents=True, exist_ok=True)
     (videos / "trial99-prompt0.mp4").write_bytes(b"an earlier study's video")
     (videos / "notes.txt").write_text("the user's own file")
@@ -275,7 +277,7 @@ def test_select_exports_nothing_when_the_winner_fails_on_held_out_seeds(tmp_path
     assert len(errors) == 1 and result.stderr.strip().endswith(errors[0])
     assert errors[0].startswith("error: no candidate of study 'video_fast' held its floors on held-out seeds")
     assert re.search(r"#1 quality_first: psnr_db 43\.\d+ < 44 \(short by 0\.\d+\)", errors[0])
-    assert not (tmp_path / "experiments" / "video_fast" / "video_fast.yaml").exists()
+    assert not (tmp_path / "outputs" / "studies" / "video_fast" / "video_fast.yaml").exists()
     client = store_client(tmp_path)
     experiment = client.get_experiment_by_name("wan-presets/tiny")
     assert not client.search_runs([experiment.experiment_id], "tags.preset = 'production'")

@@ -111,6 +111,8 @@ class Speed:
                 retention_ratio=self.magcache_retention, num_inference_steps=steps,
                 mag_ratios=None if mag_ratios is None else list(mag_ratios), calibrate=mag_ratios is None,
             )  # fmt: skip
+        if self.cache != "taylorseer":
+            raise ValueError(f"speed.cache={self.cache!r} is not allowed; allowed: {list(CACHES)}")
         interval = self.cache_interval
         if isinstance(interval, bool) or not isinstance(interval, int) or interval < 2:
             raise ValueError(f"speed.cache_interval={interval!r} must be an integer >= 2")
