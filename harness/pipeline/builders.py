@@ -204,3 +204,41 @@ def build_random_wan(folder: Path, seed: int = 0, architecture: dict | None = No
     )
     pipe.save_pretrained(str(folder))
     return folder
+
+
+def random_components(architecture: dict, device: torch.device, text_dtype: torch.dtype, vae_dtype: torch.dtype,
+                      seed: int = 0) -> dict:  # fmt: skip
+    """A ``WanPipeline``'s tokenizer, text encoder and VAE of an architecture, random, made on ``device`` itself.
+
+    Nothing touches the disk (the 5.7 B-parameter umT5-XXL encoder alone is 23 GB of float32): each module is
+    built and initialised on the device by its own constructor, then cast.
+
+    Args:
+        architecture: ``transformer``, ``vae`` and ``text_encoder`` constructor arguments.
+        device: where the weights are made.
+        text_dtype: the text encoder's dtype.
+        vae_dtype: the VAE's dtype.
+        seed: seed of the random weights.
+
+    Returns:
+        ``tokenizer``, ``text_encoder``, ``vae`` and ``scheduler`` for ``WanPipeline(...)``.
+    """
+    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    torch.manual_seed(seed)
+    with torch.device(device):
+        text_encoder = UMT5EncoderModel(UMT5Config(**architecture["text_encoder"])).to(text_dtype).eval()
+        vae = AutoencoderKLWan(**architecture["vae"]).to(vae_dtype).eval()
+    scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
+    return {"tokenizer": build_word_tokenizer(), "text_encoder": text_encoder, "vae": vae, "scheduler": scheduler}
+
+
+def random_transformer(architecture: dict, device: torch.device, dtype: torch.dtype, seed: int = 0):
+    """The architecture's ``WanTransformer3DModel``, random, made on ``device`` (the same seed, the same weights)."""
+    from diffusers import WanTransformer3DModel
+
+    torch.manual_seed(seed + 1)
+    spec = {**architecture["transformer"], "patch_size": tuple(architecture["transformer"]["patch_size"])}
+    with torch.device(device):
+        return WanTransformer3DModel(**spec).to(dtype).eval()

@@ -304,19 +304,13 @@ def load_pipeline(model: Mapping[str, Any], worker: Worker = Worker(), speed: Sp
     if key in _PIPELINES:
         return _PIPELINES[key]
 
-    path = str(model["path"])
-    _build_if_missing("wan", model.get("build"), Path(path), int(model.get("seed", 0)), model.get("architecture"))
-    path = locate(path, f"model {model['name']!r}", f"model={model['name']} model.path")
-    try:
-        components = _COMPONENTS.get(shared) or _load_components(path, vae_dtype)
-        pipe = WorkerWanPipeline.from_pretrained(
-            path, **components, dtype={"transformer": dtype, "default": text_dtype}
-        )
-    except OSError as error:
-        raise _unavailable(f"model {model['name']!r}", path, error, f"model={model['name']} model.path") from error
+    if model.get("materialize") == "device":
+        pipe, path = _in_memory(model, device, dtype, text_dtype, vae_dtype, shared), _in_memory_source(model)
+    else:
+        pipe, path = _from_disk(model, dtype, text_dtype, vae_dtype, shared)
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
-    _COMPONENTS[shared] = {name: getattr(pipe, name) for name in ("tokenizer", "text_encoder", "vae")}
+    _COMPONENTS[shared] = {name: getattr(pipe, name) for name in ("tokenizer", "text_encoder", "vae", "scheduler")}
     quantize(pipe.transformer, speed.quant)
     if speed.compile == "regional":
         pipe.transformer.compile_repeated_blocks(fullgraph=True)
@@ -327,6 +321,46 @@ def load_pipeline(model: Mapping[str, Any], worker: Worker = Worker(), speed: Sp
     _PIPELINES[key] = loaded
     log.info("loaded %s from %s on %s (transformer %s)", loaded.name, path, device, dtype_name(dtype))
     return loaded
+
+
+def _from_disk(model: Mapping[str, Any], dtype, text_dtype, vae_dtype, shared: tuple) -> tuple[Any, str]:
+    """The pipeline loaded with ``from_pretrained`` (a small model the harness builds is built first)."""
+    path = str(model["path"])
+    _build_if_missing("wan", model.get("build"), Path(path), int(model.get("seed", 0)), model.get("architecture"))
+    path = locate(path, f"model {model['name']!r}", f"model={model['name']} model.path")
+    try:
+        components = _COMPONENTS.get(shared) or _load_components(path, vae_dtype)
+        pipe = WorkerWanPipeline.from_pretrained(
+            path, **components, dtype={"transformer": dtype, "default": text_dtype}
+        )
+    except OSError as error:
+        raise _unavailable(f"model {model['name']!r}", path, error, f"model={model['name']} model.path") from error
+    return pipe, path
+
+
+def _in_memory(model: Mapping[str, Any], device, dtype, text_dtype, vae_dtype, shared: tuple) -> Any:
+    """``model.materialize: device``: the random architecture made on the device, nothing on disk (a GPU audit)."""
+    from omegaconf import OmegaConf
+
+    from harness.pipeline import builders
+
+    architecture, seed = OmegaConf.to_container(model["architecture"], resolve=True), int(model.get("seed", 0))
+    components = _COMPONENTS.get(shared) or builders.random_components(
+        architecture, device, text_dtype, vae_dtype, seed
+    )
+    transformer = builders.random_transformer(architecture, device, dtype, seed)
+    return WorkerWanPipeline(transformer=transformer, **components)
+
+
+def _in_memory_source(model: Mapping[str, Any]) -> str:
+    """What an in-memory random model is, as a fingerprint reads it: its architecture and seed."""
+    import hashlib
+    import json
+
+    from omegaconf import OmegaConf
+
+    plain = json.dumps(OmegaConf.to_container(model["architecture"], resolve=True), sort_keys=True)
+    return f"random:{model.get('seed', 0)}:{hashlib.sha256(plain.encode()).hexdigest()[:12]}"
 
 
 def quantize(transformer: torch.nn.Module, quant: str) -> None:
