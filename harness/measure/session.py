@@ -22,11 +22,11 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from harness.measure import tracking
+from harness.measure.noise import relative_spread
 from harness.measure.plan import Plan, plan
 from harness.measure.quality import ClipScorer, fidelity, match_reference
 from harness.measure.references import ReferenceVideos
 from harness.measure.video import side_by_side
-from harness.pipeline.clocks import relative_spread
 from harness.pipeline.device import available_cpus, check_attention, device_label, dtype_name
 from harness.pipeline.generate import Generation, GenerationRequest, generate
 from harness.pipeline.load import LoadedPipeline, load_pipeline

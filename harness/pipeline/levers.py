@@ -11,8 +11,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
-import torch
-
 CACHES = ("none", "first_block", "taylorseer")
 COMPILE_MODES = ("off", "regional", "full")
 
@@ -55,7 +53,7 @@ class Speed:
             compile=str(node["compile"]),
         )
         check_compile_mode(speed.compile)
-        speed.cache_config()  # checks the cache settings
+        speed.check_cache()
         return speed
 
     @property
@@ -70,32 +68,43 @@ class Speed:
         """The levers as MLflow params."""
         return asdict(self)
 
+    def check_cache(self) -> None:
+        """Check the cache settings (without importing diffusers).
+
+        Raises:
+            ValueError: unknown cache, or a threshold/interval out of range.
+        """
+        if self.cache not in CACHES:
+            raise ValueError(f"speed.cache={self.cache!r} is not a cache; allowed: {list(CACHES)}")
+        threshold, interval = self.cache_threshold, self.cache_interval
+        if self.cache == "first_block" and (
+            isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold < 1
+        ):
+            raise ValueError(f"speed.cache_threshold={threshold!r} must be in (0, 1)")
+        if self.cache == "taylorseer" and (isinstance(interval, bool) or not isinstance(interval, int) or interval < 2):
+            raise ValueError(f"speed.cache_interval={interval!r} must be an integer >= 2")
+
     def cache_config(self) -> Any:
         """The diffusers cache config these levers ask for, or None.
 
         Raises:
             ValueError: unknown cache, or a threshold/interval out of range.
         """
-        from diffusers import FirstBlockCacheConfig, TaylorSeerCacheConfig
-
+        self.check_cache()
         if self.cache == "none":
             return None
+        import torch
+        from diffusers import FirstBlockCacheConfig, TaylorSeerCacheConfig
+
         if self.cache == "first_block":
-            if not 0 < self.cache_threshold < 1:
-                raise ValueError(f"speed.cache_threshold={self.cache_threshold!r} must be in (0, 1)")
             return FirstBlockCacheConfig(threshold=self.cache_threshold)
-        if self.cache == "taylorseer":
-            interval = self.cache_interval
-            if isinstance(interval, bool) or not isinstance(interval, int) or interval < 2:
-                raise ValueError(f"speed.cache_interval={interval!r} must be an integer >= 2")
-            # The default identifiers are full-matched ("^blocks.*attn"): Wan's blocks.N.attn1
-            # never matches, so the default caches nothing on Wan. Predict whole blocks instead.
-            return TaylorSeerCacheConfig(
-                cache_interval=interval,
-                taylor_factors_dtype=torch.float32,
-                cache_identifiers=[r"^blocks\.\d+$"],
-            )
-        raise ValueError(f"speed.cache={self.cache!r} is not a cache; allowed: {list(CACHES)}")
+        # The default identifiers are full-matched ("^blocks.*attn"): Wan's blocks.N.attn1
+        # never matches, so the default caches nothing on Wan. Predict whole blocks instead.
+        return TaylorSeerCacheConfig(
+            cache_interval=self.cache_interval,
+            taylor_factors_dtype=torch.float32,
+            cache_identifiers=[r"^blocks\.\d+$"],
+        )
 
 
 def check_compile_mode(compile_mode: str) -> None:
