@@ -10,6 +10,7 @@ leave every MLflow run and Optuna trial unchanged. (How fast they are refused is
 
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
 import subprocess
@@ -359,3 +360,11 @@ def test_checking_the_settings_imports_neither_torch_nor_diffusers_nor_mlflow():
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.stdout.strip().splitlines()[-1] == "[]", result.stderr[-2000:]
+
+
+def test_hydra_full_error_keeps_the_traceback_for_developers(tmp_path):
+    environment = {**os.environ, "HYDRA_FULL_ERROR": "1"}
+    result = subprocess.run([sys.executable, "-m", "harness.run", f"paths.root_dir={tmp_path}", "preset.size=12"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120, env=environment)  # fmt: skip
+    assert result.returncode == 1 and "Traceback" in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("ValueError: preset.size=12 is not 'W*H'")

@@ -175,7 +175,8 @@ class Worker:
 
     def _check_config_error(self, trial: optuna.Trial) -> None:
         """Stop the session when its trials keep failing for one reason: mark them uncounted, say why."""
-        reason = self.study.get_trials(deepcopy=False)[trial.number].user_attrs.get("fail_reason", "")
+        attrs = self.study.get_trials(deepcopy=False)[trial.number].user_attrs
+        reason = attrs.get("fail_reason") or "no reason recorded"
         self.failures.append((trial.number, reason))
         recent = self.failures[-CONFIG_FAILURES:]
         if len(recent) == CONFIG_FAILURES and len({r for _, r in recent}) == 1:
