@@ -10,21 +10,21 @@ to MLflow.
 
 from __future__ import annotations
 
-import sys
-
 import hydra
 from omegaconf import DictConfig
 
-from harness.cost.audit_report import run_audit
+from harness.checks import check_audit
+from harness.cli import one_line_errors, run_command
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@one_line_errors
 def main(cfg: DictConfig) -> None:
-    try:
-        run_audit(cfg)
-    except ValueError as error:
-        sys.exit(f"error: {error}")
+    check_audit(cfg)  # before torch and diffusers load: a bad input is refused in about a second
+    from harness.cost.audit_report import run_audit
+
+    run_audit(cfg)
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -6,27 +6,30 @@ Serves on ``dashboard.host:dashboard.port`` (127.0.0.1:8080) over the study's st
 
 from __future__ import annotations
 
-import sys
-
 import hydra
 from omegaconf import DictConfig
 
-from harness.measure.tracking import public_url
-from harness.study.storage import storage_url
+from harness.checks import check_dashboard
+from harness.cli import one_line_errors, run_command
+from harness.secrets import public_url
+from harness.stores import storage_url
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@one_line_errors
 def main(cfg: DictConfig) -> None:
+    check_dashboard(cfg)
     try:
         from harness.study.dashboard import serve
     except ImportError:
-        sys.exit("error: optuna-dashboard is not installed; pip install -e '.[dashboard]'")
-    url = storage_url(cfg)
-    print(
-        f"optuna-dashboard over {public_url(url, cfg.paths.root_dir)} at http://{cfg.dashboard.host}:{cfg.dashboard.port}"
-    )
-    serve(url, str(cfg.dashboard.host), int(cfg.dashboard.port))
+        raise ValueError("optuna-dashboard is not installed; pip install -e '.[dashboard]'") from None
+    from harness.study.storage import read_storage
+
+    storage = read_storage(cfg)
+    url = public_url(storage_url(cfg), cfg.paths.root_dir)
+    print(f"optuna-dashboard over {url} at http://{cfg.dashboard.host}:{cfg.dashboard.port}")
+    serve(storage, str(cfg.dashboard.host), int(cfg.dashboard.port))
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

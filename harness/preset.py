@@ -35,6 +35,15 @@ SAMPLER_KEYS = ("sample_steps", "sample_solver", "sample_shift", "sample_guide_s
 VAE_TEMPORAL_STRIDE = 4
 SIZE_MULTIPLE = 16
 MAX_STEPS = 1000  # the flow schedulers' training timesteps: more steps than that repeat timesteps
+# Where every solver stays finite. Shift compresses the first steps' sigmas by 1/shift, so once
+# sample_steps x sample_shift passes ~1000 consecutive steps round to the same of the scheduler's
+# 1000 timesteps and UniPC and DPM++ fail (measured on each solver, steps 1-1000 x shift 1e-4-50:
+# UniPC's last good step count is 998/shift). Tiny shifts make DPM++ fail below 1e-4.
+MAX_STEPS_X_SHIFT = 990
+MIN_SHIFT = 0.01
+# Guidance multiplies the difference of two passes: the worker uses 6.5, Wan 2.1 5-6; the tiny model's
+# videos stay finite up to 1e20 and overflow to NaN from 1e30, so 100 is far inside every model's range.
+MAX_GUIDANCE = 100.0
 MAX_FRAMES = 1001  # 250 latent frames; Wan 2.1 was trained on 81
 MAX_SIDE = 1920  # Wan 2.1 generates up to 1280*720; larger sides are refused, not attempted
 TASKS = ("t2v-1.3B", "t2v-14B")  # the text-to-video tasks of Wan 2.1, as the worker names them
@@ -95,16 +104,27 @@ def _as_int(key: str, value: Any, minimum: int, maximum: int) -> int:
     return int(number)
 
 
-def _as_float(key: str, value: Any, allowed: str, minimum: float, strict: bool) -> float:
+def _as_float(key: str, value: Any, minimum: float, maximum: float, why: str = "") -> float:
+    bounds = f">= {minimum:g}" if maximum == math.inf else f"from {minimum:g} to {maximum:g}"
+    allowed = f"preset.{key}={value!r} must be a number {bounds}" + (f" ({why})" if why else "")
     if isinstance(value, bool):
-        raise ValueError(f"preset.{key}={value!r} must be a number {allowed}")
+        raise ValueError(allowed)
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"preset.{key}={value!r} must be a number {allowed}") from None
-    if not math.isfinite(number) or number < minimum or (strict and number == minimum):
-        raise ValueError(f"preset.{key}={value!r} must be a number {allowed}")
+        raise ValueError(allowed) from None
+    if not math.isfinite(number) or not minimum <= number <= maximum:
+        raise ValueError(allowed)
     return number
+
+
+def _shift(value: Any, steps: int) -> float:
+    """The shift, within the range where every solver stays finite at this many steps."""
+    why = (
+        f"at {steps} steps: sample_steps x sample_shift <= {MAX_STEPS_X_SHIFT}, beyond which consecutive steps "
+        f"share one of the scheduler's 1000 timesteps and UniPC and DPM++ fail"
+    )
+    return _as_float("sample_shift", value, MIN_SHIFT, round(MAX_STEPS_X_SHIFT / steps, 3), why)
 
 
 @dataclass(frozen=True)
@@ -183,18 +203,19 @@ def validate_preset(raw: Mapping[str, Any], solvers: Mapping[str, Any]) -> Prese
     _check_keys(raw)
     solver = str(raw["sample_solver"])
     _check_choices(raw, solvers)
+    steps = _as_int("sample_steps", raw["sample_steps"], 1, MAX_STEPS)
     preset = Preset(
         task=str(raw["task"]),
         size=str(raw["size"]).replace(" ", ""),
-        sample_steps=_as_int("sample_steps", raw["sample_steps"], 1, MAX_STEPS),
+        sample_steps=steps,
         sample_guide_scale=_as_float(
-            "sample_guide_scale", raw["sample_guide_scale"], ">= 0 (1 = no guidance)", 0.0, False
+            "sample_guide_scale", raw["sample_guide_scale"], 0.0, MAX_GUIDANCE, "1 = no guidance; the worker uses 6.5"
         ),
         sample_solver=solver,
-        sample_shift=_as_float("sample_shift", raw["sample_shift"], "> 0", 0.0, True),
+        sample_shift=_shift(raw["sample_shift"], steps),
         frame_num=_as_int("frame_num", raw["frame_num"], 1, MAX_FRAMES),
         enhance_prompt=raw["enhance_prompt"],
-        expected_time=_as_float("expected_time", raw["expected_time"], ">= 0 (seconds)", 0, False),
+        expected_time=_as_float("expected_time", raw["expected_time"], 0.0, math.inf, "seconds"),
         content_type="video",
         file_extension="mp4",
     )
@@ -324,7 +345,7 @@ def read_preset_file(path: str | Path) -> dict[str, Any]:
         The preset's keys and values.
 
     Raises:
-        ValueError: missing file, unknown suffix, or not a mapping.
+        ValueError: missing or unreadable file, unknown suffix, not text, or not a mapping.
     """
     import json
 
@@ -336,7 +357,15 @@ def read_preset_file(path: str | Path) -> dict[str, Any]:
     if file.suffix not in (".yaml", ".yml", ".json"):
         raise ValueError(f"preset_file={str(path)!r} must be .yaml, .yml or .json")
     try:
-        data = json.loads(file.read_text()) if file.suffix == ".json" else yaml.safe_load(file.read_text())
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(
+            f"preset_file={str(path)!r} is not a text file (not UTF-8): a worker preset is YAML or JSON"
+        ) from None
+    except OSError as error:
+        raise ValueError(f"preset_file={str(path)!r} cannot be read ({error.strerror})") from None
+    try:
+        data = json.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as error:
         problem = " ".join(str(error).split())  # YAML's messages span lines; one line here
         raise ValueError(f"preset_file={str(path)!r} is not valid {file.suffix[1:].upper()}: {problem}") from None

@@ -7,22 +7,22 @@ MLflow run (see ``harness.study.markdown``).
 
 from __future__ import annotations
 
-import sys
-
 import hydra
 from omegaconf import DictConfig
 
-from harness.study.markdown import write_report
+from harness.checks import check_report
+from harness.cli import one_line_errors, run_command
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@one_line_errors
 def main(cfg: DictConfig) -> None:
-    try:
-        report = write_report(cfg)
-        print(f"wrote {report} and {report.with_suffix('.html')} (the presets' videos side by side)")
-    except ValueError as error:
-        sys.exit(f"error: {error}")
+    check_report(cfg)  # before the study's storage opens
+    from harness.study.markdown import write_report
+
+    report = write_report(cfg)
+    print(f"wrote {report} and {report.with_suffix('.html')} (the presets' videos side by side)")
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-import sys
-
 import hydra
 from omegaconf import DictConfig
 
-from harness.measure.session import measure_preset
-from harness.measure.terminal import MEASURED, print_summary
-from harness.measure.tracking import where_to_look
-from harness.pipeline.load import ModelUnavailableError
+from harness.checks import check_run
+from harness.cli import one_line_errors, run_command
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@one_line_errors
 def main(cfg: DictConfig) -> float:
-    try:
-        summary = measure_preset(cfg)
-    except (ValueError, ModelUnavailableError) as error:
-        sys.exit(f"error: {error}")  # one line, non-zero exit; nothing half-logged
+    check_run(cfg)  # before torch and diffusers load: a bad input is refused in about a second
+    from harness.measure.session import measure_preset
+    from harness.measure.terminal import MEASURED, print_summary
+    from harness.measure.tracking import where_to_look
+
+    summary = measure_preset(cfg)
     MEASURED.append(summary)
     print_summary([summary])
     print(where_to_look(summary["run_id"]))
@@ -26,4 +25,4 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -8,25 +8,24 @@ See ``harness.study.optimize`` for what a study does.
 
 from __future__ import annotations
 
-import sys
-
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from harness.study.floors import best_feasible
-from harness.study.optimize import search_presets
+from harness.checks import check_search
+from harness.cli import one_line_errors, run_command
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@one_line_errors
 def main(cfg: DictConfig) -> float | None:
-    try:
-        study = search_presets(cfg, list(HydraConfig.get().overrides.task))
-    except ValueError as error:
-        sys.exit(f"error: {error}")
-    best = best_feasible(study)
+    check_search(cfg)  # before torch and diffusers load: a bad input is refused in about a second
+    from harness.study.floors import best_feasible
+    from harness.study.optimize import search_presets
+
+    best = best_feasible(search_presets(cfg, list(HydraConfig.get().overrides.task)))
     return best.value if best else None
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -70,6 +70,6 @@ def make_cfg(tmp_path: Path, model_dir: Path):
 
 def store_client(root: Path) -> mlflow.MlflowClient:
     """A client on the MLflow store under ``root/mlruns``."""
-    from harness.measure.tracking import tracking_uri
+    from harness.stores import tracking_uri
 
     return mlflow.MlflowClient(tracking_uri(root / "mlruns"))

@@ -84,7 +84,7 @@ def test_the_baseline_is_its_own_reference(make_cfg, tmp_path):
     "override, message",
     [
         ("preset.sample_steps=0", "preset.sample_steps=0 must be an integer from 1 to 1000"),
-        ("preset.sample_guide_scale=inf", "preset.sample_guide_scale=inf must be a number >= 0"),
+        ("preset.sample_guide_scale=inf", "preset.sample_guide_scale=inf must be a number from 0 to 100"),
         ("preset.task=i2v-14B", "preset.task='i2v-14B' is not a text-to-video task"),
         # 1001 frames are 63 latent frames on the tiny model, whose RoPE has 32 positions
         ("preset.frame_num=1001", "which model 'tiny' cannot make: 63 positions along one axis, its RoPE has 32"),

@@ -345,10 +345,10 @@ def test_an_impossible_floor_leaves_no_feasible_trial(tmp_path, base_overrides):
         ("search.seeds=[]", "search.seeds=[] must list at least one integer seed"),
         ("search.storage=mysql://bob:pw@db/optuna", "search.storage='mysql://bob:***@db/optuna' is not a storage"),
         ("tracking.uri=http://127.0.0.1:9", "tracking.uri='http://127.0.0.1:9' does not answer"),
-        ("paths.mlruns_dir=/proc/harness-mlruns", "paths.mlruns_dir='/proc/harness-mlruns' is not writable"),
+        ("paths.mlruns_dir=/proc/harness-mlruns", "paths.mlruns_dir='/proc/harness-mlruns' cannot be written"),
         (
             "search.storage='postgresql://bob:pw@/optuna?host=/nonexistent'",
-            "search.storage='postgresql://bob:***@/optuna?host=/nonexistent' cannot be opened",
+            "search.storage='postgresql://bob:***@/optuna?host=/nonexistent' cannot be reached",
         ),
     ],
 )
@@ -439,7 +439,7 @@ def test_report_says_whether_levers_found_a_faster_feasible_preset():
 
 
 def test_urls_are_printed_with_the_password_masked_and_project_paths_relative(tmp_path):
-    from harness.study.storage import public_url
+    from harness.secrets import public_url
 
     assert public_url("postgresql://bob:s3cret@db:5432/optuna") == "postgresql://bob:***@db:5432/optuna"
     assert public_url("http://u:p@127.0.0.1:5000") == "http://u:***@127.0.0.1:5000"

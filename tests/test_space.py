@@ -48,7 +48,7 @@ def test_a_preset_outside_the_space_is_refused(make_cfg, dists):
         ({"sample_solver": {"type": "categorical", "choices": ["heun"]}}, "choice 'heun' is not a known solver"),
         ({"size": {"type": "categorical", "choices": ["480x832"]}}, "preset.size='480x832' is not 'W*H'"),
         ({"sample_steps": {"type": "int", "low": 9, "high": 4}}, "low=9, high=4 must be numbers with low <= high"),
-        ({"sample_shift": {"type": "float", "low": 0.0, "high": 4.0}}, "sample_shift.low=0.0 must be > 0"),
+        ({"sample_shift": {"type": "float", "low": 0.0, "high": 4.0}}, "sample_shift.low=0.0 must be >= 0.01"),
         ({"sample_steps": {"type": "loguniform", "low": 1, "high": 4}}, "type='loguniform'; allowed"),
     ],
 )

@@ -185,7 +185,7 @@ def test_a_request_defaults_to_a_plain_wanpipeline_call():
     [
         ("preset.enhance_prompt=true", "preset.enhance_prompt=true is not supported: prompt extension rewrites"),
         ("worker.schedule=fast", "worker.schedule='fast' is not allowed; allowed: ['official', 'diffusers']"),
-        ("worker=nope", "worker=nope"),
+        ("worker=nope", "worker='nope' is not a config in conf/worker; allowed: diffusers, official"),
     ],
 )
 def test_bad_worker_input_is_one_line_before_any_run(tmp_path, override, message):

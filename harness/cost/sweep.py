@@ -9,9 +9,9 @@ from typing import Any
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
+from harness.measure.noise import relative_spread
 from harness.measure.plan import Plan
 from harness.measure.session import Session
-from harness.pipeline.clocks import relative_spread
 from harness.pipeline.generate import generate
 from harness.preset import resolve_shape, validate_preset
 
@@ -36,7 +36,7 @@ class Point:
     wall_s: float
     denoise_s: float
     step_s: float
-    spread: float  # relative spread of the wall times over repeats (harness.pipeline.clocks.relative_spread)
+    spread: float  # relative spread of the wall times over repeats (harness.measure.noise.relative_spread)
     stages: dict[str, float]
 
 

@@ -24,12 +24,12 @@ from tqdm.auto import tqdm
 from harness.measure import tracking
 from harness.measure.calibration import MagCacheRatios
 from harness.measure.figures import ratio_plot
+from harness.measure.noise import relative_spread
 from harness.measure.pairing import PairedSpeedup, paired_speedup, preset_first
 from harness.measure.plan import Plan, plan
 from harness.measure.quality import ClipScorer, fidelity, match_reference
 from harness.measure.references import ReferenceVideos
 from harness.measure.video import side_by_side
-from harness.pipeline.clocks import relative_spread
 from harness.pipeline.device import available_cpus, check_attention, device_label, dtype_name, resolve_device
 from harness.pipeline.generate import Generation, GenerationRequest, generate
 from harness.pipeline.levers import check_quant

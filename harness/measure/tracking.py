@@ -13,10 +13,9 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import socket
 import tempfile
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -26,8 +25,13 @@ from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 
 from harness.atomic import file_lock
+from harness.cli import signals_deferred
+from harness.folders import writable_folder
 from harness.measure.video import frame_grid, write_mp4
+from harness.secrets import mask_tree, public_url
+from harness.stores import check_server, tracking_setting
 
+log = logging.getLogger(__name__)
 for noisy in ("alembic", "mlflow.store.db.utils", "mlflow.tracking.fluent"):
     logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -42,38 +46,8 @@ HEADLINE_COLUMNS = {
         "params.`spec_change`",
     ]
 }  # fmt: skip
-# The user's MLFLOW_TRACKING_URI, read before anything runs: mlflow.set_tracking_uri writes the variable too.
-ENV_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")
 # Tags every run this process opens: a run left RUNNING by a dead worker on this machine is closed by the next.
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
-
-
-def public_url(url: str, root: str | Path | None = None) -> str:
-    """A storage or tracking URL safe to print, log and commit.
-
-    A password (``scheme://user:password@host``) becomes ``***``; a SQLite file inside
-    ``root`` (the project) is shown relative to it, so a report names no machine's paths.
-
-    Args:
-        url: an Optuna storage or MLflow tracking URL.
-        root: the project root (``paths.root_dir``), or None to keep paths as they are.
-    """
-    masked = re.sub(r"(?<=://)([^:/@]*):[^@/]*@", r"\1:***@", url)
-    if root is not None and masked.startswith("sqlite:///"):
-        path, base = Path(masked.removeprefix("sqlite:///")), Path(root).resolve()
-        if path.is_absolute() and path.is_relative_to(base):
-            return f"sqlite:///{path.relative_to(base)}"
-    return masked
-
-
-def tracking_uri(mlruns_dir: Path) -> str:
-    """The SQLite tracking URI for an ``mlruns`` folder."""
-    return f"sqlite:///{mlruns_dir.resolve() / 'mlflow.db'}"
-
-
-def store_uri(cfg: DictConfig) -> str:
-    """Where runs go: ``tracking.uri``, else ``MLFLOW_TRACKING_URI``, else SQLite under ``paths.mlruns_dir``."""
-    return str(cfg.tracking.get("uri") or ENV_TRACKING_URI or tracking_uri(Path(cfg.paths.mlruns_dir)))
 
 
 def _local_folder(mlruns_dir: Path) -> Path:
@@ -82,27 +56,28 @@ def _local_folder(mlruns_dir: Path) -> Path:
     Raises:
         ValueError: it is a file, or cannot be created or written.
     """
-    if mlruns_dir.exists() and not mlruns_dir.is_dir():
-        raise ValueError(f"paths.mlruns_dir={str(mlruns_dir)!r} is a file; it must be a folder (or not exist yet)")
-    try:
-        mlruns_dir.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=mlruns_dir, prefix=".write-test-")
-        probe.close()
-    except OSError as error:
-        raise ValueError(f"paths.mlruns_dir={str(mlruns_dir)!r} is not writable ({error.strerror})") from None
+    writable_folder("paths.mlruns_dir", mlruns_dir)
+    mlruns_dir.mkdir(parents=True, exist_ok=True)
     return mlruns_dir.resolve()
 
 
-def _check_server(uri: str) -> None:
-    """Raises ValueError unless the tracking server answers its health check."""
-    import requests
+def _open_store(cfg: DictConfig, setting: str, uri: str) -> None:
+    """Read the store once, so one MLflow cannot use is refused here in one line, naming its setting.
 
+    A fresh local store gets its schema now, under a file lock: workers starting together do not race
+    MLflow's migrations.
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    local = not uri.startswith(("http://", "https://"))
     try:
-        requests.get(f"{uri.rstrip('/')}/health", timeout=5).raise_for_status()
-    except requests.RequestException as error:
+        with file_lock(Path(cfg.paths.mlruns_dir).resolve() / ".store.lock") if local else nullcontext():
+            mlflow.MlflowClient().search_experiments(max_results=1)
+    except (MlflowException, SQLAlchemyError, OSError) as error:
+        reason = " ".join(str(getattr(error, "orig", None) or error).split())[:200]
         raise ValueError(
-            f"tracking.uri={public_url(uri)!r} does not answer ({type(error).__name__}); start `mlflow server` "
-            f"there or fix the address"
+            f"{setting}={public_url(uri, cfg.paths.root_dir)!r} cannot be opened as an MLflow store ({reason}); "
+            f"move a damaged store aside or point {setting} elsewhere"
         ) from None
 
 
@@ -145,7 +120,7 @@ def _link(path: str) -> str:
     uri = mlflow.get_tracking_uri()
     if uri.startswith(("http://", "https://")):
         return f"{public_url(uri).rstrip('/')}/{path}"
-    return f"http://127.0.0.1:5000/{path} (after: {mlflow_command()} ui --backend-store-uri {uri})"
+    return f"http://127.0.0.1:5000/{path} (after: {mlflow_command()} ui --backend-store-uri {public_url(uri)})"
 
 
 def mlflow_command() -> str:
@@ -205,7 +180,45 @@ def select_experiment(cfg: DictConfig, uri: str, experiment: str | None = None) 
             experiment_id = _experiment(experiment, (mlruns_dir / "artifacts" / experiment).as_uri())
     mlflow.set_experiment(experiment_id=experiment_id)
     _tag_experiment(experiment_id)
+    if closed := close_dead_runs(experiment_id):
+        log.info("closed %d MLflow run(s) that a process of this machine left RUNNING when it died", closed)
     return experiment_id
+
+
+def alive_here(worker: str) -> bool:
+    """Whether a worker tag (``host:pid``) names a live process on this machine."""
+    host, _, pid = worker.rpartition(":")
+    if host != WORKER.rpartition(":")[0] or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def close_dead_runs(experiment_id: str) -> int:
+    """End as KILLED the runs a process of this machine left RUNNING when it died (SIGKILL, a power cut).
+
+    A run whose worker tag names this machine and a process that no longer exists can never end
+    otherwise. Runs of other machines are left to their own workers (a study's: to its next worker).
+
+    Returns:
+        How many runs were closed.
+    """
+    client = mlflow.MlflowClient()
+    host = WORKER.rpartition(":")[0]
+    closed = 0
+    for run in client.search_runs([experiment_id], "attributes.status = 'RUNNING'"):
+        worker = run.data.tags.get("worker", "")
+        if worker.rpartition(":")[0] != host or alive_here(worker):
+            continue
+        client.set_terminated(run.info.run_id, "KILLED")
+        client.set_tag(run.info.run_id, "note", "its process ended mid-run (closed by the next command)")
+        closed += 1
+    return closed
 
 
 def point_at_store(cfg: DictConfig) -> str:
@@ -214,12 +227,13 @@ def point_at_store(cfg: DictConfig) -> str:
     Raises:
         ValueError: an ``mlruns`` folder that is a file or read-only, or a server that does not answer.
     """
-    uri = store_uri(cfg)
+    setting, uri = tracking_setting(cfg)
     if uri.startswith(("http://", "https://")):
-        _check_server(uri)
+        check_server(setting, uri)
     else:
         _local_folder(Path(cfg.paths.mlruns_dir))
     mlflow.set_tracking_uri(uri)
+    _open_store(cfg, setting, uri)
     return uri
 
 
@@ -258,7 +272,8 @@ def run(name: str, nested: bool = False, tags: Mapping[str, str] | None = None) 
     It ends FINISHED, KILLED when the block is stopped on purpose (``Stopped``, Ctrl-C),
     or FAILED when the block raises anything else; the exception propagates.
     """
-    active = mlflow.start_run(run_name=name, nested=nested, tags={"worker": WORKER, **(tags or {})})
+    with signals_deferred():  # a run opened is a run guarded below
+        active = mlflow.start_run(run_name=name, nested=nested, tags={"worker": WORKER, **(tags or {})})
     try:
         yield active
     except (Stopped, KeyboardInterrupt):
@@ -271,12 +286,8 @@ def run(name: str, nested: bool = False, tags: Mapping[str, str] | None = None) 
 
 
 def public_config(cfg: DictConfig) -> str:
-    """The resolved config as YAML, with the storage's and tracking server's passwords masked."""
-    plain = OmegaConf.to_container(cfg, resolve=True)
-    for group, key in (("search", "storage"), ("tracking", "uri")):
-        if isinstance(plain.get(group), dict) and plain[group].get(key):
-            plain[group][key] = public_url(str(plain[group][key]))
-    return OmegaConf.to_yaml(OmegaConf.create(plain))
+    """The resolved config as YAML, with every password in it masked (any URL-like value in any setting)."""
+    return OmegaConf.to_yaml(OmegaConf.create(mask_tree(OmegaConf.to_container(cfg, resolve=True))))
 
 
 def log_config(cfg: DictConfig, name: str = "config.yaml") -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import statistics
 import threading
 import time
 from typing import Any
@@ -22,19 +21,6 @@ def now(device: torch.device) -> float:
     """A synchronised ``perf_counter`` reading."""
     synchronize(device)
     return time.perf_counter()
-
-
-def relative_spread(times: list[float]) -> float | None:
-    """How much repeated timings of the same work disagree: 1.4826 x MAD / median.
-
-    A robust relative standard deviation (the median absolute deviation, scaled to match
-    a standard deviation for normal noise): one slow outlier cannot inflate it, while a
-    machine that other processes load in bursts spreads it widely. None for fewer than two.
-    """
-    if len(times) < 2:
-        return None
-    middle = statistics.median(times)
-    return 1.4826 * statistics.median(abs(t - middle) for t in times) / middle
 
 
 class StepClock:

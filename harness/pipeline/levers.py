@@ -11,9 +11,10 @@ in one place.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-import torch
+if TYPE_CHECKING:  # settings are checked before torch is imported (a bad one is refused in under 2 s)
+    import torch
 
 CACHES = ("none", "first_block", "taylorseer", "magcache", "dbcache")
 COMPILE_MODES = ("off", "regional", "full")
@@ -79,7 +80,23 @@ class Speed:
                 "speed.cache='dbcache' with speed.cfg='batched' is not offered: cache-dit caches each guidance pass "
                 "apart; use speed.cfg=separate"
             )
-        self.cache_config(steps=25, mag_ratios=[1.0])  # checks the cache's own settings
+        self.check_cache()
+
+    def check_cache(self) -> None:
+        """Check the cache's own settings (without importing diffusers).
+
+        Raises:
+            ValueError: unknown cache, or a threshold/interval out of range.
+        """
+        if self.cache not in CACHES:
+            raise ValueError(f"speed.cache={self.cache!r} is not allowed; allowed: {list(CACHES)}")
+        if self.cache == "first_block" and not (_number(self.cache_threshold) and 0 < self.cache_threshold < 1):
+            raise ValueError(f"speed.cache_threshold={self.cache_threshold!r} must be in (0, 1)")
+        if self.cache == "dbcache":
+            _fraction("cache_threshold", self.cache_threshold, 0, 1)
+        interval = self.cache_interval
+        if self.cache == "taylorseer" and (isinstance(interval, bool) or not isinstance(interval, int) or interval < 2):
+            raise ValueError(f"speed.cache_interval={interval!r} must be an integer >= 2")
 
     def params(self) -> dict[str, Any]:
         """The levers as MLflow params."""
@@ -95,15 +112,13 @@ class Speed:
         Raises:
             ValueError: unknown cache, or a threshold/interval out of range.
         """
+        self.check_cache()
+        if self.cache in ("none", "dbcache"):
+            return None
+        import torch
         from diffusers import FirstBlockCacheConfig, MagCacheConfig, TaylorSeerCacheConfig
 
-        if self.cache in ("none", "dbcache"):
-            if self.cache == "dbcache":
-                _fraction("cache_threshold", self.cache_threshold, 0, 1)
-            return None
         if self.cache == "first_block":
-            if not 0 < self.cache_threshold < 1:
-                raise ValueError(f"speed.cache_threshold={self.cache_threshold!r} must be in (0, 1)")
             return FirstBlockCacheConfig(threshold=self.cache_threshold)
         if self.cache == "magcache":
             return MagCacheConfig(
@@ -111,15 +126,10 @@ class Speed:
                 retention_ratio=self.magcache_retention, num_inference_steps=steps,
                 mag_ratios=None if mag_ratios is None else list(mag_ratios), calibrate=mag_ratios is None,
             )  # fmt: skip
-        if self.cache != "taylorseer":
-            raise ValueError(f"speed.cache={self.cache!r} is not allowed; allowed: {list(CACHES)}")
-        interval = self.cache_interval
-        if isinstance(interval, bool) or not isinstance(interval, int) or interval < 2:
-            raise ValueError(f"speed.cache_interval={interval!r} must be an integer >= 2")
         # The default identifiers are full-matched ("^blocks.*attn"): Wan's blocks.N.attn1
         # never matches, so the default caches nothing on Wan. Predict whole blocks instead.
         return TaylorSeerCacheConfig(
-            cache_interval=interval,
+            cache_interval=self.cache_interval,
             taylor_factors_dtype=torch.float32,
             cache_identifiers=[r"^blocks\.\d+$"],
         )
@@ -128,8 +138,12 @@ class Speed:
 _DEFAULTS = asdict(Speed())
 
 
+def _number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float))
+
+
 def _fraction(key: str, value: Any, low: float, high: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+    if not _number(value) or not low <= value <= high:
         raise ValueError(f"speed.{key}={value!r} must be a number from {low:g} to {high:g}")
 
 
@@ -139,7 +153,7 @@ def check_compile_mode(compile_mode: str) -> None:
         raise ValueError(f"speed.compile={compile_mode!r} is not allowed; allowed: {list(COMPILE_MODES)}")
 
 
-def check_quant(quant: str, device: torch.device) -> None:
+def check_quant(quant: str, device: "torch.device") -> None:
     """Refuse a quantization this device cannot run, before any run opens.
 
     Raises:
@@ -147,6 +161,8 @@ def check_quant(quant: str, device: torch.device) -> None:
     """
     if quant == "none":
         return
+    import torch
+
     try:
         import torchao  # noqa: F401
     except ImportError:

@@ -22,6 +22,7 @@ from harness.atomic import file_lock
 from harness.pipeline.device import dtype_name, resolve_device, resolve_dtype
 from harness.pipeline.levers import Speed, check_compile_mode
 from harness.pipeline.passes import WorkerWanPipeline
+from harness.pipeline.weights import ModelUnavailableError, check_model_folder, check_pipeline_folder
 from harness.pipeline.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -34,10 +35,6 @@ _PIPELINES: dict[tuple, "LoadedPipeline"] = {}
 _COMPONENTS: dict[tuple, dict[str, Any]] = {}  # tokenizer, text encoder and VAE, shared by pipelines of one model
 _CLIPS: dict[str, tuple[Any, Any]] = {}
 LOAD_COUNT = {"pipeline": 0, "clip": 0}
-
-
-class ModelUnavailableError(RuntimeError):
-    """The model's weights are neither on disk nor reachable."""
 
 
 @dataclass
@@ -177,6 +174,12 @@ def _build(kind: str, build: str, folder: Path, seed: int, architecture: Any) ->
 
 
 def _unavailable(what: str, path: str, error: Exception, setting: str) -> ModelUnavailableError:
+    if Path(path).is_dir():  # a local folder that would not load: never a download of a local path
+        reason = " ".join(f"{type(error).__name__}: {error}".split())[:300]
+        return ModelUnavailableError(
+            f"cannot load {what} from the folder {path!r} ({reason}); copy or download it again (a model the "
+            f"harness builds: delete the folder, it is rebuilt), or point {setting} at another folder"
+        )
     if isinstance(error, FileNotFoundError):
         problem = f"there is no folder {path!r}"
         fix = f"point {setting} at a downloaded folder in the from_pretrained layout"
@@ -328,6 +331,8 @@ def _from_disk(model: Mapping[str, Any], dtype, text_dtype, vae_dtype, shared: t
     path = str(model["path"])
     _build_if_missing("wan", model.get("build"), Path(path), int(model.get("seed", 0)), model.get("architecture"))
     path = locate(path, f"model {model['name']!r}", f"model={model['name']} model.path")
+    if Path(path).is_dir():
+        check_pipeline_folder(Path(path), "model.path")  # names a missing or corrupt file
     try:
         components = _COMPONENTS.get(shared) or _load_components(path, vae_dtype)
         pipe = WorkerWanPipeline.from_pretrained(
@@ -429,6 +434,8 @@ def load_clip(model: Mapping[str, Any]) -> tuple[PooledCLIP, Any]:
 
     _build_if_missing("clip", model.get("clip_build"), Path(path), int(model.get("seed", 0)))
     path = locate(path, "CLIP", f"model={model['name']} model.clip")
+    if Path(path).is_dir():
+        check_model_folder(Path(path), "model.clip")
     try:
         clip = CLIPModel.from_pretrained(path).eval()
         # Without torchvision transformers falls back to its PIL image processor (same
@@ -439,7 +446,7 @@ def load_clip(model: Mapping[str, Any]) -> tuple[PooledCLIP, Any]:
             processor = CLIPProcessor.from_pretrained(path)
         finally:
             transformers_logging.set_verbosity(verbosity)
-    except OSError as error:
+    except Exception as error:  # OSError, a safetensors or JSON error...: said in one line
         raise _unavailable("CLIP", path, error, f"model={model['name']} model.clip") from error
     LOAD_COUNT["clip"] += 1
     _CLIPS[key] = (PooledCLIP(clip), processor)

@@ -22,12 +22,11 @@ def best_feasible_trials(storage: optuna.storages.BaseStorage, study_id: int) ->
     return [best] if best is not None else []
 
 
-def serve(storage_url: str, host: str, port: int) -> None:
+def serve(storage: optuna.storages.BaseStorage, host: str, port: int) -> None:
     """Serve optuna-dashboard over the storage, best trials being feasible ones (blocks until stopped)."""
     import optuna_dashboard
     from optuna_dashboard import _app
 
-    storage = optuna.storages.RDBStorage(storage_url, skip_table_creation=True)
     dashboard_serialize = _app.serialize_study_detail
 
     def serialize(study: Any, best_trials: list, *rest: Any) -> dict[str, Any]:

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import optuna
 from omegaconf import DictConfig, OmegaConf
 
+from harness.checks import check_number
+
 FLOOR_METRICS = ("clip_score", "psnr_db", "ssim")
 
 
@@ -38,8 +40,8 @@ def floors(cfg: DictConfig) -> list[Floor]:
     """The configured floors, checked.
 
     Raises:
-        ValueError: unknown metric, not exactly one of ``value`` and ``ratio``, or a floor
-            whose metric is switched off.
+        ValueError: unknown metric, not exactly one of ``value`` and ``ratio``, a value or ratio that is
+            not a finite number (a ratio must be > 0), or a floor whose metric is switched off.
     """
     result = []
     for metric, spec in (cfg.search.floors or {}).items():
@@ -50,11 +52,13 @@ def floors(cfg: DictConfig) -> list[Floor]:
             raise ValueError(
                 f"search.floors.{metric}={OmegaConf.to_container(spec)} must set exactly one of value, ratio"
             )
-        if ratio is not None and not ratio > 0:
+        if value is not None:
+            value = check_number(f"search.floors.{metric}.value", value)
+        if ratio is not None and not check_number(f"search.floors.{metric}.ratio", ratio) > 0:
             raise ValueError(f"search.floors.{metric}.ratio={ratio!r} must be > 0")
         if (metric == "clip_score" and not cfg.quality.clip) or (metric != "clip_score" and not cfg.quality.fidelity):
             raise ValueError(f"search.floors.{metric} needs its metric on (quality.clip / quality.fidelity)")
-        result.append(Floor(metric, None if value is None else float(value), None if ratio is None else float(ratio)))
+        result.append(Floor(metric, value, None if ratio is None else float(ratio)))
     return result
 
 
@@ -72,6 +76,15 @@ def status(trial: optuna.trial.FrozenTrial) -> str:
     if trial.state == optuna.trial.TrialState.COMPLETE:
         return "feasible" if feasible(trial) else "infeasible"
     return {"PRUNED": "pruned", "FAIL": "failed"}.get(trial.state.name, trial.state.name.lower())
+
+
+def failure(trial: optuna.trial.FrozenTrial) -> str:
+    """Why a failed trial failed: its own error, a signal that stopped it (not counted), or its process ended."""
+    if "fail_reason" in trial.user_attrs:
+        return trial.user_attrs["fail_reason"]
+    if "stopped_by" in trial.user_attrs:
+        return f"stopped by {trial.user_attrs['stopped_by']} (not counted; measured again)"
+    return "process ended mid-trial"
 
 
 def best_feasible(study: optuna.Study) -> optuna.trial.FrozenTrial | None:

@@ -15,26 +15,7 @@ from pathlib import Path
 import sqlalchemy
 
 from harness.atomic import file_lock
-
-SCHEMES = ("sqlite", "postgresql")
-
-
-def scheme(url: str) -> str:
-    """The database of a storage URL (``postgresql+psycopg`` -> ``postgresql``)."""
-    return url.split(":", 1)[0].split("+", 1)[0]
-
-
-def check_scheme(url: str, shown: str) -> None:
-    """Refuse a storage the workers cannot share a lock on.
-
-    Raises:
-        ValueError: naming the URL (as shown, password masked) and the schemes allowed.
-    """
-    if scheme(url) not in SCHEMES:
-        raise ValueError(
-            f"search.storage={shown!r} is not a storage harness.search can share between workers; allowed: "
-            f"sqlite:///PATH (one machine) or postgresql://USER@HOST/DB (several machines)"
-        )
+from harness.stores import scheme
 
 
 class StudyLock:

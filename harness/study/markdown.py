@@ -17,14 +17,16 @@ import optuna
 from omegaconf import DictConfig
 
 from harness.measure.pairing import NOT_PAIRED
+from harness.secrets import mask, public_url
+from harness.stores import storage_url
 from harness.study.comparison_page import write_page
 from harness.study.drift import latest_pairing, noise_lines, speedup_cell
-from harness.study.floors import best_feasible, feasible, shortfalls, status
+from harness.study.floors import best_feasible, failure, feasible, shortfalls, status
 from harness.study.folder import study_folder
 from harness.study.plots import plot_history, plot_importances, plot_pareto
 from harness.study.pruning import summary as pruning_summary
 from harness.study.space import LEVERS, SWITCHES
-from harness.study.storage import load_study, public_url, storage_url, study_run_id, use_study_experiment
+from harness.study.storage import load_study, study_run_id, use_study_experiment
 
 
 def _label(trial: optuna.trial.FrozenTrial) -> str:
@@ -35,7 +37,7 @@ def _note(trial: optuna.trial.FrozenTrial) -> str:
     if trial.state == optuna.trial.TrialState.PRUNED:
         return trial.user_attrs.get("prune_reason", "")
     if trial.state == optuna.trial.TrialState.FAIL:
-        return trial.user_attrs.get("fail_reason", "process ended mid-trial")
+        return failure(trial)
     return ", ".join(f"{k} short by {v:.3g}" for k, v in shortfalls(trial).items())
 
 
@@ -254,7 +256,7 @@ def write_report(cfg: DictConfig) -> Path:
         "",
     ]
     report = folder / "report.md"
-    report.write_text("\n".join(text))
+    report.write_text(mask("\n".join(text)))  # a failure's reason may quote a URL
     experiment_id = use_study_experiment(cfg, study)
     page = write_page(study, folder, experiment_id)
     _log_to_study_run(study.study_name, experiment_id, folder,

@@ -12,11 +12,12 @@ from omegaconf import DictConfig, OmegaConf
 from harness.measure import tracking
 from harness.measure.plan import Plan, plan
 from harness.measure.session import Session, measure_in_run, open_session
+from harness.secrets import mask, public_url
+from harness.stores import storage_url
 from harness.study import space
 from harness.study.compose import compose_trial
 from harness.study.floors import FLOOR_METRICS, floors
 from harness.study.pruning import Cost, Gate, levers_key, load_rules, prediction_error, set_floor_constraints
-from harness.study.storage import public_url, storage_url
 
 SUMMARY_ATTRS = (
     "median_wall_time_s",
@@ -96,7 +97,7 @@ class Objective:
             mlflow.set_tags({"state": "PRUNED", "prune_reason": trial.user_attrs.get("prune_reason", "")})
             raise
         except Exception as error:
-            reason = f"{type(error).__name__}: {error}".splitlines()[0][:500]
+            reason = mask(f"{type(error).__name__}: {error}".splitlines()[0][:500])
             trial.set_user_attr("fail_reason", reason)
             mlflow.set_tags({"state": "FAIL", "fail_reason": reason})
             raise

@@ -15,23 +15,23 @@ import time
 
 import mlflow
 import optuna
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from harness.cli import signals_deferred
 from harness.measure import noise_floor, tracking
 from harness.measure.pairing import NOT_PAIRED
-from harness.measure.plan import check_int, plan
+from harness.measure.plan import plan
 from harness.measure.session import open_session
-from harness.measure.tracking import public_url
-from harness.study import space
+from harness.secrets import public_url
+from harness.stores import check_storage
 from harness.study.compose import compose_trial
 from harness.study.drift import latest_pairing, noise_lines, pair_best
 from harness.study.estimate import closing_line, opening_estimate
 from harness.study.fingerprint import check_comparable, measured_with
-from harness.study.floors import Floor, best_feasible, feasible, floors, shortfalls
-from harness.study.lock import StudyLock, check_scheme
-from harness.study.pruning import load_rules, optuna_pruner
+from harness.study.floors import best_feasible, failure, feasible, shortfalls
+from harness.study.lock import StudyLock
 from harness.study.pruning import summary as pruning_summary
-from harness.study.samplers import make_sampler
+from harness.study.settings import check_study_settings
 from harness.study.storage import (
     close_orphans,
     open_study,
@@ -82,7 +82,7 @@ def print_outcome(study: optuna.Study, noise_bound: float) -> None:
         if trial.state == optuna.trial.TrialState.PRUNED:
             print(f"  pruned #{trial.number}: {trial.user_attrs.get('prune_reason', '')}")
         elif trial.state == optuna.trial.TrialState.FAIL:
-            print(f"  failed #{trial.number}: {trial.user_attrs.get('fail_reason', 'process ended mid-trial')}")
+            print(f"  failed #{trial.number}: {failure(trial)}")
         elif trial.state == optuna.trial.TrialState.COMPLETE and not feasible(trial):
             missed = ", ".join(f"{key} by {value:.3g}" for key, value in shortfalls(trial).items())
             print(f"  infeasible #{trial.number} ({trial.user_attrs.get('preset_name', 'searched')}): missed {missed}")
@@ -103,32 +103,6 @@ def print_outcome(study: optuna.Study, noise_bound: float) -> None:
     print(f"  params: {best.params}")
     name = study.study_name
     print(f"  next: python -m harness.report study={name} && python -m harness.select study={name}")
-
-
-def _check_settings(cfg: DictConfig) -> tuple[dict, list[Floor], int]:
-    """The space, floors, trial count and study settings, checked before anything loads."""
-    solvers = OmegaConf.to_container(cfg.solver, resolve=True)
-    dists = space.distributions(OmegaConf.to_container(cfg.search.space, resolve=True), solvers)
-    floor_list = floors(cfg)
-    if any(f.ratio is not None for f in floor_list) and "baseline" not in list(cfg.search.enqueue or []):
-        raise ValueError("search.floors with a ratio need 'baseline' in search.enqueue (it is measured first)")
-    n_trials = check_int("search.n_trials", cfg.search.n_trials, 1)
-    load_rules(cfg)
-    optuna_pruner(cfg.search.pruner)
-    make_sampler(
-        str(cfg.search.sampler.type),
-        0,
-        check_int("search.sampler.n_startup_trials", cfg.search.sampler.n_startup_trials, 0),
-    )
-    seeds = list(cfg.search.seeds or [])
-    if not seeds:
-        raise ValueError("search.seeds=[] must list at least one integer seed")
-    for seed in seeds:
-        check_int("search.seeds[]", seed, 0)
-    for key in ("heartbeat_s", "grace_s"):
-        check_int(f"search.{key}", cfg.search[key], 1)
-    check_scheme(storage_url(cfg), public_url(storage_url(cfg), cfg.paths.root_dir))
-    return dists, floor_list, n_trials
 
 
 def _announce(cfg: DictConfig, base_overrides: list[str], dists: dict, study: optuna.Study, left: int, done: int):
@@ -153,10 +127,11 @@ def _work(cfg: DictConfig, worker: Worker, run_id: str, client, experiment_id) -
     """Run this worker's trials (and its drift check) inside the study's MLflow run."""
     started = time.perf_counter()
     deadline = None if cfg.search.timeout_s is None else time.time() + float(cfg.search.timeout_s)
-    mlflow.start_run(run_id=run_id)
+    with signals_deferred():  # the study's run resumed is a run guarded below
+        mlflow.start_run(run_id=run_id)
     try:
         if worker.run(deadline) and cfg.search.drift_check:
-            pair_best(worker.objective, worker.study, check_int("search.pair_repeats", cfg.search.pair_repeats, 1))
+            pair_best(worker.objective, worker.study, int(cfg.search.pair_repeats))
         record_on_study_run(worker.study)  # the winner at a glance in MLflow
     except KeyboardInterrupt:
         mlflow.end_run("KILLED")
@@ -184,7 +159,8 @@ def search_presets(cfg: DictConfig, base_overrides: list[str]) -> optuna.Study:
         ValueError: bad settings, stores or presets (before any trial runs), another protocol
             than the study's, or trials that keep failing for one configuration reason.
     """
-    dists, floor_list, n_trials = _check_settings(cfg)
+    dists, floor_list, n_trials = check_study_settings(cfg)
+    check_storage(cfg, create=True)
     # a bad MLflow store fails here, before the model loads, and a fresh one's schema is made under its lock;
     # the study's own experiment is selected below, once the study is open
     tracking.use_store(cfg)

@@ -35,7 +35,7 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 
 from harness.cost.model import CostModel, fit_cost_model
-from harness.pipeline.clocks import relative_spread
+from harness.measure.noise import relative_spread
 from harness.pipeline.levers import Speed
 from harness.study.floors import FLOOR_METRICS, Floor, fastest_feasible, shortfalls
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping
 
 import optuna
 
 from harness.pipeline.levers import CACHES, CFG_MODES, COMPILE_MODES, PRECISIONS, QUANTS
-from harness.preset import Preset, official_frame_count, parse_size
+from harness.preset import MAX_GUIDANCE, MAX_STEPS_X_SHIFT, MIN_SHIFT, Preset, official_frame_count, parse_size
 
 KINDS = ("int", "float", "categorical")
 SEARCHABLE = (
@@ -72,7 +73,20 @@ def distributions(
         if kind not in KINDS:
             raise ValueError(f"search.space.{key}.type={kind!r}; allowed: {list(KINDS)}")
         result[key] = _categorical(key, spec, solvers) if kind == "categorical" else _numeric(key, kind, spec)
+    _check_steps_x_shift(result)
     return result
+
+
+def _check_steps_x_shift(dists: Mapping[str, optuna.distributions.BaseDistribution]) -> None:
+    """The space's most steps at its largest shift must stay where every solver is finite (``harness.preset``)."""
+    steps, shift = dists.get("sample_steps"), dists.get("sample_shift")
+    if isinstance(steps, optuna.distributions.IntDistribution) and shift is not None:
+        if steps.high * shift.high > MAX_STEPS_X_SHIFT:
+            raise ValueError(
+                f"search.space: sample_steps.high={steps.high} x sample_shift.high={shift.high:g} exceeds "
+                f"{MAX_STEPS_X_SHIFT}, beyond which consecutive steps share one of the scheduler's 1000 timesteps "
+                f"and UniPC and DPM++ fail; lower one of them"
+            )
 
 
 def _categorical(
@@ -88,16 +102,17 @@ def _categorical(
 
 def _numeric(key: str, kind: str, spec: Mapping[str, Any]) -> optuna.distributions.BaseDistribution:
     low, high = spec.get("low"), spec.get("high")
-    if low is None or high is None or not low <= high:
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (low, high))
+    if not numbers or not low <= high:
         raise ValueError(f"search.space.{key}: low={low!r}, high={high!r} must be numbers with low <= high")
     if key == "sample_steps" and (kind != "int" or low < 1):
         raise ValueError(f"search.space.sample_steps must be type int with low >= 1, got {kind} low={low}")
-    if key in ("sample_shift",) and low <= 0:
-        raise ValueError(f"search.space.sample_shift.low={low} must be > 0")
+    if key == "sample_shift" and low < MIN_SHIFT:
+        raise ValueError(f"search.space.sample_shift.low={low} must be >= {MIN_SHIFT}")
     if key == "guidance_stop" and not 0 < low <= high <= 1:
         raise ValueError(f"search.space.guidance_stop: low={low}, high={high} must lie in (0, 1]")
-    if key == "sample_guide_scale" and low < 0:
-        raise ValueError(f"search.space.sample_guide_scale.low={low} must be >= 0")
+    if key == "sample_guide_scale" and not 0 <= low <= high <= MAX_GUIDANCE:
+        raise ValueError(f"search.space.sample_guide_scale: low={low}, high={high} must lie in [0, {MAX_GUIDANCE:g}]")
     if key in ("sample_solver", "size", "frame_num", "cache", "attention", "compile", "precision", "cfg", "quant"):
         raise ValueError(f"search.space.{key} must be type categorical (choices)")
     step = spec.get("step")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import warnings
 import zlib
 from pathlib import Path
@@ -14,8 +13,10 @@ import sqlalchemy
 from omegaconf import DictConfig
 
 from harness.measure import tracking
-from harness.measure.tracking import WORKER, public_url
+from harness.measure.tracking import WORKER, alive_here
 from harness.pipeline.worker import Worker
+from harness.secrets import public_url
+from harness.stores import error_reason, shown_setting, storage_setting, storage_url
 from harness.study.lock import StudyLock
 from harness.study.pruning import optuna_pruner
 from harness.study.samplers import make_sampler
@@ -23,16 +24,6 @@ from harness.study.samplers import make_sampler
 log = logging.getLogger(__name__)
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats, by design
-
-
-def storage_url(cfg: DictConfig) -> str:
-    """The study's storage: ``search.storage``, or SQLite beside the MLflow store.
-
-    ``postgresql://`` URLs use psycopg 3 (SQLAlchemy 2.1's default driver for the scheme).
-    """
-    if cfg.search.storage:
-        return str(cfg.search.storage)
-    return f"sqlite:///{Path(cfg.paths.mlruns_dir).resolve() / 'optuna.db'}"
 
 
 def worker_seed(seed: int) -> int:
@@ -43,26 +34,36 @@ def worker_seed(seed: int) -> int:
     return (int(seed) + zlib.crc32(WORKER.encode())) % 2**31
 
 
+# What opening a storage raises when it cannot be used: the database's errors, a lock file that cannot be
+# made, a schema from another Optuna version (RuntimeError)
+STORAGE_ERRORS = (sqlalchemy.exc.SQLAlchemyError, OSError, RuntimeError, optuna.exceptions.OptunaError)
+
+
+def storage_error(cfg: DictConfig, error: BaseException) -> ValueError:
+    """One line naming the storage's setting, its URL (password masked) and why it cannot be used."""
+    shown = shown_setting(cfg, storage_setting(cfg), storage_url(cfg))
+    if isinstance(error, ImportError):
+        return ValueError(
+            f"{shown} needs a driver that is not installed ({error.name}); for PostgreSQL: pip install -e '.[postgres]'"
+        )
+    return ValueError(f"{shown} cannot be opened: {error_reason(error)}")
+
+
 def rdb_storage(cfg: DictConfig) -> optuna.storages.RDBStorage:
-    """The study's storage with heartbeats.
+    """The study's storage with heartbeats (created when it does not exist).
 
     Raises:
-        ValueError: the server cannot be reached or its driver is missing (one line, password masked).
+        ValueError: the server cannot be reached, its driver is missing, or the database is not a study
+            storage (one line, password masked).
     """
-    url, shown = storage_url(cfg), public_url(storage_url(cfg), cfg.paths.root_dir)
+    url = storage_url(cfg)
     if url.startswith("sqlite:///"):
         Path(sqlalchemy.engine.make_url(url).database).parent.mkdir(parents=True, exist_ok=True)
     try:
         with StudyLock(url, "schema"):  # workers starting together on a fresh database race its schema
             return _open_rdb(url, int(cfg.search.heartbeat_s), int(cfg.search.grace_s))
-    except ImportError as error:
-        raise ValueError(
-            f"search.storage={shown!r} needs a driver that is not installed ({error.name}); "
-            f"for PostgreSQL: pip install -e '.[postgres]'"
-        ) from None
-    except sqlalchemy.exc.SQLAlchemyError as error:
-        reason = " ".join(str(error.orig if hasattr(error, "orig") else error).split())[:300]
-        raise ValueError(f"search.storage={shown!r} cannot be opened: {reason}") from None
+    except (ImportError, *STORAGE_ERRORS) as error:
+        raise storage_error(cfg, error) from None
 
 
 def _open_rdb(url: str, heartbeat_s: int, grace_s: int) -> optuna.storages.RDBStorage:
@@ -89,17 +90,32 @@ def open_study(cfg: DictConfig, storage: optuna.storages.RDBStorage) -> optuna.S
     )
 
 
-def load_study(cfg: DictConfig) -> optuna.Study:
-    """The study named ``study`` in the configured storage.
+def read_storage(cfg: DictConfig) -> optuna.storages.RDBStorage:
+    """The study's storage opened to read (a report, the dashboard): never created, its studies listed once.
 
     Raises:
-        ValueError: no such study (the message lists the studies there).
+        ValueError: the storage cannot be opened or read (one line, password masked).
     """
-    url = storage_url(cfg)
-    names = [s.study_name for s in optuna.get_all_study_summaries(url)]
+    try:
+        storage = optuna.storages.RDBStorage(storage_url(cfg), skip_table_creation=True)
+        storage.get_all_studies()
+    except (ImportError, *STORAGE_ERRORS) as error:
+        raise storage_error(cfg, error) from None
+    return storage
+
+
+def load_study(cfg: DictConfig) -> optuna.Study:
+    """The study named ``study`` in the configured storage, which is read, never created.
+
+    Raises:
+        ValueError: the storage cannot be opened, or has no such study (the message lists the studies there).
+    """
+    storage = read_storage(cfg)
+    names = [s.study_name for s in storage.get_all_studies()]
     if cfg.study not in names:
-        raise ValueError(f"study={cfg.study!r} is not in {public_url(url)}; studies there: {names or 'none'}")
-    return optuna.load_study(study_name=str(cfg.study), storage=url)
+        shown = public_url(storage_url(cfg), cfg.paths.root_dir)
+        raise ValueError(f"study={cfg.study!r} is not in {shown}; studies there: {names or 'none'}")
+    return optuna.load_study(study_name=str(cfg.study), storage=storage)
 
 
 def use_study_experiment(cfg: DictConfig, study: optuna.Study) -> str:
@@ -132,20 +148,6 @@ def _study_run(client: mlflow.MlflowClient, experiment_ids: list[str], study_nam
     return found[0] if found else None
 
 
-def _alive_here(worker: str) -> bool:
-    """Whether a worker tag (``host:pid``) names a live process on this machine."""
-    host, _, pid = worker.rpartition(":")
-    if host != WORKER.rpartition(":")[0] or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def close_orphans(client: mlflow.MlflowClient, experiment_id: str, study: optuna.Study) -> int:
     """End this study's MLflow runs that a dead worker left RUNNING.
 
@@ -163,7 +165,7 @@ def close_orphans(client: mlflow.MlflowClient, experiment_id: str, study: optuna
     closed = 0
     for run in orphans:
         tags = run.data.tags
-        if tags.get("trial_number") in running and tags.get("kind") != "drift" or _alive_here(tags.get("worker", "")):
+        if tags.get("trial_number") in running and tags.get("kind") != "drift" or alive_here(tags.get("worker", "")):
             continue
         client.set_terminated(run.info.run_id, "KILLED")
         client.set_tag(run.info.run_id, "note", "its worker ended mid-run (closed by the next worker)")

@@ -24,6 +24,7 @@ from typing import Iterator
 import optuna
 from omegaconf import DictConfig
 
+from harness.cli import signals_deferred, stopping_signal
 from harness.study import space
 from harness.study.enqueue import enqueue_presets, preset_params
 from harness.study.lock import StudyLock
@@ -124,7 +125,7 @@ class Worker:
         """Claim and run trials until the study is full or the deadline passes; the trials this worker ran."""
         last_wait = ""
         while deadline is None or time.time() < deadline:
-            with self.lock:
+            with signals_deferred(), self.lock:  # a trial claimed is a trial guarded: SIGTERM waits until then
                 decision = self.claim()
                 if decision.trial is not None:
                     self.storage.record_heartbeat(decision.trial._trial_id)  # stale from now on if killed
@@ -143,6 +144,14 @@ class Worker:
         return self.ran
 
     def _run_trial(self, trial: optuna.Trial) -> None:
+        try:
+            self._measure_trial(trial)
+        except KeyboardInterrupt as interrupt:  # SIGINT or SIGTERM: the trial fails, uncounted, measured again later
+            trial.set_user_attr("stopped_by", stopping_signal(interrupt).name)
+            self.study.tell(trial, state=STATES.FAIL)
+            raise
+
+    def _measure_trial(self, trial: optuna.Trial) -> None:
         with heartbeat(self.storage, trial, float(self.cfg.search.heartbeat_s)):
             try:
                 value = self.objective(trial)
@@ -156,9 +165,6 @@ class Worker:
                 self.ran += 1
                 self._check_config_error(trial)
                 return
-            except KeyboardInterrupt:
-                self.study.tell(trial, state=STATES.FAIL)
-                raise
         if value is not None:
             self.study.tell(trial, value)
             log.info(
@@ -169,7 +175,8 @@ class Worker:
 
     def _check_config_error(self, trial: optuna.Trial) -> None:
         """Stop the session when its trials keep failing for one reason: mark them uncounted, say why."""
-        reason = self.study.get_trials(deepcopy=False)[trial.number].user_attrs.get("fail_reason", "")
+        attrs = self.study.get_trials(deepcopy=False)[trial.number].user_attrs
+        reason = attrs.get("fail_reason") or "no reason recorded"
         self.failures.append((trial.number, reason))
         recent = self.failures[-CONFIG_FAILURES:]
         if len(recent) == CONFIG_FAILURES and len({r for _, r in recent}) == 1:

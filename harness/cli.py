@@ -1,0 +1,179 @@
+"""The error boundary every entry point runs in: how a command ends.
+
+- Every failure a user can cause ends as one line on stderr, ``error: <setting>=<value> ...``,
+  and a non-zero exit; no traceback. ``HYDRA_FULL_ERROR=1`` keeps the traceback for developers.
+- SIGTERM (what ``timeout``, systemd and Kubernetes send) is handled as Ctrl-C is: the
+  ``KeyboardInterrupt`` unwinds through the code that closes MLflow runs as KILLED and fails the
+  running trial; the command then exits 143 (SIGTERM) or 130 (SIGINT).
+- Passwords are masked in everything printed or logged (:mod:`harness.secrets`).
+
+Hydra reports its own errors (an unknown ``model=``, a malformed override) over several lines;
+run here, it raises them instead, and they are said in one line like every other error.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import signal
+import sys
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
+
+from omegaconf import DictConfig
+
+from harness import CONF_DIR, secrets
+
+EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}  # 128 + the signal's number, as shells report it
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM: handled exactly like Ctrl-C (runs end KILLED, the running trial fails), then exit 143."""
+
+
+def stopping_signal(interrupt: KeyboardInterrupt) -> signal.Signals:
+    """The signal behind an interrupt: SIGTERM for :class:`Terminated`, else SIGINT."""
+    return signal.SIGTERM if isinstance(interrupt, Terminated) else signal.SIGINT
+
+
+_traceback_wanted = {"on": False}  # HYDRA_FULL_ERROR=1 as the user set it (the boundary sets it for Hydra)
+_deferred = {"depth": 0, "pending": None}  # inside signals_deferred(): the signal waits for the block's end
+
+
+def _interrupt(number: int) -> KeyboardInterrupt:
+    return Terminated("SIGTERM") if number == signal.SIGTERM else KeyboardInterrupt("SIGINT")
+
+
+def _on_signal(number: int, frame: Any) -> None:
+    # the first signal stops the command; later ones are ignored so that closing the runs is not cut short
+    for each in EXIT_CODES:
+        signal.signal(each, signal.SIG_IGN)
+    if _deferred["depth"]:
+        _deferred["pending"] = number
+        return
+    raise _interrupt(number)
+
+
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """A block a signal must not cut in two (a trial claimed but not yet guarded, a run opened but not yet
+    guarded): SIGTERM or SIGINT arriving inside it is raised when it ends."""
+    _deferred["depth"] += 1
+    try:
+        yield
+    finally:
+        _deferred["depth"] -= 1
+        pending = _deferred["pending"]
+        if not _deferred["depth"] and pending is not None:
+            _deferred["pending"] = None
+            raise _interrupt(pending)
+
+
+def _hydra_line(error: Exception) -> str | None:
+    """One line for Hydra's own errors (unknown config, override that cannot be applied or read), or None."""
+    from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+
+    if isinstance(error, MissingConfigException) and error.missing_cfg_file and "/" in error.missing_cfg_file:
+        group, name = error.missing_cfg_file.rsplit("/", 1)
+        return f"{group}={name!r} is not a config in conf/{group}; allowed: {', '.join(error.options or [])}"
+    if isinstance(error, OverrideParseException):
+        return f"{_unreadable_override()}: {str(error).splitlines()[0]}; quote a value that holds = ? , or spaces"
+    if isinstance(error, ConfigCompositionException):
+        message = " ".join(str(error).split())
+        key = message.split("'")[1] if message.startswith("Could not override '") else ""
+        if key and (CONF_DIR / key).is_dir():
+            options = sorted(path.stem for path in (CONF_DIR / key).glob("*.yaml"))
+            return f"{key} is a config group that is not in the defaults: write +{key}=NAME; allowed: {options}"
+        return message
+    return None
+
+
+def _unreadable_override() -> str:
+    """The first command-line override Hydra's grammar cannot read, for the error line."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    for argument in sys.argv[1:]:
+        if argument.startswith("-"):
+            continue
+        try:
+            parser.parse_overrides([argument])
+        except Exception:
+            return f"the override {argument!r} cannot be read"
+    return "an override cannot be read"
+
+
+def error_line(error: BaseException) -> str:
+    """What went wrong, in one line (passwords masked): the message of a user-facing error, named otherwise.
+
+    Args:
+        error: the exception that ended the command.
+
+    Returns:
+        ``error: ...``, one line.
+    """
+    from omegaconf.errors import OmegaConfBaseException
+
+    line = _hydra_line(error) if isinstance(error, Exception) else None
+    if line is None and isinstance(error, OmegaConfBaseException) and getattr(error, "full_key", None):
+        line = f"{error.full_key}: {str(error).splitlines()[0]}"
+    if line is None and isinstance(error, ValueError):
+        line = str(error)
+    if line is None and isinstance(error, OSError) and error.filename:
+        line = f"{error.filename}: {error.strerror or error}"
+    if line is None:  # not an error the harness anticipated: say what it is, and how to see where
+        line = f"{type(error).__name__}: {error} (HYDRA_FULL_ERROR=1 shows the traceback)"
+    return "error: " + secrets.mask(" ".join(line.split()))
+
+
+def _mask_output() -> None:
+    """Mask passwords in everything this process prints or logs, remembering the command line's."""
+    secrets.remember([*sys.argv[1:], os.environ.get("MLFLOW_TRACKING_URI", "")])
+    sys.stdout, sys.stderr = secrets.MaskedStream(sys.stdout), secrets.MaskedStream(sys.stderr)
+    logging.setLogRecordFactory(secrets.masked_record_factory(logging.getLogRecordFactory()))
+
+
+def one_line_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
+    """Decorate an entry point's task function (beneath ``@hydra.main``): its errors end the command in one line.
+
+    Hydra would catch them and print its own line of the job's overrides first; a ``SystemExit`` passes.
+    """
+
+    @functools.wraps(task)
+    def guarded(cfg: DictConfig) -> Any:
+        try:
+            return task(cfg)
+        except Exception as error:
+            if _traceback_wanted["on"]:
+                raise
+            sys.exit(error_line(error))
+
+    return guarded
+
+
+def run_command(hydra_main: Callable[[], Any]) -> None:
+    """Run a ``@hydra.main`` entry point inside the boundary (see the module's docstring).
+
+    Args:
+        hydra_main: the decorated ``main`` of an entry point (its task function under :func:`one_line_errors`).
+    """
+    _traceback_wanted["on"] = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises its errors instead of printing them over several lines
+    _mask_output()
+    for each in EXIT_CODES:
+        signal.signal(each, _on_signal)
+    try:
+        hydra_main()
+    except KeyboardInterrupt as interrupt:
+        stopped = stopping_signal(interrupt)
+        print(f"stopped by {stopped.name}: open MLflow runs ended KILLED", file=sys.stderr)
+        sys.exit(EXIT_CODES[stopped])
+    except SystemExit as exit_:
+        if isinstance(exit_.code, str):  # sys.exit("error: ...") deeper in: one line, masked
+            sys.exit(secrets.mask(" ".join(exit_.code.split())))
+        raise
+    except Exception as error:  # Hydra's own (composition, overrides) and the run folder's checks
+        if _traceback_wanted["on"]:
+            raise
+        sys.exit(error_line(error))
