@@ -20,7 +20,7 @@ from harness.folders import check_paths
 from harness.pipeline.levers import Speed
 from harness.pipeline.weights import ModelUnavailableError, check_model_folder, check_pipeline_folder
 from harness.pipeline.worker import Worker
-from harness.preset import read_preset_file, validate_preset
+from harness.preset import finite_number, read_preset_file, validate_preset
 from harness.stores import check_storage, check_tracking
 
 STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")  # a file name on every system, a bare MLflow tag value
@@ -49,15 +49,7 @@ def check_number(key: str, value: Any, minimum: float = -math.inf, maximum: floa
     bounds = [f">= {minimum:g}" if minimum > -math.inf else "", f"<= {maximum:g}" if maximum < math.inf else ""]
     allowed = f"{key}={value!r} must be a finite number {' and '.join(b for b in bounds if b)}".rstrip()
     allowed += f" ({why})" if why else ""
-    if isinstance(value, bool):
-        raise ValueError(allowed)
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(allowed) from None
-    if not math.isfinite(number) or not minimum <= number <= maximum:
-        raise ValueError(allowed)
-    return number
+    return finite_number(value, allowed, minimum, maximum)
 
 
 def check_flag(key: str, value: Any) -> bool:

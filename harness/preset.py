@@ -107,14 +107,23 @@ def _as_int(key: str, value: Any, minimum: int, maximum: int) -> int:
 def _as_float(key: str, value: Any, minimum: float, maximum: float, why: str = "") -> float:
     bounds = f">= {minimum:g}" if maximum == math.inf else f"from {minimum:g} to {maximum:g}"
     allowed = f"preset.{key}={value!r} must be a number {bounds}" + (f" ({why})" if why else "")
+    return finite_number(value, allowed, minimum, maximum)
+
+
+def finite_number(value: Any, refusal: str, minimum: float = -math.inf, maximum: float = math.inf) -> float:
+    """``value`` as a finite float in ``[minimum, maximum]`` (numeric strings from the command line accepted).
+
+    Raises:
+        ValueError: ``refusal``, when it is a boolean, not a number, not finite or out of range.
+    """
     if isinstance(value, bool):
-        raise ValueError(allowed)
+        raise ValueError(refusal)
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise ValueError(allowed) from None
+        raise ValueError(refusal) from None
     if not math.isfinite(number) or not minimum <= number <= maximum:
-        raise ValueError(allowed)
+        raise ValueError(refusal)
     return number
 
 
