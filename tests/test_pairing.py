@@ -168,3 +168,40 @@ def test_select_under_a_bursty_load_refuses_in_one_line_or_exports_the_quiet_spe
     finally:
         os.sched_setaffinity(0, allowed)
         bursty.stop()
+
+
+def test_descent_never_proposes_an_output_as_far_as_one_that_missed_a_floor():
+    from harness.study.descent import DescentSampler
+    from harness.study.space import suggest
+
+    dists = {
+        "sample_steps": optuna.distributions.IntDistribution(4, 25),
+        "frame_num": optuna.distributions.CategoricalDistribution([81, 61, 45]),
+        "size": optuna.distributions.CategoricalDistribution(["480*832", "384*640"]),
+    }
+    study = optuna.create_study(sampler=DescentSampler(seed=0, n_startup_trials=50))
+    for params, output, slack, name in [
+        ({"sample_steps": 25, "frame_num": 81, "size": "480*832"}, BASE, -1.0, "baseline"),
+        ({"sample_steps": 18, "frame_num": 61, "size": "480*832"}, {**BASE, "frames": 61}, 13.4, "balanced"),
+    ]:
+        study.enqueue_trial(params)
+        t = study.ask()
+        suggest(t, dists)
+        t.set_user_attr("output", output)
+        t.set_user_attr("preset_name", name)
+        t.set_user_attr("cost", asdict(Cost(params["sample_steps"], 2 * params["sample_steps"], 100, "levers")))
+        set_floor_constraints(t, {"psnr_db": slack})
+        study.tell(t, 1.0)
+    proposed = []
+    for _ in range(2):  # the baseline's neighbours, each told as a pruned trial so the next is new
+        t = study.ask()
+        proposed.append(suggest(t, dists))
+        study.tell(t, state=optuna.trial.TrialState.PRUNED)
+    # one notch fewer steps, and the smaller size at full length; 61 and 45 frames are lost outputs, not moves
+    assert sorted(proposed, key=str) == sorted(
+        [
+            {"sample_steps": 22, "frame_num": 81, "size": "480*832"},
+            {"sample_steps": 25, "frame_num": 81, "size": "384*640"},
+        ],
+        key=str,
+    )

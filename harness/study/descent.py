@@ -5,7 +5,9 @@ walks down from the cheapest feasible presets measured so far (the baseline firs
 proposes their untried neighbours, one knob one notch away (steps by about 12%), moves that cut the work first
 (fewer steps, frames or pixels, guidance off), then moves that cost the same (another solver,
 shift or guidance) and may open a cheaper path. A feasible neighbour that does less work
-becomes the new frontier. A move to an output size or length that already broke a floor one
+becomes the new frontier. A move to an output at least as small and short as one that missed a fidelity floor is
+not proposed at all (the pruning gate would record it as a predicted failure; proposing it only spends a
+trial). A move to an output size or length that already broke a floor one
 knob away from a feasible trial, and that no feasible trial has, goes last: fidelity is scored
 against the baseline's own video, so a smaller or shorter video that lost it at 18 steps loses
 it at 12 too, and re-trying it at every step count spent half a study. (Steps, solver, shift
@@ -17,13 +19,14 @@ seed orders moves of equal rank.
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import Any, Callable
 
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution
 
 from harness.preset import parse_size
 from harness.study.floors import feasible, work
+from harness.study.pruning import dominating_failure
 
 CHEAPER_WHEN_LOWER = ("sample_steps", "frame_num", "guidance_stop")
 OUTPUT_SPEC = ("size", "frame_num")  # what the worker delivers: losing it loses fidelity whatever else changes
@@ -76,13 +79,14 @@ class DescentSampler(optuna.samplers.BaseSampler):
         and lengths that broke a floor before; each group shuffled."""
         frontier = _frontier(trials, space)
         doubtful_values = _floor_breakers(trials, space)
+        lost = _lost_outputs(trials)
         cheaper, same, doubtful = [], [], []
         for params in frontier:
             for key, dist in space.items():
                 for value in _neighbours(params[key], dist):
                     move = {**params, key: value}
                     rank = _work_change(key, params[key], value, self._one_pass_at_guidance_one)
-                    if rank > 0:
+                    if rank > 0 or lost(move):
                         continue
                     if (key, value) in doubtful_values:
                         doubtful.append(move)
@@ -105,6 +109,22 @@ def _frontier(trials: list[optuna.trial.FrozenTrial], space: dict[str, BaseDistr
         return [{k: t.params[k] for k in space} for t in costed if work(t) == least]
     fastest = min(measured, key=lambda t: t.value)
     return [{k: fastest.params[k] for k in space}]
+
+
+def _lost_outputs(trials: list[optuna.trial.FrozenTrial]) -> Callable[[dict[str, Any]], bool]:
+    """Whether a move's output (size, frames) is at least as far from the baseline's as one that missed a
+    fidelity floor: the gate would record it as a predicted failure, so proposing it only spends a trial."""
+    baseline = next((t.user_attrs["output"] for t in trials if t.user_attrs.get("preset_name") == "baseline"
+                     and "output" in t.user_attrs), None)  # fmt: skip
+    if baseline is None:
+        return lambda move: False
+
+    def lost(move: dict[str, Any]) -> bool:
+        width, height = parse_size(move["size"]) if "size" in move else (baseline["width"], baseline["height"])
+        output = {"width": width, "height": height, "frames": move.get("frame_num", baseline["frames"])}
+        return dominating_failure(trials, output, baseline) is not None
+
+    return lost
 
 
 def _floor_breakers(trials: list[optuna.trial.FrozenTrial], space: dict[str, BaseDistribution]) -> set[tuple]:

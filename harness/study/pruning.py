@@ -202,21 +202,19 @@ class Gate:
         """Why a searched trial's output need not be generated: a finished trial whose output was at least as
         large in every dimension (width, height, frames), and not the baseline's, missed a fidelity floor. The
         trial takes that trial's floor slacks (samplers learn it is infeasible)."""
-        if self.named or not self.rules.predict or dict(output) == dict(baseline_output):
+        if self.named or not self.rules.predict:
             return None
-        for failed in [*self.trials, *self.pruned]:
-            theirs, missed = failed.user_attrs.get("output"), _fidelity_shortfalls(failed)
-            if not theirs or theirs == dict(baseline_output) or not missed:
-                continue
-            if all(output[key] <= theirs[key] for key in ("width", "height", "frames")):
-                self.rule = "spec"
-                set_floor_constraints(trial, _floor_slacks(failed))
-                shown = ", ".join(f"{metric} by {value:.3g}" for metric, value in missed.items())
-                return (
-                    f"its output {_spec(output)} is at least as far from the baseline's {_spec(baseline_output)} as "
-                    f"trial {failed.number}'s {_spec(theirs)}, which missed {shown}: predicted to miss too, nothing "
-                    f"generated"
-                )
+        failed = dominating_failure([*self.trials, *self.pruned], output, baseline_output)
+        if failed is None:
+            return None
+        self.rule = "spec"
+        set_floor_constraints(trial, _floor_slacks(failed))
+        shown = ", ".join(f"{metric} by {value:.3g}" for metric, value in _fidelity_shortfalls(failed).items())
+        return (
+            f"its output {_spec(output)} is at least as far from the baseline's {_spec(baseline_output)} as "
+            f"trial {failed.number}'s {_spec(failed.user_attrs['output'])}, which missed {shown}: predicted to miss "
+            f"too, nothing generated"
+        )
         return None
 
     def before(self, cost: Cost) -> str | None:
@@ -303,6 +301,23 @@ class Gate:
 
 
 FIDELITY = ("psnr_db", "ssim")  # scored against the baseline's own video: what a lost output spec loses
+
+
+def dominating_failure(
+    trials: Sequence[optuna.trial.FrozenTrial], output: Mapping[str, int], baseline_output: Mapping[str, int]
+) -> optuna.trial.FrozenTrial | None:
+    """A finished trial whose output (not the baseline's) was at least as large as ``output`` in every dimension
+    (width, height, frames) and that missed a fidelity floor; None when there is none, or ``output`` is the
+    baseline's own."""
+    if dict(output) == dict(baseline_output):
+        return None
+    for trial in trials:
+        theirs = trial.user_attrs.get("output")
+        if not theirs or theirs == dict(baseline_output) or not _fidelity_shortfalls(trial):
+            continue
+        if all(output[key] <= theirs[key] for key in ("width", "height", "frames")):
+            return trial
+    return None
 
 
 def _fidelity_shortfalls(trial: optuna.trial.FrozenTrial) -> dict[str, float]:
