@@ -73,13 +73,13 @@ def measure(preset: list[str], lever: list[str], repeats: int, root: Path) -> di
     tracking.use_store(cfg)
     with tracking.run("lever", tags={"kind": "benchmark"}):
         summary = measure_in_run(cfg, plan_, session, paired=True)
-    paired = summary["paired"]
+    paired = summary.paired
     return {
         "passes": passes(cfg, plan_, session),
         "speedup": None if paired is None else paired.to_dict(),
-        "psnr_db": summary.get("mean_psnr_db"),
-        "ssim": summary.get("mean_ssim"),
-        "seconds": summary["median_wall_time_s"],
+        "psnr_db": summary.mean("psnr_db"),
+        "ssim": summary.mean("ssim"),
+        "seconds": summary.seconds_per_video,
     }
 
 

@@ -13,6 +13,7 @@ import itertools
 import json
 import os
 import random
+import statistics
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -24,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from harness.measure.plan import Plan, plan
-from harness.measure.session import Session, measure_video, open_session, score_video, warm_up
+from harness.measure.session import Session, measure_video, open_session, score_video
 from harness.pipeline.device import device_label
 from harness.study import space
 
@@ -141,10 +142,11 @@ def _preset(cfg: DictConfig, plan_: Plan, session: Session, params: dict[str, An
     videos = []
     for prompt, seed in itertools.product(one.prompts, one.seeds):
         request = one.request(prompt, seed)
-        warm_up(session.loaded, request, one.warmup_steps, session.solvers)
-        generation, metrics, _ = measure_video(session.loaded, request, one.repeats, session.solvers)
-        scores, _ = score_video(cfg, one, session, request, generation.frames)
-        videos.append({"wall_time_s": metrics["wall_time_s"], **{m: scores[m] for m in ("clip_score", "psnr_db")}})
+        session.warm_up(session.loaded, request, one.warmup_steps)
+        runs = measure_video(session.loaded, request, one.repeats, session.solvers)
+        scores, _ = score_video(cfg, one, session, request, runs[0].frames)
+        seconds = statistics.median(r.wall_s for r in runs)
+        videos.append({"wall_time_s": seconds, **{m: scores[m] for m in ("clip_score", "psnr_db")}})
     request = one.request(one.prompts[0], one.seeds[0])
     tokens = session.loaded.latent_grid(*one.shape.generated)[1]
     return {"params": params, "steps": request.steps, "calls": request.steps + request.guided_steps,

@@ -136,7 +136,10 @@ def _trial(
     spent = 0.0
     for video in preset["videos"]:
         spent += video["wall_time_s"]
-        reason = gate.after_video(trial, video) if strategy.rules else _old_rule(gate, video, named)
+        if strategy.rules:
+            reason = gate.after_video(trial, video["wall_time_s"], video)
+        else:
+            reason = _old_rule(gate, video, named)
         if reason:
             if strategy.rules:  # as the harness now does; the old harness recorded nothing of a pruned trial
                 set_floor_constraints(trial, gate.slacks())
@@ -153,7 +156,8 @@ def _trial(
 
 def _old_rule(gate: Gate, video: dict, named: bool) -> str | None:
     """The old rule (before pruning was noise-aware): one video slower than 1.25 x the best prunes."""
-    gate.rows.append(dict(video))
+    gate.times.append(video["wall_time_s"])
+    gate.scores.append(dict(video))
     if named or gate.best is None or video["wall_time_s"] <= 1.25 * gate.best.value:
         return None
     return "time: one video"

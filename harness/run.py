@@ -20,8 +20,8 @@ def main(cfg: DictConfig) -> float:
     summary = measure_preset(cfg)
     MEASURED.append(summary)
     print_summary([summary])
-    print(where_to_look(summary["run_id"]))
-    return summary["median_wall_time_s"]
+    print(where_to_look(summary.run_id))
+    return summary.seconds_per_video
 
 
 if __name__ == "__main__":

@@ -58,8 +58,8 @@ def test_a_cache_sees_both_halves_of_a_batched_step_together(make_cfg):
 
 def test_magcache_is_calibrated_once_per_preset_then_reused(make_cfg, tmp_path):
     cfg = make_cfg("speed.cache=magcache", "quality.clip=false", "timing.pair=false", model="toy")
-    first = store_client(tmp_path).get_run(measure_preset(cfg)["run_id"]).data.metrics
-    second = store_client(tmp_path).get_run(measure_preset(cfg)["run_id"]).data.metrics
+    first = store_client(tmp_path).get_run(measure_preset(cfg).run_id).data.metrics
+    second = store_client(tmp_path).get_run(measure_preset(cfg).run_id).data.metrics
     stored = list((tmp_path / ".cache" / "references").glob("magcache-*.json"))
     assert first["time_calibration_s"] > 0 and second["time_calibration_s"] == 0 and len(stored) == 1
     assert first["time_calibration_s"] not in (first["median_wall_time_s"], first["time_warmup_s"])
@@ -90,8 +90,8 @@ def test_dbcache_from_cache_dit_skips_work_and_leaves_the_pipeline_as_it_was(mak
 
 def test_int8_weight_only_runs_on_the_cpu_as_a_lever(make_cfg, tmp_path):
     summary = measure_preset(make_cfg("speed.quant=int8_weight_only", "quality.clip=false", "timing.pair=false"))
-    run = store_client(tmp_path).get_run(summary["run_id"])
-    assert run.data.params["quant"] == "int8_weight_only" and summary["mean_psnr_db"] < 100
+    run = store_client(tmp_path).get_run(summary.run_id)
+    assert run.data.params["quant"] == "int8_weight_only" and summary.mean("psnr_db") < 100
 
 
 @pytest.mark.parametrize(

@@ -32,7 +32,7 @@ def test_a_preset_is_logged_with_params_metrics_and_a_readable_mp4(make_cfg, tmp
     cfg = make_cfg("+experiment=balanced", "prompts.seeds=[0,1]")
     summary = measure_preset(cfg)
     client = store_client(tmp_path)
-    parent = client.get_run(summary["run_id"])
+    parent = client.get_run(summary.run_id)
     assert parent.info.status == "FINISHED" and parent.info.run_name == "balanced | tiny | 480x832, 61 frames, 3.81 s"
     assert {"median_wall_time_s", "mean_clip_score", "mean_psnr_db", "mean_ssim"} <= set(parent.data.metrics)
     runs = children(client, parent)
@@ -77,7 +77,7 @@ def test_a_preset_is_logged_with_params_metrics_and_a_readable_mp4(make_cfg, tmp
 
 def test_the_baseline_is_its_own_reference(make_cfg, tmp_path):
     summary = measure_preset(make_cfg("+experiment=baseline"))
-    assert summary["mean_psnr_db"] == 100.0 and summary["mean_ssim"] == pytest.approx(1.0)
+    assert summary.mean("psnr_db") == 100.0 and summary.mean("ssim") == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize(
@@ -181,17 +181,17 @@ def test_guidance_stop_outside_its_range_is_refused(make_cfg, value):
 def test_truncated_guidance_is_logged_and_scored_against_the_full_baseline(make_cfg, tmp_path):
     summary = measure_preset(make_cfg("+experiment=baseline", "speed.guidance_stop=0.5"))
     client = store_client(tmp_path)
-    child = children(client, client.get_run(summary["run_id"]))[0]
+    child = children(client, client.get_run(summary.run_id))[0]
     assert child.data.params["guidance_stop"] == "0.5" and child.data.metrics["guided_steps"] == 13
-    assert summary["mean_psnr_db"] < 100  # not its own reference: the baseline guides every step
+    assert summary.mean("psnr_db") < 100  # not its own reference: the baseline guides every step
 
 
 def test_the_toy_world_logs_prompt_adherence_beside_clip(make_cfg, tmp_path):
     cfg = make_cfg("+experiment=aggressive", "quality.fidelity=false", model="toy")
     summary = measure_preset(cfg)
-    assert summary["size"] == "32*64" and summary["frames"] == 9  # 384*640 x 48 frames on the toy scale
+    assert summary.size == "32*64" and summary.frames == 9  # 384*640 x 48 frames on the toy scale
     client = store_client(tmp_path)
-    child = children(client, client.get_run(summary["run_id"]))[0]
+    child = children(client, client.get_run(summary.run_id))[0]
     for key in ("adherence_color", "adherence_shape", "adherence_direction", "clip_score"):
         assert key in child.data.metrics, key
     assert child.data.params["model"] == "toy"
@@ -221,7 +221,7 @@ def test_math_attention_and_bfloat16_run_and_are_logged(make_cfg, tmp_path):
         make_cfg("speed.attention=_native_math", "model.dtype=bfloat16", "model.path=" + str(tmp_path / "bf16-wan"))
     )
     client = store_client(tmp_path)
-    params = children(client, client.get_run(summary["run_id"]))[0].data.params
+    params = children(client, client.get_run(summary.run_id))[0].data.params
     assert params["attention"] == "_native_math" and params["dtype"] == "bfloat16"
 
 
@@ -232,7 +232,7 @@ def test_regional_compile_is_a_separate_load_and_its_cost_is_reported_apart(make
     before = LOAD_COUNT["pipeline"]
     summary = measure_preset(make_cfg("speed.compile=regional", "preset.sample_steps=4"))
     assert LOAD_COUNT["pipeline"] == before + 1  # the eager pipeline stays usable beside it
-    run = store_client(tmp_path).get_run(summary["run_id"])
+    run = store_client(tmp_path).get_run(summary.run_id)
     assert run.data.params["compile"] == "regional"
     assert run.data.metrics["time_warmup_s"] > run.data.metrics["median_wall_time_s"]  # compiling happened there
 
@@ -333,8 +333,8 @@ def test_a_time_measured_under_a_bursty_cpu_load_is_flagged_noisy(make_cfg, tmp_
     finally:
         os.sched_setaffinity(0, allowed)
         load.stop()
-    assert summary["timing_noisy"] is True and summary["wall_time_spread"] > cfg.timing.noise_bound
-    run = store_client(tmp_path).get_run(summary["run_id"])
+    assert summary.timing_noisy is True and summary.spread > cfg.timing.noise_bound
+    run = store_client(tmp_path).get_run(summary.run_id)
     assert run.data.tags["timing_noisy"] == "true" and run.data.metrics["wall_time_spread"] > 0.1
     assert "NOISY" in str(summary_table_text([summary]))
 
@@ -351,15 +351,15 @@ def summary_table_text(rows):
 
 def test_a_smaller_shorter_preset_is_scored_against_the_baseline_s_full_video(make_cfg, tmp_path):
     summary = measure_preset(make_cfg("+experiment=aggressive"))  # 384*640, 45 frames
-    assert summary["output_spec"] == "384x640, 45 frames, 2.81 s"
-    assert summary["spec_change"] == "size 480x832 -> 384x640; frames 81 -> 45"
-    child = children(store_client(tmp_path), store_client(tmp_path).get_run(summary["run_id"]))[0]
+    assert summary.output_spec == "384x640, 45 frames, 2.81 s"
+    assert summary.spec_change == "size 480x832 -> 384x640; frames 81 -> 45"
+    child = children(store_client(tmp_path), store_client(tmp_path).get_run(summary.run_id))[0]
     assert child.data.params["spec_change"] == "size 480x832 -> 384x640; frames 81 -> 45"
     assert child.data.metrics["time_per_video_second_s"] == pytest.approx(child.data.metrics["wall_time_s"] / (45 / 16))
     # the reference is the baseline's own video: 480*832 x 81 frames on the tiny scale
     references = [np.load(path) for path in (tmp_path / ".cache" / "references").glob("*.npy")]
     assert [r.shape for r in references] == [(17, 112, 64, 3)]
-    assert summary["mean_psnr_db"] < 30  # lost size and seconds count as lost fidelity
+    assert summary.mean("psnr_db") < 30  # lost size and seconds count as lost fidelity
 
 
 def test_matching_the_reference_holds_the_last_frame_and_upsamples():
@@ -374,7 +374,7 @@ def test_matching_the_reference_holds_the_last_frame_and_upsamples():
 def test_mp4_writing_is_a_switch_for_machines_without_ffmpeg(make_cfg, tmp_path):
     summary = measure_preset(make_cfg("+experiment=balanced", "tracking.video=false"))
     client = store_client(tmp_path)
-    child = children(client, client.get_run(summary["run_id"]))[0]
+    child = children(client, client.get_run(summary.run_id))[0]
     names = {item.path for item in client.list_artifacts(child.info.run_id)}
     assert names == {"frames.png", "config.yaml", "side_by_side.png", "schedule.json"}  # the grids show what was made
     assert child.data.metrics["time_video_write_s"] == 0.0

@@ -57,20 +57,20 @@ QUICK = ("prompts=smoke", "timing.repeats=4", "quality.clip=false", "tracking.vi
 
 
 def test_a_baseline_measured_under_load_earlier_never_makes_a_speed_up(make_cfg, tmp_path):
-    quiet = measure_preset(make_cfg("+experiment=quality_first", *QUICK))["paired"]
+    quiet = measure_preset(make_cfg("+experiment=quality_first", *QUICK)).paired
     with Load():
         measure_preset(make_cfg("+experiment=baseline", *QUICK))  # the old way's denominator, made slow
     later = measure_preset(make_cfg("+experiment=quality_first", *QUICK))
-    assert later["paired"].median == pytest.approx(quiet.median, rel=0.25)
+    assert later.paired.median == pytest.approx(quiet.median, rel=0.25)
     alone = measure_preset(make_cfg("+experiment=quality_first", *QUICK, "timing.pair=false"))
-    assert alone["paired"] is None and speedup_cell(alone) == "—"
+    assert alone.paired is None and speedup_cell(alone) == "—"
     client = store_client(tmp_path)
-    run = client.get_run(alone["run_id"])
+    run = client.get_run(alone.run_id)
     assert "speedup_vs_baseline" not in run.data.metrics  # nothing assembled from another command's baseline
-    paired_run = client.get_run(later["run_id"])
-    pairs = json.loads(Path(client.download_artifacts(later["run_id"], "pairing.json", str(tmp_path))).read_text())
+    paired_run = client.get_run(later.run_id)
+    pairs = json.loads(Path(client.download_artifacts(later.run_id, "pairing.json", str(tmp_path))).read_text())
     assert len(pairs["pairs"]) == 4 and [p["preset_first"] for p in pairs["pairs"]] == [True, False, True, False]
-    assert paired_run.data.metrics["speedup_vs_baseline"] == pytest.approx(later["paired"].median)
+    assert paired_run.data.metrics["speedup_vs_baseline"] == pytest.approx(later.paired.median)
 
 
 def trial(study, value, spread, calls, psnr_slack=-1.0, output=None):

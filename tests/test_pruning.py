@@ -41,27 +41,27 @@ def study():
 
 
 def video(seconds, psnr=40.0):
-    return {"wall_time_s": seconds, "psnr_db": psnr}
+    return seconds, {"psnr_db": psnr}
 
 
 def test_one_slow_video_does_not_prune_a_trial_whose_median_would_win(study):
     gate = Gate.open(study, Rules(), PSNR_FLOOR, named=False)
     trial = study.ask()
-    assert gate.after_video(trial, video(1.30)) is None  # one video says nothing about its median
-    assert gate.after_video(trial, video(0.60)) is None  # median 0.95 s, spread 55%: it may well win
+    assert gate.after_video(trial, *video(1.30)) is None  # one video says nothing about its median
+    assert gate.after_video(trial, *video(0.60)) is None  # median 0.95 s, spread 55%: it may well win
 
 
 def test_a_trial_whose_videos_agree_it_is_slow_is_pruned(study):
     gate = Gate.open(study, Rules(), PSNR_FLOOR, named=False)
     trial = study.ask()
-    assert gate.after_video(trial, video(1.40)) is None
-    reason = gate.after_video(trial, video(1.38))
+    assert gate.after_video(trial, *video(1.40)) is None
+    reason = gate.after_video(trial, *video(1.38))
     assert reason and reason.startswith("median 1.390 s over 2 videos") and "1.25 x best feasible 1.000 s" in reason
 
 
 def test_a_trial_far_below_a_floor_stops_after_its_first_video(study):
     gate = Gate.open(study, Rules(), PSNR_FLOOR, named=False)
-    reason = gate.after_video(study.ask(), video(0.5, psnr=12.0))
+    reason = gate.after_video(study.ask(), *video(0.5, psnr=12.0))
     assert reason == (
         "psnr_db 12 over 1 video(s) misses its floor 30 by 18, and the rest of a trial's videos has lifted its "
         "mean by 0.5 at most"
@@ -73,12 +73,12 @@ def test_a_trial_above_a_floor_whose_later_videos_always_lower_it_says_so():
     for value, psnr in [(1.0, [40.0, 38.0]), (0.9, [35.0, 32.0]), (0.8, [31.0, 29.5])]:  # lifts -1, -1.5, -0.75
         measured(study, value, psnr)
     gate = Gate.open(study, Rules(), PSNR_FLOOR, named=False)
-    assert gate.after_video(study.ask(), video(0.5, psnr=30.2)) == (
+    assert gate.after_video(study.ask(), *video(0.5, psnr=30.2)) == (
         "psnr_db 30.2 over 1 video(s) is above its floor 30 by 0.2, but the rest of a trial's videos has always "
         "lowered its mean, by 0.75 or more: it would end below"
     )
     below = Gate.open(study, Rules(), PSNR_FLOOR, named=False)
-    assert below.after_video(study.ask(), video(0.5, psnr=25.0)) == (
+    assert below.after_video(study.ask(), *video(0.5, psnr=25.0)) == (
         "psnr_db 25 over 1 video(s) misses its floor 30 by 5, and the rest of a trial's videos has always lowered "
         "its mean, by 0.75 or more"
     )
@@ -86,26 +86,26 @@ def test_a_trial_above_a_floor_whose_later_videos_always_lower_it_says_so():
 
 def test_a_trial_just_below_a_floor_goes_on_its_other_videos_may_lift_it(study):
     gate = Gate.open(study, Rules(), PSNR_FLOOR, named=False)
-    assert gate.after_video(study.ask(), video(0.5, psnr=29.8)) is None
+    assert gate.after_video(study.ask(), *video(0.5, psnr=29.8)) is None
 
 
 def test_quality_stopping_waits_until_the_spread_is_measured():
     study = optuna.create_study(direction="minimize", pruner=optuna.pruners.NopPruner())
     measured(study, 1.60, [100.0, 100.0])
     gate = Gate.open(study, Rules(), PSNR_FLOOR, named=False)
-    assert gate.after_video(study.ask(), video(0.5, psnr=5.0)) is None
+    assert gate.after_video(study.ask(), *video(0.5, psnr=5.0)) is None
 
 
 def test_no_rule_stops_a_trial_after_its_last_video(study):
     gate = Gate.open(study, Rules(), PSNR_FLOOR, named=False, videos=1)
-    assert gate.after_video(study.ask(), video(0.5, psnr=12.0)) is None  # stopping now would only lose its numbers
+    assert gate.after_video(study.ask(), *video(0.5, psnr=12.0)) is None  # stopping now would only lose its numbers
 
 
 def test_named_presets_are_measured_in_full(study):
     gate = Gate.open(study, Rules(), PSNR_FLOOR, named=True)
     trial = study.ask()
-    assert gate.after_video(trial, video(3.0, psnr=5.0)) is None
-    assert gate.after_video(trial, video(3.0, psnr=5.0)) is None
+    assert gate.after_video(trial, *video(3.0, psnr=5.0)) is None
+    assert gate.after_video(trial, *video(3.0, psnr=5.0)) is None
 
 
 def test_a_trial_predicted_far_slower_than_the_best_is_pruned_before_generating(study):

@@ -27,13 +27,13 @@ def test_the_time_rule_gives_a_trial_the_benefit_of_its_spread():
     study.tell(best, 1.0)
     gate = Gate.open(study, Rules(time_margin=1.25), [Floor("psnr_db", value=30.0)], named=False, videos=3)
     trial = study.ask()
-    assert gate.after_video(trial, {"wall_time_s": 1.0, "psnr_db": 40.0}) is None
+    assert gate.after_video(trial, 1.0, {"psnr_db": 40.0}) is None
     # median 1.5 s is past 1.25 x the best, but the two videos disagree by a factor 2: 1.5 x (1 - 49%) is not
-    assert gate.after_video(trial, {"wall_time_s": 2.0, "psnr_db": 40.0}) is None
+    assert gate.after_video(trial, 2.0, {"psnr_db": 40.0}) is None
     agreeing = Gate.open(study, Rules(time_margin=1.25), [Floor("psnr_db", value=30.0)], named=False, videos=3)
     other = study.ask()
-    agreeing.after_video(other, {"wall_time_s": 1.50, "psnr_db": 40.0})
-    assert agreeing.after_video(other, {"wall_time_s": 1.52, "psnr_db": 40.0}).startswith("median 1.510 s")
+    agreeing.after_video(other, 1.50, {"psnr_db": 40.0})
+    assert agreeing.after_video(other, 1.52, {"psnr_db": 40.0}).startswith("median 1.510 s")
 
 
 def test_a_preset_twice_as_fast_is_a_speed_up_of_two_not_one_half():

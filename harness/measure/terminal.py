@@ -9,10 +9,11 @@ from rich.console import Console
 from rich.table import Table
 
 from harness.measure.pairing import NOT_PAIRED
+from harness.measure.results import Summary
 
 # Summaries of the presets measured in this process, in order (a multirun runs its jobs
 # in one process with Hydra's basic launcher).
-MEASURED: list[dict[str, Any]] = []
+MEASURED: list[Summary] = []
 
 
 COLUMNS = (
@@ -32,40 +33,39 @@ COLUMNS = (
 )
 
 
-def _time_cell(row: dict[str, Any]) -> str:
-    cell = f"{row['median_wall_time_s']:.3f}"
-    if row.get("wall_time_spread") is not None:
-        cell += f" ±{row['wall_time_spread']:.0%}"
-    return cell + (" NOISY" if row.get("timing_noisy") else "")
+def _time_cell(row: Summary) -> str:
+    cell = f"{row.seconds_per_video:.3f}"
+    if row.spread is not None:
+        cell += f" ±{row.spread:.0%}"
+    return cell + (" NOISY" if row.timing_noisy else "")
 
 
-def speedup_cell(row: dict[str, Any]) -> str:
+def speedup_cell(row: Summary) -> str:
     """The paired speed-up with its 95% interval, ``baseline`` for the baseline itself, or ``—`` (not paired)."""
-    if row.get("is_baseline"):
+    if row.is_baseline:
         return "baseline"
-    paired = row.get("paired")
-    return paired.cell() if paired is not None else NOT_PAIRED
+    return row.paired.cell() if row.paired is not None else NOT_PAIRED
 
 
-def _cells(row: dict[str, Any]) -> list[str]:
+def _cells(row: Summary) -> list[str]:
     return [
-        row["name"],
-        row["output_spec"] + (" *" if row.get("spec_change") else ""),
-        f"{row['size'].replace('*', 'x')} x {row['frames']}",
-        str(row["steps"]),
-        row["solver"],
-        f"{row['shift']:g}",
-        f"{row['guidance']:g}",
+        row.name,
+        row.output_spec + (" *" if row.spec_change else ""),
+        f"{row.size.replace('*', 'x')} x {row.frames}",
+        str(row.steps),
+        row.solver,
+        f"{row.shift:g}",
+        f"{row.guidance:g}",
         _time_cell(row),
         speedup_cell(row),
-        f"{row['median_time_per_video_second_s']:.3f}",
-        _fmt(row.get("mean_clip_score"), ".1f"),
-        _fmt(row.get("mean_psnr_db"), ".1f"),
-        _fmt(row.get("mean_ssim"), ".3f"),
+        f"{row.per_video_second_s:.3f}",
+        _fmt(row.mean("clip_score"), ".1f"),
+        _fmt(row.mean("psnr_db"), ".1f"),
+        _fmt(row.mean("ssim"), ".3f"),
     ]
 
 
-def summary_table(rows: list[dict[str, Any]], title: str = "presets measured") -> Table:
+def summary_table(rows: list[Summary], title: str = "presets measured") -> Table:
     """A table of preset summaries; each speed-up is its own paired measurement against the baseline.
 
     Args:
@@ -81,14 +81,14 @@ def summary_table(rows: list[dict[str, Any]], title: str = "presets measured") -
             f"{NOT_PAIRED}: no speed-up without the baseline measured beside the preset in the same command "
             "(timing.pair=false); run it with timing.pair=true"
         )
-    if any(row.get("paired") is not None for row in rows):
+    if any(row.paired is not None for row in rows):
         notes.append(
             "speed-up: the baseline generated beside each video, alternating which goes first; median of the "
             "pairs' ratios [95% bootstrap interval]"
         )
-    if any(row.get("spec_change") for row in rows):
+    if any(row.spec_change for row in rows):
         notes.append("* output differs from the baseline's: scored against the baseline's own video, resampled")
-    if any(row.get("timing_noisy") for row in rows):
+    if any(row.timing_noisy for row in rows):
         notes.append(
             "NOISY: the times of its videos spread more than timing.noise_bound; measure again on a quiet machine"
         )
@@ -106,7 +106,7 @@ def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def print_summary(rows: list[dict[str, Any]], title: str = "presets measured") -> None:
+def print_summary(rows: list[Summary], title: str = "presets measured") -> None:
     """Print the summary table to the terminal."""
     console = Console()
     if not console.is_terminal:

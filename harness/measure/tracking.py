@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from harness.atomic import file_lock
 from harness.cli import signals_deferred
 from harness.folders import writable_folder
+from harness.measure.results import HEADLINE_METRICS
 from harness.measure.video import frame_grid, write_mp4
 from harness.secrets import mask_tree, public_url
 from harness.stores import check_server, tracking_setting
@@ -40,8 +41,7 @@ for noisy in ("alembic", "mlflow.store.db.utils", "mlflow.tracking.fluent"):
 HEADLINE_VIEW = "headline"
 HEADLINE_COLUMNS = {
     "selectedColumns": [
-        *(f"metrics.`{name}`" for name in ("median_wall_time_s", "wall_time_spread", "speedup_vs_baseline",
-                                           "mean_psnr_db", "mean_ssim", "mean_clip_score")),
+        *(f"metrics.`{name}`" for name in HEADLINE_METRICS),
         "params.`output_spec`",
         "params.`spec_change`",
     ]

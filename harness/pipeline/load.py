@@ -8,7 +8,7 @@ go through the same loader as real weights.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Mapping
@@ -47,6 +47,7 @@ class LoadedPipeline:
     name: str
     source: str
     attention: str = "native"
+    warm_shapes: set[tuple[int, int, int]] = field(default_factory=set)  # (W, H, frames) warmed up already
 
     @cached_property
     def weights(self) -> str:

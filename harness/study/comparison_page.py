@@ -17,6 +17,7 @@ from pathlib import Path
 import mlflow
 import optuna
 
+from harness.measure.results import recorded
 from harness.study.drift import speedup_cell
 from harness.study.floors import best_feasible, feasible, status
 
@@ -47,9 +48,9 @@ def _caption(name: str, trial: optuna.trial.FrozenTrial, study: optuna.Study) ->
     attrs = trial.user_attrs
     speed = speedup_cell(study, trial)
     exported = study.user_attrs.get("exported", {}).get("trial") == trial.number
-    scores = " · ".join(f"{label} {attrs[key]:{spec}}" for label, key, spec in (
-        ("CLIP", "mean_clip_score", ".1f"), ("PSNR", "mean_psnr_db", ".1f"), ("SSIM", "mean_ssim", ".3f"))
-        if key in attrs)  # fmt: skip
+    scores = " · ".join(f"{label} {recorded(trial).mean(metric):{spec}}" for label, metric, spec in (
+        ("CLIP", "clip_score", ".1f"), ("PSNR", "psnr_db", ".1f"), ("SSIM", "ssim", ".3f"))
+        if recorded(trial).mean(metric) is not None)  # fmt: skip
     changed = " (changed)" if attrs.get("spec_change") else ""
     mark = " <mark>exported</mark>" if exported else ""
     made = f"<br><small>{html.escape(attrs['generated'])} as generated</small>" if "generated" in attrs else ""

@@ -18,6 +18,7 @@ import optuna
 from harness.measure import tracking
 from harness.measure.pairing import NOT_PAIRED, PairedSpeedup
 from harness.measure.plan import plan
+from harness.measure.results import recorded
 from harness.measure.session import measure_in_run, open_session
 from harness.study.floors import best_feasible
 from harness.study.objective import Objective
@@ -64,8 +65,8 @@ def pair_best(objective: Objective, study: optuna.Study, repeats: int) -> dict[s
     title = f"#{trial.number} paired with the baseline" if paired else "baseline re-measured (drift check)"
     with tracking.run(title, nested=True, tags=tags):
         summary = measure_in_run(cfg, plan_, open_session(cfg, plan_), paired=paired)
-        speedup: PairedSpeedup | None = summary["paired"]
-        now_s = speedup.baseline_s if speedup else summary["median_wall_time_s"]
+        speedup: PairedSpeedup | None = summary.paired
+        now_s = speedup.baseline_s if speedup else summary.seconds_per_video
         record = {"was_s": baseline.value, "now_s": now_s, "drift": now_s / baseline.value - 1,
                   "after_trials": len(study.get_trials(deepcopy=False))}  # fmt: skip
         if speedup is not None:
@@ -101,7 +102,7 @@ def speedup_cell(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
 def noise_lines(study: optuna.Study, bound: float) -> list[str]:
     """What the study's timings were measured under: NOISY trials, and the baseline's drift."""
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    noisy = [t.number for t in complete if t.user_attrs.get("timing_noisy")]
+    noisy = [t.number for t in complete if recorded(t).noisy]
     lines = []
     if noisy:
         lines.append(

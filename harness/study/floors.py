@@ -13,6 +13,7 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 
 from harness.checks import check_number
+from harness.measure.results import recorded
 
 FLOOR_METRICS = ("clip_score", "psnr_db", "ssim")
 
@@ -104,11 +105,11 @@ def fastest_feasible(trials: list[optuna.trial.FrozenTrial]) -> optuna.trial.Fro
     if not candidates:
         return None
     fastest = min(candidates, key=lambda t: t.value)
-    spreads = [t.user_attrs["wall_time_spread"] for t in candidates if t.user_attrs.get("wall_time_spread")]
+    spreads = [recorded(t).spread for t in candidates if recorded(t).spread]
     typical = statistics.median(spreads) if spreads else 0.0
 
     def noise(trial: optuna.trial.FrozenTrial) -> float:
-        return trial.user_attrs.get("wall_time_spread") or typical
+        return recorded(trial).spread or typical
 
     tied = [t for t in candidates if t.value <= fastest.value * (1 + max(noise(t), noise(fastest)))]
     return min(tied, key=lambda t: (work(t), t.value))

@@ -17,6 +17,7 @@ import optuna
 from omegaconf import DictConfig
 
 from harness.measure.pairing import NOT_PAIRED
+from harness.measure.results import recorded
 from harness.secrets import mask, public_url
 from harness.stores import storage_url
 from harness.study.comparison_page import write_page
@@ -47,9 +48,9 @@ def _cell(value: Any, spec: str) -> str:
 
 def time_cell(trial: optuna.trial.FrozenTrial) -> str:
     """Seconds per video with its spread, and NOISY when the spread exceeded the bound."""
-    spread = trial.user_attrs.get("wall_time_spread")
+    spread = recorded(trial).spread
     cell = _cell(trial.value, ".3f") + (f" ±{spread:.0%}" if spread is not None and trial.value is not None else "")
-    return cell + (" NOISY" if trial.user_attrs.get("timing_noisy") else "")
+    return cell + (" NOISY" if recorded(trial).noisy else "")
 
 
 def output_cell(trial: optuna.trial.FrozenTrial) -> str:
@@ -72,13 +73,13 @@ def trials_table(study: optuna.Study) -> str:
     )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for t in study.get_trials(deepcopy=False):
-        p, u = t.params, t.user_attrs
+        p, r = t.params, recorded(t)
         lines.append(
             f"| {t.number} | {_label(t)} | {status(t)} | {output_cell(t)} | {p.get('sample_steps', '')} | "
             f"{p.get('sample_solver', '')} | {_cell(p.get('sample_shift'), '.2f')} | "
             f"{_cell(p.get('sample_guide_scale'), '.2f')} | {time_cell(t)} | "
-            f"{_cell(u.get('median_time_per_video_second_s'), '.3f')} | {_cell(u.get('mean_clip_score'), '.1f')} | "
-            f"{_cell(u.get('mean_psnr_db'), '.1f')} | {_cell(u.get('mean_ssim'), '.3f')} | {_note(t)} |"
+            f"{_cell(r.per_video_second_s, '.3f')} | {_cell(r.mean('clip_score'), '.1f')} | "
+            f"{_cell(r.mean('psnr_db'), '.1f')} | {_cell(r.mean('ssim'), '.3f')} | {_note(t)} |"
         )
     return "\n".join(lines)
 
@@ -106,13 +107,13 @@ def comparison(study: optuna.Study) -> str:
     ]
     for name, t in rows:
         speed = speedup_cell(study, t)
-        clip = t.user_attrs.get("mean_clip_score")
-        base_clip = baseline.user_attrs.get("mean_clip_score") if baseline else None
+        clip = recorded(t).mean("clip_score")
+        base_clip = recorded(baseline).mean("clip_score") if baseline else None
         change = f" ({(clip - base_clip) / base_clip:+.1%})" if clip is not None and base_clip else ""
         lines.append(
             f"| {name} | {status(t)} | {output_cell(t)} | {time_cell(t)} | {speed} | "
-            f"{_cell(t.user_attrs.get('median_time_per_video_second_s'), '.3f')} | {_cell(clip, '.1f')}{change} | "
-            f"{_cell(t.user_attrs.get('mean_psnr_db'), '.1f')} | {_cell(t.user_attrs.get('mean_ssim'), '.3f')} |"
+            f"{_cell(recorded(t).per_video_second_s, '.3f')} | {_cell(clip, '.1f')}{change} | "
+            f"{_cell(recorded(t).mean('psnr_db'), '.1f')} | {_cell(recorded(t).mean('ssim'), '.3f')} |"
         )
     summary = ""
     if baseline and best and best is not baseline:
@@ -122,8 +123,8 @@ def comparison(study: optuna.Study) -> str:
         summary = (
             f"\nBest feasible trial #{best.number} takes **{best.value:.3f} s** per video measured alone (the "
             f"baseline trial {baseline.value:.3f} s); {speed}; PSNR "
-            f"{best.user_attrs.get('mean_psnr_db', float('nan')):.1f} dB and SSIM "
-            f"{best.user_attrs.get('mean_ssim', float('nan')):.3f} against the baseline's video.\n"
+            f"{recorded(best).mean('psnr_db') or float('nan'):.1f} dB and SSIM "
+            f"{recorded(best).mean('ssim') or float('nan'):.3f} against the baseline's video.\n"
         )
     elif baseline:
         summary = "\nNo feasible trial is faster than the baseline yet.\n"
@@ -143,7 +144,7 @@ def _lever_row(study: optuna.Study, name: str, group: list) -> tuple[str, Any]:
     done = [t for t in group if t.state == optuna.trial.TrialState.COMPLETE]
     good = [t for t in done if feasible(t)]
     best = min(good, key=lambda t: t.value) if good else None
-    psnr = [t.user_attrs["mean_psnr_db"] for t in done if "mean_psnr_db" in t.user_attrs]
+    psnr = [recorded(t).mean("psnr_db") for t in done if recorded(t).mean("psnr_db") is not None]
     short = [v for t in done for v in shortfalls(t).values()]
     speed = speedup_cell(study, best) if best else ""
     row = (

@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from harness.measure import tracking
 from harness.measure.plan import Plan, plan
+from harness.measure.results import Summary, VideoResult
 from harness.measure.session import Session, measure_in_run, open_session
 from harness.secrets import mask, public_url
 from harness.stores import storage_url
@@ -18,17 +19,6 @@ from harness.study import space
 from harness.study.compose import compose_trial
 from harness.study.floors import FLOOR_METRICS, floors
 from harness.study.pruning import Cost, Gate, levers_key, load_rules, prediction_error, set_floor_constraints
-
-SUMMARY_ATTRS = (
-    "median_wall_time_s",
-    "mean_clip_score",
-    "mean_psnr_db",
-    "mean_ssim",
-    "median_step_time_s",
-    "median_time_per_video_second_s",
-    "wall_time_spread",
-    "timing_noisy",
-)  # the output spec is recorded before generating (_record_output), once
 
 
 class PrunedTrial(tracking.Stopped, optuna.TrialPruned):
@@ -73,9 +63,9 @@ class Objective:
             trial.set_user_attr("feasible", is_feasible)  # optuna-dashboard lists user attributes beside the state
             mlflow.set_tags({"state": "COMPLETE", "feasible": str(is_feasible).lower()})
             mlflow.log_param("trial_number", trial.number)
-        return summary["median_wall_time_s"]
+        return summary.seconds_per_video
 
-    def _measure(self, trial: optuna.Trial, params: dict[str, Any], name: str, named: bool) -> dict[str, Any]:
+    def _measure(self, trial: optuna.Trial, params: dict[str, Any], name: str, named: bool) -> Summary:
         """Measure the trial's preset unless its gate prunes it; a pruned or failed trial's reason goes to
         Optuna and MLflow."""
         try:
@@ -90,7 +80,7 @@ class Objective:
                 cfg,
                 plan_,
                 session,
-                on_video=lambda index, metrics: self._after_video(trial, gate, metrics),
+                on_video=lambda index, result: self._after_video(trial, gate, result),
                 video_tags={"study": self.study.study_name, "trial_number": str(trial.number)},
             )
         except optuna.TrialPruned:
@@ -102,7 +92,7 @@ class Objective:
             mlflow.set_tags({"state": "FAIL", "fail_reason": reason})
             raise
         trial.set_user_attr("video_scores", gate.video_scores())
-        self._log_prediction(trial, gate.predicted_s, summary["median_wall_time_s"])
+        self._log_prediction(trial, gate.predicted_s, summary.seconds_per_video)
         return summary
 
     def _before(self, trial: optuna.Trial, gate: Gate, cost: Cost, params: dict[str, Any], plan_: Plan) -> None:
@@ -120,8 +110,8 @@ class Objective:
         if reason:
             self._prune(trial, gate, reason)
 
-    def _after_video(self, trial: optuna.Trial, gate: Gate, metrics: dict[str, float]) -> None:
-        reason = gate.after_video(trial, metrics)
+    def _after_video(self, trial: optuna.Trial, gate: Gate, result: VideoResult) -> None:
+        reason = gate.after_video(trial, result.wall_time_s, result.scores)
         if reason:
             trial.set_user_attr("video_scores", gate.video_scores())
             set_floor_constraints(trial, gate.slacks())  # the videos so far: samplers learn it is infeasible
@@ -141,26 +131,26 @@ class Objective:
             trial.set_user_attr("prediction_error", error)
             mlflow.log_metric("prediction_error", error)
 
-    def _record(self, trial: optuna.Trial, summary: dict[str, Any], preset_name: str | None) -> None:
+    def _record(self, trial: optuna.Trial, summary: Summary, preset_name: str | None) -> None:
         """The trial's summary as user attributes; the baseline's scores also on the study."""
-        for metric in SUMMARY_ATTRS:
-            if summary.get(metric) is not None:
-                trial.set_user_attr(metric, summary[metric])
-        trial.set_user_attr("generated", f"{summary['size']} x {summary['frames']} frames")
+        for key, value in summary.to_user_attrs().items():
+            trial.set_user_attr(key, value)
         trial.set_user_attr("preset", preset_name or f"trial-{trial.number}")  # its name, in optuna-dashboard too
         if preset_name == "baseline":
-            for metric in FLOOR_METRICS:
-                if f"mean_{metric}" in summary:
-                    self.study.set_user_attr(f"baseline_{metric}", summary[f"mean_{metric}"])
+            for key, value in summary.baseline_scores().items():
+                self.study.set_user_attr(key, value)
 
-    def _constrain(self, trial: optuna.Trial, summary: dict[str, Any]) -> bool:
+    def _constrain(self, trial: optuna.Trial, summary: Summary) -> bool:
         """One constraint per floor (threshold - value, feasible when <= 0); whether all hold."""
         baseline = {m: self.study.user_attrs.get(f"baseline_{m}") for m in FLOOR_METRICS}
         slacks = {}
         for floor in self.floors:
             if floor.ratio is not None and baseline.get(floor.metric) is None:
                 raise RuntimeError(f"floor {floor.describe()} needs the baseline trial measured first")
-            slacks[floor.metric] = floor.threshold(baseline) - summary[f"mean_{floor.metric}"]
+            measured = summary.mean(floor.metric)
+            if measured is None:
+                raise RuntimeError(f"floor {floor.describe()}: the trial measured no {floor.metric}")
+            slacks[floor.metric] = floor.threshold(baseline) - measured
             mlflow.log_metric(f"constraint_{floor.metric}", slacks[floor.metric])
         set_floor_constraints(trial, slacks)
         return all(slack <= 0 for slack in slacks.values())

@@ -8,6 +8,7 @@ import matplotlib.pyplot as plt
 import optuna
 
 from harness.measure.figures import save_figure
+from harness.measure.results import recorded
 from harness.study.floors import feasible, status
 
 STATE_STYLE = {
@@ -20,19 +21,17 @@ STATE_STYLE = {
 
 def plot_pareto(study: optuna.Study, path: Path) -> Path:
     """Time against quality (PSNR and CLIP), by state, with the feasible Pareto front."""
-    trials = [
-        t for t in study.get_trials(deepcopy=False) if t.value is not None or "median_wall_time_s" in t.user_attrs
-    ]
+    trials = [t for t in study.get_trials(deepcopy=False) if t.value is not None or recorded(t).measured]
     figure, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for axis, metric, name in (
-        (axes[0], "mean_psnr_db", "PSNR to baseline video (dB)"),
-        (axes[1], "mean_clip_score", "CLIP score"),
+        (axes[0], "psnr_db", "PSNR to baseline video (dB)"),
+        (axes[1], "clip_score", "CLIP score"),
     ):
         for state, (color, marker) in STATE_STYLE.items():
             points = [
-                (t.value, t.user_attrs[metric], t)
+                (t.value, recorded(t).mean(metric), t)
                 for t in trials
-                if status(t) == state and t.value is not None and metric in t.user_attrs
+                if status(t) == state and t.value is not None and recorded(t).mean(metric) is not None
             ]
             if points:
                 axis.scatter([p[0] for p in points], [p[1] for p in points], c=color, marker=marker, label=state)
@@ -41,7 +40,8 @@ def plot_pareto(study: optuna.Study, path: Path) -> Path:
                     axis.annotate(
                         t.user_attrs["preset_name"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8
                     )
-        front = _front([(t.value, t.user_attrs[metric]) for t in trials if feasible(t) and metric in t.user_attrs])
+        front = _front([(t.value, recorded(t).mean(metric)) for t in trials
+                        if feasible(t) and recorded(t).mean(metric) is not None])  # fmt: skip
         if front:
             axis.step(
                 [p[0] for p in front],

@@ -165,7 +165,8 @@ class Gate:
     trials: list[optuna.trial.FrozenTrial]
     pruned: list[optuna.trial.FrozenTrial] = field(default_factory=list)
     videos: int = 0  # the trial's videos in all (0: unknown)
-    rows: list[dict[str, float]] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)  # each video's seconds so far
+    scores: list[Mapping[str, float]] = field(default_factory=list)  # each video's scores so far
     predicted_s: float | None = None
     rule: str = ""  # the rule that pruned it: repeat, predicted, quality, time or optuna
 
@@ -242,12 +243,13 @@ class Gate:
             return self.best.value
         return model.predict(cost["steps"], cost["calls"] / cost["steps"], cost["tokens"])
 
-    def after_video(self, trial: optuna.Trial, metrics: Mapping[str, float]) -> str | None:
-        """Record one video; why the trial should stop now, or None."""
-        self.rows.append(dict(metrics))
-        median = statistics.median(r["wall_time_s"] for r in self.rows)
-        trial.report(median, step=len(self.rows))
-        if self.named or len(self.rows) == self.videos:
+    def after_video(self, trial: optuna.Trial, seconds: float, scores: Mapping[str, float]) -> str | None:
+        """Record one video (its generation seconds and scores); why the trial should stop now, or None."""
+        self.times.append(seconds)
+        self.scores.append(dict(scores))
+        median = statistics.median(self.times)
+        trial.report(median, step=len(self.times))
+        if self.named or len(self.times) == self.videos:
             return None  # after the last video, stopping saves nothing and would throw its measurements away
         for rule, reason in (("quality", self._quality()), ("time", self._time(median))):
             if reason:
@@ -262,16 +264,16 @@ class Gate:
         if not self.rules.quality:
             return None
         for floor in self.floors:
-            lift = quality_lift(self.trials, floor.metric, len(self.rows))
+            lift = quality_lift(self.trials, floor.metric, len(self.times))
             if lift is None or (floor.ratio is not None and floor.metric not in self.baseline):
                 continue
             mean, threshold = self.mean(floor.metric), floor.threshold(self.baseline)
             if mean + lift < threshold:
-                return _quality_reason(floor.metric, mean, len(self.rows), threshold, lift)
+                return _quality_reason(floor.metric, mean, len(self.times), threshold, lift)
         return None
 
     def _time(self, median: float) -> str | None:
-        times = [r["wall_time_s"] for r in self.rows]
+        times = self.times
         spread = relative_spread(times)
         if self.best is None or spread is None:
             return None  # one video says nothing about its preset's median
@@ -284,7 +286,7 @@ class Gate:
         )
 
     def mean(self, metric: str) -> float:
-        return statistics.fmean(r[metric] for r in self.rows)
+        return statistics.fmean(scores[metric] for scores in self.scores)
 
     def slacks(self) -> dict[str, float]:
         """Each floor's threshold - the mean of the videos so far (feasible when <= 0)."""
@@ -296,8 +298,11 @@ class Gate:
 
     def video_scores(self) -> dict[str, list[float]]:
         """Per-video time and floor metrics, in the order measured (a user attribute of the trial)."""
-        keys = ["wall_time_s", *(f.metric for f in self.floors)]
-        return {key: [float(r[key]) for r in self.rows] for key in keys if all(key in r for r in self.rows)}
+        found = {"wall_time_s": [float(t) for t in self.times]}
+        for metric in (f.metric for f in self.floors):
+            if all(metric in scores for scores in self.scores):
+                found[metric] = [float(scores[metric]) for scores in self.scores]
+        return found
 
 
 FIDELITY = ("psnr_db", "ssim")  # scored against the baseline's own video: what a lost output spec loses

@@ -29,6 +29,7 @@ from omegaconf import DictConfig
 from harness.measure import tracking
 from harness.measure.pairing import PairedSpeedup
 from harness.measure.plan import Plan, plan
+from harness.measure.results import Summary, recorded
 from harness.measure.session import Session, measure_in_run, open_session
 from harness.pipeline.schedulers import is_official
 from harness.preset import write_preset_files
@@ -68,7 +69,7 @@ def candidates(study: optuna.Study, noise: float) -> list[optuna.trial.FrozenTri
         )
     fastest = feasible_trials[0].value
     tied = [t for t in feasible_trials if t.value <= fastest * (1 + noise)]
-    first = max(tied, key=lambda t: (t.user_attrs.get("mean_psnr_db", 0.0), -t.value))
+    first = max(tied, key=lambda t: (recorded(t).mean("psnr_db") or 0.0, -t.value))
     return [first, *(t for t in feasible_trials if t is not first)]
 
 
@@ -77,7 +78,7 @@ def tie_note(winner: optuna.trial.FrozenTrial, ordered: list[optuna.trial.Frozen
     fastest = min(ordered, key=lambda t: t.value)
     if winner is fastest or winner is not ordered[0]:
         return []
-    fastest_psnr, winner_psnr = (t.user_attrs.get("mean_psnr_db", float("nan")) for t in (fastest, winner))
+    fastest_psnr, winner_psnr = (recorded(t).mean("psnr_db") or float("nan") for t in (fastest, winner))
     return [
         f"Chosen over the fastest feasible trial #{fastest.number} ({fastest.value:.4g} s, PSNR {fastest_psnr:.1f} "
         f"dB on the search's seeds): within search.select.noise={noise:g} of it and more faithful to the baseline's "
@@ -119,7 +120,7 @@ class Verifier:
 
     def measure(
         self, params: dict[str, Any], name: str, number: int | str, paired: bool = True
-    ) -> tuple[Plan, Session, dict[str, Any]]:
+    ) -> tuple[Plan, Session, Summary, str]:
         """Measure a trial's values on the held-out seeds: paired with the baseline, ``search.select.repeats`` pairs
         per video; or, not paired, once per video (the baseline's own scores, which ratio floors are relative to)."""
         repeats = int(self.cfg.search.select.repeats) if paired else 1
@@ -137,16 +138,15 @@ class Verifier:
         tags = {"kind": "verification", "study": self.study.study_name, "trial_number": str(number)}
         with tracking.run(f"{name} on held-out seeds {self.seeds}", tags=tags) as run:
             summary = measure_in_run(trial_cfg, plan_, session, paired=paired)
-            summary["verification_run_id"] = run.info.run_id
-        return plan_, session, summary
+        return plan_, session, summary, run.info.run_id
 
 
-def failed_floors(floor_list: list[Floor], baseline: dict[str, Any], summary: dict[str, Any]) -> list[str]:
+def failed_floors(floor_list: list[Floor], baseline: Summary, summary: Summary) -> list[str]:
     """Each floor a summary misses, as ``metric value < threshold (short by x)``."""
-    reference = {metric: baseline.get(f"mean_{metric}") for metric in FLOOR_METRICS}
+    reference = {metric: baseline.mean(metric) for metric in FLOOR_METRICS}
     failed = []
     for floor in floor_list:
-        value, threshold = summary.get(f"mean_{floor.metric}"), floor.threshold(reference)
+        value, threshold = summary.mean(floor.metric), floor.threshold(reference)
         if value is None or value < threshold:
             shown = "missing" if value is None else f"{value:.3g}"
             failed.append(
@@ -224,20 +224,17 @@ def _export(
     folder: Path,
 ) -> tuple[Path, Path]:
     study = verifier.study
-    plan_, session, summary = verified
-    speedup: PairedSpeedup = summary["paired"]
+    plan_, session, summary, verification_run = verified
+    speedup: PairedSpeedup = summary.paired
     client = mlflow.MlflowClient()
     query = f"tags.preset = 'production' and tags.study = '{study.study_name}'"
     for old in client.search_runs([verifier.experiment_id], query):
         client.delete_tag(old.info.run_id, "preset")  # one production preset per study
-    for run_id in (summary["verification_run_id"], winner.user_attrs.get("mlflow_run_id")):
+    for run_id in (verification_run, winner.user_attrs.get("mlflow_run_id")):
         if run_id:
             client.set_tag(run_id, "preset", "production")
-    measured = summary["median_wall_time_s"]
-    spread = summary.get("wall_time_spread")
-    held = [
-        f"{f.describe()}: {summary.get(f'mean_{f.metric}', float('nan')):.3g} on held-out seeds" for f in floor_list
-    ]
+    measured, spread = summary.seconds_per_video, summary.spread
+    held = [f"{f.describe()}: {summary.mean(f.metric) or float('nan'):.3g} on held-out seeds" for f in floor_list]
     notes = [
         f"Production preset from study {study.study_name!r}, trial #{winner.number} "
         f"({winner.user_attrs.get('preset_name', 'searched')}); verified by harness.select on held-out seeds.",
@@ -250,7 +247,7 @@ def _export(
         f"{winner.value:.4g} s.",
         worker_note(plan_),
         f"Output: {plan_.shape.output_spec(plan_.fps)}"
-        + (f" (changed from the baseline's: {summary['spec_change']})" if summary.get("spec_change") else ""),
+        + (f" (changed from the baseline's: {summary.spec_change})" if summary.spec_change else ""),
         *held,
         *why,
         *_warnings(plan_, session),
@@ -266,7 +263,7 @@ class NoisyVerification(ValueError):
     """A candidate kept its floors, but the machine was too noisy to show it faster than the baseline."""
 
 
-def _verify(verifier: Verifier, trial: optuna.trial.FrozenTrial, floor_list: list[Floor], baseline: dict) -> tuple:
+def _verify(verifier: Verifier, trial: optuna.trial.FrozenTrial, floor_list: list[Floor], baseline: Summary) -> tuple:
     """Measure a candidate paired on the held-out seeds until its speed-up clears 1 (or it misses a floor).
 
     Returns:
@@ -282,14 +279,14 @@ def _verify(verifier: Verifier, trial: optuna.trial.FrozenTrial, floor_list: lis
         verified = verifier.measure(trial.params, name, trial.number)
         summary = verified[2]
         failed = failed_floors(floor_list, baseline, summary)
-        speedup: PairedSpeedup = summary["paired"]
+        speedup: PairedSpeedup = summary.paired
         if failed or speedup.clears(1.0):
             return verified, failed
         if speedup.high is not None and speedup.high < 1.0:
             return verified, [f"paired speed-up {speedup.cell()}: slower than the baseline"]
         log.warning("#%d %s: paired speed-up %s does not clear 1 (attempt %d of %d)", trial.number, name,
                     speedup.cell(), attempt, attempts)  # fmt: skip
-    spread = summary.get("wall_time_spread")
+    spread = summary.spread
     raise NoisyVerification(
         f"candidate #{trial.number} {name} held every floor on held-out seeds, but its paired speed-up "
         f"{speedup.cell()} did not clear 1 in {attempts} paired measurement(s) (its videos' times spread "
@@ -324,7 +321,7 @@ def select_preset(cfg: DictConfig, base_overrides: list[str]) -> tuple[Path, Pat
     order = feasible_trials[: int(cfg.search.select.candidates)]
     params = baseline_trial.params if baseline_trial else {}
     number = baseline_trial.number if baseline_trial else "baseline"
-    *_, baseline = verifier.measure(params, "baseline", number, paired=False)  # its scores on the held-out seeds
+    baseline = verifier.measure(params, "baseline", number, paired=False)[2]  # its scores on the held-out seeds
     missed = []
     for trial in order:
         verified, failed = _verify(verifier, trial, floor_list, baseline)

@@ -5,10 +5,9 @@ from __future__ import annotations
 import mlflow
 import optuna
 
+from harness.measure.results import recorded
 from harness.study.drift import latest_pairing
 from harness.study.floors import best_feasible, status
-
-HEADLINE = ("median_wall_time_s", "mean_psnr_db", "mean_ssim", "mean_clip_score", "wall_time_spread")
 
 
 def winner_metrics(study: optuna.Study) -> dict[str, float]:
@@ -17,7 +16,7 @@ def winner_metrics(study: optuna.Study) -> dict[str, float]:
     best = best_feasible(study)
     if best is None:
         return metrics
-    metrics.update({key: best.user_attrs[key] for key in HEADLINE if best.user_attrs.get(key) is not None})
+    metrics.update(recorded(best).headline())
     metrics["best_feasible_time_s"] = best.value
     paired = latest_pairing(study, best)
     if paired is not None:
@@ -48,8 +47,8 @@ def _winner_line(study: optuna.Study) -> str:
         return "No feasible trial yet."
     attrs, params = best.user_attrs, best.params
     settings = ", ".join(f"{key}={value}" for key, value in params.items())
-    scores = ", ".join(f"{label} {attrs[key]:.3g}" for label, key in (("PSNR dB", "mean_psnr_db"),
-                       ("CLIP", "mean_clip_score")) if key in attrs)  # fmt: skip
+    scores = ", ".join(f"{label} {recorded(best).mean(metric):.3g}" for label, metric in (("PSNR dB", "psnr_db"),
+                       ("CLIP", "clip_score")) if recorded(best).mean(metric) is not None)  # fmt: skip
     paired = latest_pairing(study, best)
     speed = f"paired speed-up {paired.cell()}" if paired else "speed-up not paired yet"
     name = attrs.get("preset_name", "searched")
