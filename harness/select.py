@@ -7,7 +7,6 @@ format (see ``harness.study.selection``).
 from __future__ import annotations
 
 import hydra
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from harness.checks import check_select
@@ -20,7 +19,7 @@ def main(cfg: DictConfig) -> None:
     check_select(cfg)  # before torch and diffusers load: a bad input is refused in about a second
     from harness.study.selection import select_preset
 
-    yaml_path, json_path = select_preset(cfg, list(HydraConfig.get().overrides.task))
+    yaml_path, json_path = select_preset(cfg)
     print(yaml_path.read_text())
     print(f"wrote {yaml_path}, {json_path} and {yaml_path.with_suffix('.py')} (an entry of the worker's preset dict)")
     print(f"measure it again: python -m harness.run preset_file={yaml_path}")

@@ -153,14 +153,14 @@ def test_select_under_a_bursty_load_refuses_in_one_line_or_exports_the_quiet_spe
                  "search.floors.psnr_db.value=10", "timing.threads=1", "search.select.repeats=3"]  # fmt: skip
     search_presets(compose_cfg(overrides), overrides)
     chosen = [*overrides, "study=video_fast"]
-    select_preset(compose_cfg(chosen), chosen)
+    select_preset(compose_cfg(chosen))
     quiet = PairedSpeedup(**load(compose_cfg(overrides)).user_attrs["pairings"][-1]["speedup"])
     bursty = BurstyLoad(session.generate)
     monkeypatch.setattr(session, "generate", bursty.generate)
     allowed = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {bursty.core})  # the load shares the measuring thread's core
     try:
-        select_preset(compose_cfg(chosen), chosen)
+        select_preset(compose_cfg(chosen))
         loaded = PairedSpeedup(**load(compose_cfg(overrides)).user_attrs["pairings"][-1]["speedup"])
         assert loaded.median == pytest.approx(quiet.median, rel=0.25)  # exported: what a quiet machine measures
     except NoisyVerification as refused:

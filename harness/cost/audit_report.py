@@ -20,7 +20,7 @@ from harness.measure.figures import save_figure
 from harness.measure.plan import plan
 from harness.measure.session import open_session
 from harness.pipeline.device import device_label, dtype_name, machine_name
-from harness.pipeline.load import LoadedPipeline
+from harness.pipeline.load import LoadedPipeline, resolve_model
 from harness.preset import Preset
 
 
@@ -226,6 +226,7 @@ def run_audit(cfg: DictConfig) -> Path:
     Returns:
         The report's path (``<audit.dir>/audit-<machine>-<date>/report.md``).
     """
+    cfg = resolve_model(cfg)  # once: every measurement below reads the same model
     base_plan = plan(cfg)
     session = open_session(cfg, base_plan)
     repeats = int(cfg.audit.repeats)

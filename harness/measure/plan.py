@@ -13,7 +13,6 @@ from omegaconf import DictConfig
 from harness.checks import measurement_settings
 from harness.pipeline.generate import GenerationRequest
 from harness.pipeline.levers import Speed
-from harness.pipeline.load import resolve_model
 from harness.pipeline.worker import Worker
 from harness.preset import Preset, VideoShape, resolve_shape, same_sampler
 
@@ -87,7 +86,8 @@ def plan(cfg: DictConfig) -> Plan:
     Raises:
         ValueError: any bad value, named with what is allowed.
     """
-    resolve_model(cfg)  # model=auto becomes the model for this machine (in place)
+    if cfg.model.get("name") == "auto":
+        raise ValueError("model=auto must be resolved first (harness.pipeline.load.resolve_model): a command's job")
     settings = measurement_settings(cfg)
     scale = cfg.model.scale
     return Plan(

@@ -31,7 +31,7 @@ from harness.measure.results import Summary, VideoResult
 from harness.pipeline.device import available_cpus, check_attention, resolve_device
 from harness.pipeline.generate import Generation, GenerationRequest, generate
 from harness.pipeline.levers import check_quant
-from harness.pipeline.load import LoadedPipeline, load_pipeline
+from harness.pipeline.load import LoadedPipeline, load_pipeline, resolve_model
 from harness.toy.adherence import adherence_metrics
 
 log = logging.getLogger(__name__)
@@ -133,6 +133,7 @@ def measure_preset(cfg: DictConfig) -> Summary:
         ValueError: bad input (before anything is logged).
         harness.pipeline.load.ModelUnavailableError: the model's weights cannot be found.
     """
+    cfg = resolve_model(cfg)  # once: every step below reads the same model
     plan_ = plan(cfg)
     session = open_session(cfg, plan_)
     experiment_id = tracking.use_store(cfg)

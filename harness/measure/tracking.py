@@ -165,12 +165,9 @@ def select_experiment(cfg: DictConfig, uri: str, experiment: str | None = None) 
     """Select (or create) the experiment in the store ``point_at_store`` checked and returned; its id.
 
     A fresh local store's schema is created under a file lock, so workers starting
-    together do not race MLflow's migrations. ``model=auto`` is resolved first, so its
-    runs land in the chosen model's experiment, never in one named ``auto``.
+    together do not race MLflow's migrations. ``cfg`` is resolved (``model=auto`` replaced), so the runs
+    land in the chosen model's experiment, never in one named ``auto``.
     """
-    from harness.pipeline.load import resolve_model  # torch and diffusers: only when a store is used
-
-    resolve_model(cfg)
     experiment = experiment or experiment_name(cfg)
     if uri.startswith(("http://", "https://")):
         experiment_id = _experiment(experiment, None)  # the server decides where artifacts go

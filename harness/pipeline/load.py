@@ -107,25 +107,31 @@ class LoadedPipeline:
 _AUTO_LOGGED: set[str] = set()
 
 
-def resolve_model(cfg: Any) -> None:
-    """Replace ``model=auto`` in a composed config by the model for this machine, in place.
+def resolve_model(cfg: Any) -> Any:
+    """A composed config with ``model=auto`` replaced by the model for this machine (``cfg`` is left as it is).
 
     ``auto`` picks ``choices.cuda`` when a CUDA device is present, else ``choices.cpu``,
-    reading ``conf/model/<choice>.yaml`` (its interpolations resolve against ``cfg``).
+    reading ``conf/model/<choice>.yaml`` (its interpolations resolve against the config). Each command
+    resolves its config once, at its start, and passes the result down.
 
     Args:
         cfg: a composed config whose ``model`` node may be ``auto``.
+
+    Returns:
+        ``cfg`` itself when its model is not ``auto``; else a copy with the chosen model.
     """
+    import copy
+
     from omegaconf import OmegaConf, open_dict
 
     if cfg.model.get("name") != "auto":
-        return
+        return cfg
     kind = "cuda" if torch.cuda.is_available() else "cpu"
     choice = str(cfg.model.choices[kind])
     other = str(cfg.model.choices["cpu" if kind == "cuda" else "cuda"])
-    node = OmegaConf.load(CONF_DIR / "model" / f"{choice}.yaml")
-    with open_dict(cfg):
-        cfg.model = node
+    node, resolved = OmegaConf.load(CONF_DIR / "model" / f"{choice}.yaml"), copy.deepcopy(cfg)
+    with open_dict(resolved):
+        resolved.model = node
     if choice not in _AUTO_LOGGED:
         _AUTO_LOGGED.add(choice)
         log.info(
@@ -134,6 +140,7 @@ def resolve_model(cfg: Any) -> None:
             "CUDA device present" if kind == "cuda" else "no CUDA device",
             other,
         )
+    return resolved
 
 
 def use_attention(loaded: "LoadedPipeline", backend: str) -> None:

@@ -58,7 +58,7 @@ def pair_best(objective: Objective, study: optuna.Study, repeats: int) -> dict[s
     paired = best is not None and best.number != baseline.number
     trial = best if paired else baseline
     name = trial.user_attrs.get("preset_name", f"trial-{trial.number}")
-    cfg = objective.trial_cfg(trial.params, name, f"timing.repeats={repeats}")
+    cfg = objective.trial_cfg(trial.params, name, {"repeats": repeats})
     plan_ = plan(cfg)
     kind = "pairing" if paired else "drift"
     tags = {"kind": kind, "study": study.study_name, "trial_number": str(trial.number)}

@@ -9,7 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from harness.preset import validate_preset
 from harness.study import space
-from harness.study.compose import compose_trial
+from harness.study.compose import derive, experiment
 
 
 def had_a_chance(trial: optuna.trial.FrozenTrial, uncounted: set[int]) -> bool:
@@ -20,19 +20,19 @@ def had_a_chance(trial: optuna.trial.FrozenTrial, uncounted: set[int]) -> bool:
     return "fail_reason" in trial.user_attrs and trial.number not in uncounted
 
 
-def preset_params(cfg: DictConfig, base_overrides: list[str], dists: dict, name: str) -> dict[str, Any]:
+def preset_params(cfg: DictConfig, dists: dict, name: str) -> dict[str, Any]:
     """The searched keys' values of the experiment ``name`` (``conf/experiment``).
 
     Raises:
         ValueError: the preset is invalid or lies outside the search space.
     """
     solvers = OmegaConf.to_container(cfg.solver, resolve=True)
-    preset_cfg = compose_trial([*base_overrides, f"+experiment={name}"])
+    preset_cfg = derive(cfg, experiment(name))
     preset = validate_preset(OmegaConf.to_container(preset_cfg.preset, resolve=True), solvers)
     return space.params_of(preset, dists, name)
 
 
-def enqueue_presets(study: optuna.Study, cfg: DictConfig, base_overrides: list[str], dists: dict, room: int) -> None:
+def enqueue_presets(study: optuna.Study, cfg: DictConfig, dists: dict, room: int) -> None:
     """Enqueue, in ``search.enqueue`` order, the presets the study still lacks, at most ``room`` of them.
 
     A preset whose trial was killed mid-trial, or failed by a configuration error, is
@@ -42,5 +42,5 @@ def enqueue_presets(study: optuna.Study, cfg: DictConfig, base_overrides: list[s
     measured = {t.user_attrs.get("preset_name") for t in study.get_trials(deepcopy=False) if had_a_chance(t, uncounted)}
     missing = [name for name in (cfg.search.enqueue or []) if name not in measured]
     for name in missing[: max(room, 0)]:
-        params = preset_params(cfg, base_overrides, dists, name)
+        params = preset_params(cfg, dists, name)
         study.enqueue_trial(params, user_attrs={"preset_name": name})

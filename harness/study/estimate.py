@@ -25,7 +25,6 @@ from harness.measure.session import Session, open_session
 from harness.measure.video import write_mp4
 from harness.pipeline.device import device_label, dtype_name
 from harness.pipeline.generate import generate
-from harness.study.compose import compose_trial
 from harness.study.enqueue import preset_params
 
 SHORT, LONG = 2, 6  # steps of the two timed generations
@@ -51,24 +50,23 @@ class Estimate:
         )
 
 
-def opening_estimate(cfg: DictConfig, base_overrides: list[str], dists: dict, remaining: int, study: optuna.Study):
+def opening_estimate(cfg: DictConfig, dists: dict, remaining: int, study: optuna.Study):
     """Fit the estimate to warm measurements and count the session's work.
 
     Returns:
         The :class:`Estimate` and a line naming the model and machine it was measured on.
     """
-    base = compose_trial(base_overrides)
-    plan_ = plan(base)
-    session = open_session(base, plan_)
+    plan_ = plan(cfg)
+    session = open_session(cfg, plan_)
     request = replace(plan_.request(plan_.prompts[0], plan_.seeds[0]), steps=SHORT)
     generate(session.loaded, request, session.solvers)  # warm-up, not counted
     short = statistics.median(generate(session.loaded, request, session.solvers).wall_s for _ in range(2))
     runs = [generate(session.loaded, replace(request, steps=LONG), session.solvers) for _ in range(2)]
     per_step = max((statistics.median(r.wall_s for r in runs) - short) / (LONG - SHORT), 1e-6)
     fixed = max(short - SHORT * per_step, 0.0)
-    overhead = _overhead(base, session, request.prompt, runs[0].frames)
+    overhead = _overhead(cfg, session, request.prompt, runs[0].frames)
     videos_per_trial = len(plan_.prompts) * len(plan_.seeds)
-    steps = _steps_left(cfg, base_overrides, dists, remaining, study)
+    steps = _steps_left(cfg, dists, remaining, study)
     pairs = 2 * int(cfg.search.pair_repeats) * videos_per_trial if cfg.search.drift_check else 0
     seconds = sum(videos_per_trial * (fixed + overhead + per_step * s) for s in steps)
     seconds += pairs * (fixed + overhead + per_step * plan_.preset.sample_steps)
@@ -90,7 +88,7 @@ def _overhead(cfg: DictConfig, session: Session, prompt: str, frames: np.ndarray
     return time.perf_counter() - started
 
 
-def _steps_left(cfg: DictConfig, base_overrides: list[str], dists: dict, remaining: int, study) -> list[int]:
+def _steps_left(cfg: DictConfig, dists: dict, remaining: int, study) -> list[int]:
     """The steps of each trial left: the enqueued presets not measured yet at their own, the rest at the middle
     of the space's steps."""
     measured = {t.user_attrs.get("preset_name") for t in study.get_trials(deepcopy=False)}
@@ -99,7 +97,7 @@ def _steps_left(cfg: DictConfig, base_overrides: list[str], dists: dict, remaini
     middle = (space.low + space.high) / 2 if isinstance(space, optuna.distributions.IntDistribution) else None
     steps = []
     for name in named:
-        params = preset_params(cfg, base_overrides, dists, name)
+        params = preset_params(cfg, dists, name)
         steps.append(params.get("sample_steps", cfg.preset.sample_steps))
     return steps + [middle or cfg.preset.sample_steps] * (remaining - len(named))
 

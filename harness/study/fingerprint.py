@@ -19,27 +19,24 @@ from omegaconf import DictConfig
 from harness.measure.plan import plan
 from harness.pipeline.device import device_label, dtype_name
 from harness.pipeline.load import load_pipeline
-from harness.study.compose import compose_trial
 from harness.study.floors import floors
 
 log = logging.getLogger(__name__)
 
 
-def measured_with(cfg: DictConfig, base_overrides: list[str]) -> dict[str, str]:
+def measured_with(cfg: DictConfig) -> dict[str, str]:
     """The study's measurement protocol, readable: what every trial must share to be compared.
 
     Loads the pipeline (once per process; the trials reuse it).
 
     Args:
-        cfg: the study's composed config.
-        base_overrides: the overrides it was composed with.
+        cfg: the study's resolved config.
 
     Returns:
         key -> description (model, device, prompts, floors, reference, timing, quality, levers).
     """
-    base = compose_trial(base_overrides)
-    plan_ = plan(base)
-    loaded = load_pipeline(base.model, plan_.worker, plan_.speed)
+    plan_ = plan(cfg)
+    loaded = load_pipeline(cfg.model, plan_.worker, plan_.speed)
     negative = plan_.worker.negative_prompt_for(plan_.negative_prompt)  # what is encoded
     prompts = json.dumps([plan_.prompts, list(cfg.search.seeds), negative])
     device = "cpu" if loaded.device.type == "cpu" else device_label(loaded.device)
@@ -54,8 +51,8 @@ def measured_with(cfg: DictConfig, base_overrides: list[str]) -> dict[str, str]:
         "reference": f"{reference.sample_steps} {reference.sample_solver} steps, shift {reference.sample_shift:g}, "
         f"guide {reference.sample_guide_scale:g}, {shape.output_spec(plan_.fps)}",
         "timing": f"repeats {plan_.repeats}, warm-up {plan_.warmup_steps} steps, threads {plan_.threads}",
-        "quality": f"clip {'on' if base.quality.clip else 'off'}, fidelity {'on' if base.quality.fidelity else 'off'}"
-        f" (PSNR cap {float(base.quality.psnr_cap_db):g} dB), text length {plan_.max_sequence_length}",
+        "quality": f"clip {'on' if cfg.quality.clip else 'off'}, fidelity {'on' if cfg.quality.fidelity else 'off'}"
+        f" (PSNR cap {float(cfg.quality.psnr_cap_db):g} dB), text length {plan_.max_sequence_length}",
         "levers": ", ".join(f"{key}={value}" for key, value in plan_.speed.params().items()),
     }
 

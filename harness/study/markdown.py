@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 
 from harness.measure.pairing import NOT_PAIRED
 from harness.measure.results import recorded
+from harness.pipeline.load import resolve_model
 from harness.secrets import mask, public_url
 from harness.stores import storage_url
 from harness.study.comparison_page import write_page
@@ -230,6 +231,7 @@ def write_report(cfg: DictConfig) -> Path:
     Raises:
         ValueError: unknown study.
     """
+    cfg = resolve_model(cfg)  # once: the page and the MLflow store read the same model
     study = load_study(cfg)
     folder = study_folder(cfg, study.study_name, len(study.trials))
     pictures = [plot_pareto(study, folder / "pareto.png"), plot_history(study, folder / "history.png")]

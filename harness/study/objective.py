@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Any
+from typing import Any, Mapping
 
 import mlflow
 import optuna
@@ -16,7 +16,7 @@ from harness.measure.session import Session, measure_in_run, open_session
 from harness.secrets import mask, public_url
 from harness.stores import storage_url
 from harness.study import space
-from harness.study.compose import compose_trial
+from harness.study.compose import derive
 from harness.study.floors import FLOOR_METRICS, floors
 from harness.study.pruning import Cost, Gate, levers_key, load_rules, prediction_error, set_floor_constraints
 
@@ -28,9 +28,8 @@ class PrunedTrial(tracking.Stopped, optuna.TrialPruned):
 class Objective:
     """One trial: compose its preset, measure it, set one constraint per floor."""
 
-    def __init__(self, cfg: DictConfig, base_overrides: list[str], study: optuna.Study):
+    def __init__(self, cfg: DictConfig, study: optuna.Study):
         self.cfg = cfg
-        self.base_overrides = base_overrides
         self.study = study
         self.solvers = OmegaConf.to_container(cfg.solver, resolve=True)
         self.dists = space.distributions(OmegaConf.to_container(cfg.search.space, resolve=True), self.solvers)
@@ -38,11 +37,11 @@ class Objective:
         self.url = public_url(storage_url(cfg))
         self.rules = load_rules(cfg)
 
-    def trial_cfg(self, params: dict[str, Any], name: str, *extra: str) -> DictConfig:
-        """The trial's config: the study's overrides, the trial's values, the study's seeds (and ``extra``)."""
-        seeds = list(self.cfg.search.seeds)
-        overrides = [*space.overrides(params), f"name={name}", f"prompts.seeds={seeds}", "timing.pair=false"]
-        return compose_trial([*self.base_overrides, *overrides, *extra])  # trials are measured alone
+    def trial_cfg(self, params: dict[str, Any], name: str, timing: Mapping[str, Any] | None = None) -> DictConfig:
+        """The trial's config: the study's, with the trial's values, the study's seeds, and trials measured alone
+        (``timing`` updates the timing settings, e.g. the closing pairing's repeats)."""
+        updates = {**space.updates(params), "name": name, "prompts": {"seeds": list(self.cfg.search.seeds)}}
+        return derive(self.cfg, {**updates, "timing": {"pair": False, **(timing or {})}})
 
     def __call__(self, trial: optuna.Trial) -> float:
         params = space.suggest(trial, self.dists)

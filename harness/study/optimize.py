@@ -22,9 +22,9 @@ from harness.measure import noise_floor, tracking
 from harness.measure.pairing import NOT_PAIRED
 from harness.measure.plan import plan
 from harness.measure.session import open_session
+from harness.pipeline.load import resolve_model
 from harness.secrets import public_url
 from harness.stores import check_storage
-from harness.study.compose import compose_trial
 from harness.study.drift import latest_pairing, noise_lines, pair_best
 from harness.study.estimate import closing_line, opening_estimate
 from harness.study.fingerprint import check_comparable, measured_with
@@ -46,11 +46,10 @@ from harness.study.workers import Worker, config_errors, counts_toward
 log = logging.getLogger(__name__)
 
 
-def floor_scale(cfg: DictConfig, base_overrides: list[str]) -> str:
+def floor_scale(cfg: DictConfig) -> str:
     """The fidelity noise floor ``harness.audit`` measured for this model, printed beside the floors."""
-    base = compose_trial(base_overrides)
-    plan_ = plan(base)
-    return noise_floor.scale(base, open_session(base, plan_), plan_)
+    plan_ = plan(cfg)
+    return noise_floor.scale(cfg, open_session(cfg, plan_), plan_)
 
 
 def search_command(overrides: list[str]) -> str:
@@ -105,9 +104,9 @@ def print_outcome(study: optuna.Study, noise_bound: float) -> None:
     print(f"  next: python -m harness.report study={name} && python -m harness.select study={name}")
 
 
-def _announce(cfg: DictConfig, base_overrides: list[str], dists: dict, study: optuna.Study, left: int, done: int):
+def _announce(cfg: DictConfig, dists: dict, study: optuna.Study, left: int, done: int):
     """Print what the session will cost before it starts; the estimate and the machine line."""
-    estimate, machine = opening_estimate(cfg, base_overrides, dists, left, study)
+    estimate, machine = opening_estimate(cfg, dists, left, study)
     prompts, seeds = len(cfg.prompts.texts), len(cfg.search.seeds)
     print(f"study {cfg.search.study_name}: {estimate.line(left, done, prompts, seeds)}")
     return estimate, machine
@@ -150,7 +149,7 @@ def search_presets(cfg: DictConfig, base_overrides: list[str]) -> optuna.Study:
 
     Args:
         cfg: the composed config (``search`` node).
-        base_overrides: the overrides the config was composed with; each trial adds its own.
+        base_overrides: the command line's overrides: the report names the command that makes the study again.
 
     Returns:
         The study.
@@ -159,13 +158,14 @@ def search_presets(cfg: DictConfig, base_overrides: list[str]) -> optuna.Study:
         ValueError: bad settings, stores or presets (before any trial runs), another protocol
             than the study's, or trials that keep failing for one configuration reason.
     """
+    cfg = resolve_model(cfg)  # once: every trial, report and run below reads the same model
     dists, floor_list, n_trials = check_study_settings(cfg)
     check_storage(cfg, create=True)
     # a bad MLflow store fails here, before the model loads, and a fresh one's schema is made under its lock;
     # the study's own experiment is selected below, once the study is open
     tracking.use_store(cfg)
     storage = rdb_storage(cfg)
-    identity = measured_with(cfg, base_overrides)  # also checks the base preset and prompts
+    identity = measured_with(cfg)  # also checks the base preset and prompts
     lock = StudyLock(storage_url(cfg), str(cfg.search.study_name))
     client = mlflow.MlflowClient()
     with lock:
@@ -184,13 +184,13 @@ def search_presets(cfg: DictConfig, base_overrides: list[str]) -> optuna.Study:
         print(f"study {study.study_name} already has {done} trials (search.n_trials={n_trials}); raise it to continue")
     else:
         started = time.perf_counter()
-        estimate, machine = _announce(cfg, base_overrides, dists, study, n_trials - done, done)
+        estimate, machine = _announce(cfg, dists, study, n_trials - done, done)
         study.set_user_attr("machine", machine)
         shown = public_url(storage_url(cfg), cfg.paths.root_dir)
         print(f"floors: {'; '.join(f.describe() for f in floor_list)}; storage {shown}")
-        if scale := floor_scale(cfg, base_overrides):
+        if scale := floor_scale(cfg):
             print(f"  {scale}")
-        _work(cfg, Worker(cfg, base_overrides, study, storage, lock), run_id, client, experiment_id)
+        _work(cfg, Worker(cfg, study, storage, lock), run_id, client, experiment_id)
         print(closing_line(study, estimate, time.perf_counter() - started))
     print_outcome(study, float(cfg.timing.noise_bound))
     print(tracking.where_to_look(run_id))

@@ -31,10 +31,11 @@ from harness.measure.pairing import PairedSpeedup
 from harness.measure.plan import Plan, plan
 from harness.measure.results import Summary, recorded
 from harness.measure.session import Session, measure_in_run, open_session
+from harness.pipeline.load import resolve_model
 from harness.pipeline.schedulers import is_official
 from harness.preset import write_preset_files
 from harness.study import space
-from harness.study.compose import compose_trial
+from harness.study.compose import derive
 from harness.study.drift import record_pairing
 from harness.study.fingerprint import differences, measured_with
 from harness.study.floors import FLOOR_METRICS, Floor, feasible, floors
@@ -91,12 +92,12 @@ def _missed_note(missed: list[str]) -> list[str]:
     return [f"Failed on held-out seeds, so not chosen: {'; '.join(missed)}."] if missed else []
 
 
-def _check_protocol(cfg: DictConfig, base_overrides: list[str], study: optuna.Study) -> None:
+def _check_protocol(cfg: DictConfig, study: optuna.Study) -> None:
     """Refuse to re-measure with another model, device or protocol than the study's."""
     recorded = study.user_attrs.get("measured_with")
     if recorded is None:
         raise ValueError(f"study {study.study_name!r} has no recorded measurement protocol; run harness.search first")
-    changed = differences(recorded, measured_with(cfg, base_overrides))
+    changed = differences(recorded, measured_with(cfg))
     if changed:
         raise ValueError(
             f"study {study.study_name!r} was measured with {'; '.join(changed)}: re-measure its winner with the "
@@ -107,7 +108,7 @@ def _check_protocol(cfg: DictConfig, base_overrides: list[str], study: optuna.St
 class Verifier:
     """Re-measures presets on the held-out seeds, each as an MLflow run of kind ``verification``."""
 
-    def __init__(self, cfg: DictConfig, base_overrides: list[str], study: optuna.Study):
+    def __init__(self, cfg: DictConfig, study: optuna.Study):
         self.cfg, self.study = cfg, study
         self.seeds = list(cfg.search.select.seeds)
         used = set(cfg.search.seeds)
@@ -115,7 +116,6 @@ class Verifier:
             raise ValueError(
                 f"search.select.seeds={self.seeds} overlap the search's seeds {sorted(used)}; pick unseen seeds"
             )
-        self.overrides = [o for o in base_overrides if not o.startswith(("study=", "search."))]
         self.experiment_id = use_study_experiment(cfg, study)
 
     def measure(
@@ -124,15 +124,8 @@ class Verifier:
         """Measure a trial's values on the held-out seeds: paired with the baseline, ``search.select.repeats`` pairs
         per video; or, not paired, once per video (the baseline's own scores, which ratio floors are relative to)."""
         repeats = int(self.cfg.search.select.repeats) if paired else 1
-        trial_cfg = compose_trial(
-            [
-                *self.overrides,
-                *space.overrides(params),
-                f"name={name}",
-                f"prompts.seeds={self.seeds}",
-                f"timing.repeats={repeats}",
-            ]
-        )
+        updates = {"name": name, "prompts": {"seeds": self.seeds}, "timing": {"repeats": repeats}}
+        trial_cfg = derive(self.cfg, {**space.updates(params), **updates})
         plan_ = plan(trial_cfg)
         session = open_session(trial_cfg, plan_)
         tags = {"kind": "verification", "study": self.study.study_name, "trial_number": str(number)}
@@ -296,12 +289,11 @@ def _verify(verifier: Verifier, trial: optuna.trial.FrozenTrial, floor_list: lis
     )
 
 
-def select_preset(cfg: DictConfig, base_overrides: list[str]) -> tuple[Path, Path]:
+def select_preset(cfg: DictConfig) -> tuple[Path, Path]:
     """Verify the study's candidates on held-out seeds and export the first that holds every floor and is faster.
 
     Args:
         cfg: composed config (``study``, ``search.select``, the study's model and settings, ``study_dir``).
-        base_overrides: overrides the config was composed with (model, prompts, paths...).
 
     Returns:
         Paths of the YAML and JSON exports.
@@ -311,10 +303,11 @@ def select_preset(cfg: DictConfig, base_overrides: list[str]) -> tuple[Path, Pat
             holds another report, no candidate that holds its floors on the held-out seeds, or one that holds
             them on a machine too noisy to show it faster (nothing is exported).
     """
+    cfg = resolve_model(cfg)  # once: every measurement below reads the same model
     study = load_study(cfg)
-    _check_protocol(cfg, base_overrides, study)
+    _check_protocol(cfg, study)
     folder = study_folder(cfg, study.study_name, len(study.trials))
-    verifier = Verifier(cfg, base_overrides, study)
+    verifier = Verifier(cfg, study)
     floor_list = floors(cfg)
     baseline_trial = next((t for t in study.trials if t.user_attrs.get("preset_name") == "baseline"), None)
     feasible_trials = candidates(study, float(cfg.search.select.noise))

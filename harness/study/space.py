@@ -183,6 +183,15 @@ def params_of(preset: Preset, dists: Mapping[str, optuna.distributions.BaseDistr
     return params
 
 
+def updates(params: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """A trial's values as config updates: worker keys on ``preset``, levers on ``speed``."""
+    found: dict[str, dict[str, Any]] = {"preset": {}, "speed": {}}
+    for key, value in params.items():
+        group, name = LEVERS[key][0].split(".") if key in LEVERS else ("preset", key)
+        found[group][name] = value
+    return found
+
+
 def overrides(params: Mapping[str, Any]) -> list[str]:
     """Hydra overrides that set a trial's values (worker keys on the ``preset`` node)."""
     result = []

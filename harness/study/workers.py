@@ -69,9 +69,9 @@ class Decision:
 class Worker:
     """Claims and runs trials of one study until it holds ``search.n_trials``."""
 
-    def __init__(self, cfg: DictConfig, base_overrides: list[str], study: optuna.Study, storage, lock: StudyLock):
-        self.cfg, self.base_overrides, self.study, self.storage, self.lock = cfg, base_overrides, study, storage, lock
-        self.objective = Objective(cfg, base_overrides, study)
+    def __init__(self, cfg: DictConfig, study: optuna.Study, storage, lock: StudyLock):
+        self.cfg, self.study, self.storage, self.lock = cfg, study, storage, lock
+        self.objective = Objective(cfg, study)
         self.n_trials = int(cfg.search.n_trials)
         self.failures: list[tuple[int, str]] = []  # this session's failures since its last success
         self.ran = 0
@@ -90,7 +90,7 @@ class Worker:
             )
         if not any(t.state == STATES.WAITING for t in mine):
             self.study.enqueue_trial(
-                preset_params(self.cfg, self.base_overrides, self.objective.dists, "baseline"),
+                preset_params(self.cfg, self.objective.dists, "baseline"),
                 user_attrs={"preset_name": "baseline"},
             )
         return Decision(trial=self.study.ask())
@@ -110,7 +110,6 @@ class Worker:
         enqueue_presets(
             self.study,
             self.cfg,
-            self.base_overrides,
             self.objective.dists,
             self.n_trials - done - len(running) - waiting,
         )
