@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+from scipy.optimize import nnls
 
 
 @dataclass(frozen=True)
@@ -61,20 +61,12 @@ def fit_cost_model(points: Sequence[tuple[int, int, int, float]]) -> CostModel:
 
 
 def _least_squares(design: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Non-negative least squares: every term is a cost. Fitted to a few noisy points, a free fit can make one term
-    negative and predict that a 250-step video takes no time at all (seen in CI on four presets).
-
-    Exact for this model's three terms: the best fit among those on every subset of the terms whose coefficients
-    all come out >= 0; the fullest subset wins a tie. Minimum-norm per subset: at one token count the token
-    column is a multiple of the pass column.
+    """Non-negative least squares (``scipy.optimize.nnls``): every term is a cost. Fitted to a few noisy points, a
+    free fit can make one term negative and predict that a 250-step video takes no time at all (seen in CI on four
+    presets). The columns are scaled to a common size first (seconds, steps x passes, and that x tokens differ by
+    orders of magnitude), then the coefficients scaled back.
     """
-    columns = design.shape[1]
-    best, best_residual = np.zeros(columns), np.inf
-    for size in range(columns, 0, -1):
-        for subset in itertools.combinations(range(columns), size):
-            coefficients = np.linalg.lstsq(design[:, subset], target, rcond=None)[0]
-            residual = float(np.sum((design[:, subset] @ coefficients - target) ** 2))
-            if (coefficients >= 0).all() and residual < best_residual * (1 - 1e-9):
-                best, best_residual = np.zeros(columns), residual
-                best[list(subset)] = coefficients
-    return best
+    scale = np.abs(design).max(axis=0)
+    scale[scale == 0] = 1.0
+    coefficients, _ = nnls(design / scale, target)
+    return coefficients / scale

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import statistics
 
+from scipy.stats import median_abs_deviation
+
 
 def relative_spread(times: list[float]) -> float | None:
     """How much repeated timings of the same work disagree: 1.4826 x MAD / median.
@@ -14,5 +16,4 @@ def relative_spread(times: list[float]) -> float | None:
     """
     if len(times) < 2:
         return None
-    middle = statistics.median(times)
-    return 1.4826 * statistics.median(abs(t - middle) for t in times) / middle
+    return float(median_abs_deviation(times, scale="normal")) / statistics.median(times)

@@ -19,7 +19,7 @@ import optuna
 
 from harness.measure.results import recorded
 from harness.study.drift import speedup_cell
-from harness.study.floors import best_feasible, feasible, status
+from harness.study.floors import best_feasible, feasible, is_baseline, status
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def summary_line(study: optuna.Study) -> str:
     """The page's first line: the winner, the exported preset, the paired speed-up, the floors."""
     best = best_feasible(study)
     floors = "; ".join(study.user_attrs.get("floors", [])) or "none"
-    if best is None or best.user_attrs.get("preset_name") == "baseline":
+    if best is None or is_baseline(best):
         return f"No preset faster than the baseline kept every floor yet (floors: {floors})."
     exported = study.user_attrs.get("exported")
     export = (

@@ -20,22 +20,10 @@ from harness.measure.pairing import NOT_PAIRED, PairedSpeedup
 from harness.measure.plan import plan
 from harness.measure.results import recorded
 from harness.measure.session import measure_in_run, open_session
-from harness.study.floors import best_feasible
+from harness.study.floors import baseline_trial, best_feasible, is_baseline
 from harness.study.objective import Objective
 
 log = logging.getLogger(__name__)
-
-
-def baseline_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
-    """The study's complete baseline trial, or None."""
-    return next(
-        (
-            t
-            for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-            if t.user_attrs.get("preset_name") == "baseline"
-        ),
-        None,
-    )
 
 
 def pair_best(objective: Objective, study: optuna.Study, repeats: int) -> dict[str, Any] | None:
@@ -51,7 +39,7 @@ def pair_best(objective: Objective, study: optuna.Study, repeats: int) -> dict[s
         The record appended to the study's user attribute ``baseline_drift`` (``was_s``, ``now_s``, ``drift``,
         ``after_trials``, and ``trial`` with ``speedup`` when a trial was paired); None without a baseline trial.
     """
-    baseline = baseline_trial(study)
+    baseline = baseline_trial(study.get_trials(deepcopy=False))
     if baseline is None:
         return None
     best = best_feasible(study)
@@ -93,7 +81,7 @@ def latest_pairing(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> Pair
 
 def speedup_cell(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
     """A trial's paired speed-up with its interval, ``baseline``, or ``—`` (measured alone)."""
-    if trial.user_attrs.get("preset_name") == "baseline":
+    if is_baseline(trial):
         return "baseline"
     paired = latest_pairing(study, trial)
     return paired.cell() if paired else NOT_PAIRED

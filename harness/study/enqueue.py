@@ -10,14 +10,14 @@ from omegaconf import DictConfig, OmegaConf
 from harness.preset import validate_preset
 from harness.study import space
 from harness.study.compose import derive, experiment
+from harness.study.floors import counts_toward
 
 
 def had_a_chance(trial: optuna.trial.FrozenTrial, uncounted: set[int]) -> bool:
-    """Whether a preset's trial counts as measured: waiting, running, complete, pruned, or failed
-    for a reason of its own (not killed mid-trial, not one of ``uncounted`` configuration errors)."""
-    if trial.state != optuna.trial.TrialState.FAIL:
-        return True
-    return "fail_reason" in trial.user_attrs and trial.number not in uncounted
+    """Whether a preset's trial counts as measured: one of the study's trials (``counts_toward``), or waiting or
+    running (a trial killed mid-trial, or failed by one of ``uncounted`` configuration errors, has not)."""
+    waiting = trial.state in (optuna.trial.TrialState.WAITING, optuna.trial.TrialState.RUNNING)
+    return waiting or counts_toward(trial, uncounted)
 
 
 def preset_params(cfg: DictConfig, dists: dict, name: str) -> dict[str, Any]:

@@ -121,6 +121,29 @@ def work(trial: optuna.trial.FrozenTrial) -> float:
     return cost["calls"] * cost["tokens"] if cost else float("inf")
 
 
+def counts_toward(trial: optuna.trial.FrozenTrial, uncounted: set[int] = frozenset()) -> bool:
+    """Whether a trial is one of the study's ``n_trials``: finished for a reason of its own.
+
+    Args:
+        trial: the trial.
+        uncounted: numbers of trials that failed for a configuration error (``workers.config_errors``).
+    """
+    states = optuna.trial.TrialState
+    if trial.state in (states.COMPLETE, states.PRUNED):
+        return True
+    return trial.state == states.FAIL and "fail_reason" in trial.user_attrs and trial.number not in uncounted
+
+
+def is_baseline(trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether a trial measured the baseline preset (enqueued first, named ``baseline``)."""
+    return trial.user_attrs.get("preset_name") == "baseline"
+
+
+def baseline_trial(trials: list[optuna.trial.FrozenTrial]) -> optuna.trial.FrozenTrial | None:
+    """The complete baseline trial among these (floors and speed-ups are relative to it), or None."""
+    return next((t for t in trials if is_baseline(t) and t.state == optuna.trial.TrialState.COMPLETE), None)
+
+
 def shortfalls(trial: optuna.trial.FrozenTrial) -> dict[str, float]:
     """By how much a trial missed each floor it missed, by metric name."""
     constraints = (trial.constraints or {}).items()

@@ -23,7 +23,7 @@ from harness.secrets import mask, public_url
 from harness.stores import storage_url
 from harness.study.comparison_page import write_page
 from harness.study.drift import latest_pairing, noise_lines, speedup_cell
-from harness.study.floors import best_feasible, failure, feasible, shortfalls, status
+from harness.study.floors import best_feasible, failure, fastest_feasible, feasible, shortfalls, status
 from harness.study.folder import study_folder
 from harness.study.plots import plot_history, plot_importances, plot_pareto
 from harness.study.pruning import summary as pruning_summary
@@ -144,7 +144,7 @@ def _lever_row(study: optuna.Study, name: str, group: list) -> tuple[str, Any]:
     """One row of the levers table, and the group's best feasible trial."""
     done = [t for t in group if t.state == optuna.trial.TrialState.COMPLETE]
     good = [t for t in done if feasible(t)]
-    best = min(good, key=lambda t: t.value) if good else None
+    best = fastest_feasible(done)
     psnr = [recorded(t).mean("psnr_db") for t in done if recorded(t).mean("psnr_db") is not None]
     short = [v for t in done for v in shortfalls(t).values()]
     speed = speedup_cell(study, best) if best else ""

@@ -28,7 +28,7 @@ from harness.stores import check_storage
 from harness.study.drift import latest_pairing, noise_lines, pair_best
 from harness.study.estimate import closing_line, opening_estimate
 from harness.study.fingerprint import check_comparable, measured_with
-from harness.study.floors import best_feasible, failure, feasible, shortfalls
+from harness.study.floors import best_feasible, counts_toward, failure, feasible, is_baseline, shortfalls
 from harness.study.lock import StudyLock
 from harness.study.pruning import summary as pruning_summary
 from harness.study.settings import check_study_settings
@@ -41,7 +41,7 @@ from harness.study.storage import (
     use_study_experiment,
 )
 from harness.study.summary import record_on_study_run
-from harness.study.workers import Worker, config_errors, counts_toward
+from harness.study.workers import Worker, config_errors
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def print_outcome(study: optuna.Study, noise_bound: float) -> None:
     if best is None:
         print("  no feasible trial yet")
         return
-    if best.user_attrs.get("preset_name") == "baseline":
+    if is_baseline(best):
         print("  no preset faster than the baseline kept every floor yet; run more trials or relax search.floors")
         return
     print(

@@ -38,7 +38,7 @@ from harness.study import space
 from harness.study.compose import derive
 from harness.study.drift import record_pairing
 from harness.study.fingerprint import differences, measured_with
-from harness.study.floors import FLOOR_METRICS, Floor, feasible, floors
+from harness.study.floors import FLOOR_METRICS, Floor, baseline_trial, feasible, floors, is_baseline
 from harness.study.folder import study_folder
 from harness.study.storage import load_study, use_study_experiment
 
@@ -61,7 +61,7 @@ def candidates(study: optuna.Study, noise: float) -> list[optuna.trial.FrozenTri
         ValueError: no feasible trial.
     """
     feasible_trials = sorted(
-        (t for t in study.get_trials(deepcopy=False) if feasible(t) and t.user_attrs.get("preset_name") != "baseline"),
+        (t for t in study.get_trials(deepcopy=False) if feasible(t) and not is_baseline(t)),
         key=lambda t: t.value,
     )
     if not feasible_trials:
@@ -309,11 +309,10 @@ def select_preset(cfg: DictConfig) -> tuple[Path, Path]:
     folder = study_folder(cfg, study.study_name, len(study.trials))
     verifier = Verifier(cfg, study)
     floor_list = floors(cfg)
-    baseline_trial = next((t for t in study.trials if t.user_attrs.get("preset_name") == "baseline"), None)
+    trial = baseline_trial(study.trials)
     feasible_trials = candidates(study, float(cfg.search.select.noise))
     order = feasible_trials[: int(cfg.search.select.candidates)]
-    params = baseline_trial.params if baseline_trial else {}
-    number = baseline_trial.number if baseline_trial else "baseline"
+    params, number = (trial.params, trial.number) if trial else ({}, "baseline")
     baseline = verifier.measure(params, "baseline", number, paired=False)[2]  # its scores on the held-out seeds
     missed = []
     for trial in order:

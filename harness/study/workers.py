@@ -9,6 +9,13 @@ Any number of workers, on one machine (SQLite) or many (PostgreSQL), run one stu
   (nothing else can be judged against it), and a killed baseline is claimed again once
   its heartbeat is stale. The proposal's presets are enqueued once, under the lock.
 - a session whose trials keep failing for one and the same reason stops with that reason.
+
+Why not ``study.optimize`` with heartbeats and ``MaxTrialsCallback``: ``MaxTrialsCallback`` stops a worker
+after a trial finishes, so workers that ask at the same moment all start one more trial and a study ends with
+up to one extra trial per worker; it counts killed trials (FAIL with no reason) and configuration failures
+too; and nothing in ``optimize`` makes the others wait for the baseline, or enqueues the presets once. One
+short lock around "count, enqueue, ask" gives exactly ``n_trials``; the rest (heartbeats, stale-trial
+failing, tell) is Optuna's own.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from omegaconf import DictConfig
 from harness.cli import signals_deferred, stopping_signal
 from harness.study import space
 from harness.study.enqueue import enqueue_presets, preset_params
+from harness.study.floors import counts_toward, is_baseline
 from harness.study.lock import StudyLock
 from harness.study.objective import Objective
 
@@ -40,18 +48,6 @@ CONFIG_FAILURES = 3  # the same failure this many times in a row, nothing comple
 def config_errors(study: optuna.Study) -> set[int]:
     """Trials that failed for a configuration error (study attribute ``config_errors``): they never count."""
     return set(study.user_attrs.get("config_errors", []))
-
-
-def counts_toward(trial: optuna.trial.FrozenTrial, uncounted: set[int] = frozenset()) -> bool:
-    """Whether a trial is one of the study's ``n_trials``: finished for a reason of its own.
-
-    Args:
-        trial: the trial.
-        uncounted: numbers of trials that failed for a configuration error (:func:`config_errors`).
-    """
-    if trial.state in (STATES.COMPLETE, STATES.PRUNED):
-        return True
-    return trial.state == STATES.FAIL and "fail_reason" in trial.user_attrs and trial.number not in uncounted
 
 
 @dataclass(frozen=True)
@@ -80,7 +76,7 @@ class Worker:
         """While the baseline is not complete: claim it, or wait for the worker measuring it."""
         if "baseline" not in list(self.cfg.search.enqueue or []):
             return None
-        mine = [t for t in trials if t.user_attrs.get("preset_name") == "baseline"]
+        mine = [t for t in trials if is_baseline(t)]
         if any(t.state == STATES.COMPLETE for t in mine):
             return None
         running = [t.number for t in mine if t.state == STATES.RUNNING]
