@@ -6,6 +6,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import optuna
+from optuna.visualization import matplotlib as optuna_plots
 
 from harness.measure.figures import save_figure
 from harness.measure.results import recorded
@@ -70,34 +71,17 @@ def _front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
 
 
 def plot_history(study: optuna.Study, path: Path) -> Path:
-    """Each trial's time by number, and the best feasible time so far."""
-    figure, axis = plt.subplots(figsize=(8, 4))
-    best, xs, ys = float("inf"), [], []
-    for t in study.get_trials(deepcopy=False):
-        if t.value is not None:
-            color, marker = STATE_STYLE.get(status(t), ("tab:blue", "o"))
-            axis.scatter(t.number, t.value, c=color, marker=marker)
-        if feasible(t):
-            best = min(best, t.value)
-        if best < float("inf"):
-            xs.append(t.number)
-            ys.append(best)
-    axis.step(xs, ys, where="post", c="tab:green", label="best feasible so far")
-    axis.set_xlabel("trial")
+    """Each trial's time by number and the best so far, infeasible trials greyed (Optuna's own plot, which reads
+    the floors' constraints the harness writes)."""
+    axis = optuna_plots.plot_optimization_history(study, target_name="seconds per video")
     axis.set_ylabel("median wall time per video (s)")
-    axis.legend()
-    axis.grid(alpha=0.3)
-    return save_figure(figure, path)
+    return save_figure(axis.figure, path)
 
 
 def plot_importances(study: optuna.Study, path: Path) -> Path | None:
-    """fANOVA importance of each parameter for time (None when too few trials to tell)."""
+    """Each parameter's importance for the time (Optuna's own plot), or None when too few trials tell it."""
     try:
-        importances = optuna.importance.get_param_importances(study)
+        axis = optuna_plots.plot_param_importances(study, target_name="seconds per video")
     except (RuntimeError, ValueError):
         return None
-    figure, axis = plt.subplots(figsize=(7, 3.5))
-    names = list(importances)[::-1]
-    axis.barh(names, [importances[n] for n in names], color="tab:blue")
-    axis.set_xlabel("importance for time per video (fANOVA)")
-    return save_figure(figure, path)
+    return save_figure(axis.figure, path)
