@@ -4,6 +4,7 @@ import pytest
 from conftest import EXPERIMENTS
 
 from harness.measure.plan import plan
+from harness.pipeline.load import resolve_model
 from harness.preset import WORKER_KEYS
 
 PROPOSAL = {  # the proposal's table: size, steps, guide, solver, shift, frames, expected_time
@@ -49,9 +50,11 @@ def test_default_model_is_real_wan_on_cuda_and_the_toy_world_elsewhere(make_cfg,
 
     import torch
 
-    cfg = make_cfg(model="auto")
+    auto = make_cfg(model="auto")
     with caplog.at_level(logging.INFO):
+        cfg = resolve_model(auto)
         plan(cfg)
+    assert auto.model.name == "auto"  # the command's own config is left as it is
     expected = "wan2.1-t2v-1.3b" if torch.cuda.is_available() else "toy"
     assert cfg.model.name == expected
     if expected == "toy":

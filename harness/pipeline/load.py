@@ -104,9 +104,6 @@ class LoadedPipeline:
             )
 
 
-_AUTO_LOGGED: set[str] = set()
-
-
 def resolve_model(cfg: Any) -> Any:
     """A composed config with ``model=auto`` replaced by the model for this machine (``cfg`` is left as it is).
 
@@ -132,14 +129,8 @@ def resolve_model(cfg: Any) -> Any:
     node, resolved = OmegaConf.load(CONF_DIR / "model" / f"{choice}.yaml"), copy.deepcopy(cfg)
     with open_dict(resolved):
         resolved.model = node
-    if choice not in _AUTO_LOGGED:
-        _AUTO_LOGGED.add(choice)
-        log.info(
-            "model=auto chose %s (%s); choose the other with model=%s",
-            choice,
-            "CUDA device present" if kind == "cuda" else "no CUDA device",
-            other,
-        )
+    reason = "CUDA device present" if kind == "cuda" else "no CUDA device"
+    log.info("model=auto chose %s (%s); choose the other with model=%s", choice, reason, other)
     return resolved
 
 
