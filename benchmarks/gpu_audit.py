@@ -50,7 +50,7 @@ from harness.pipeline.generate import generate
 from harness.pipeline.levers import Speed
 from harness.pipeline.load import load_pipeline, use_attention
 from harness.pipeline.passes import official_precision
-from harness.study.compose import compose_trial
+from harness.study.engine.compose import compose_trial
 
 PRESETS = ("baseline", "balanced", "aggressive", "quality_first")
 

@@ -22,7 +22,7 @@ from omegaconf import OmegaConf
 from harness.pipeline.generate import GenerationRequest, generate
 from harness.pipeline.load import LOAD_COUNT, load_pipeline
 from harness.preset import resolve_shape, validate_preset
-from harness.study.optimize import search_presets
+from harness.study.engine.optimize import search_presets
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 REPEATS = 7

@@ -30,7 +30,10 @@ from harness.measure import noise_floor, tracking
 from harness.measure.plan import plan
 from harness.measure.session import measure_in_run, open_session
 from harness.pipeline.generate import generate
-from harness.study.compose import compose_trial
+from harness.study.engine.compose import compose_trial
+from harness.study.report.markdown import levers_section
+from harness.study.report.summary import winner_line
+from harness.study.workers.storage import load_study
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "experiments" / "levers"
@@ -88,6 +91,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="pairs per prompt x seed")
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--export", type=Path, default=ROOT / "experiments" / "video_fast" / "video_fast.yaml")
+    parser.add_argument("--study-root", type=Path, default=ROOT, help="where `harness.search search=levers` ran")
     args = parser.parse_args(argv)
     root = ROOT / "outputs" / "bench-levers"
     presets = {
@@ -103,11 +107,35 @@ def main(argv: list[str]) -> None:
     floor = noise_floor.measure(cfg, plan_, open_session(cfg, plan_), float(cfg.quality.psnr_cap_db))
     args.out.mkdir(parents=True, exist_ok=True)
     everything = {"presets": results, "noise_floor": floor, "load_average": load, "repeats": args.repeats,
-                  "export": OmegaConf.to_container(OmegaConf.load(args.export))}  # fmt: skip
+                  "export": OmegaConf.to_container(OmegaConf.load(args.export)),
+                  "levers_study": levers_study(args.study_root)}  # fmt: skip
     (args.out / "results.json").write_text(json.dumps(everything, indent=1))
     (args.out / "table.md").write_text(table(everything, args))
     print(table(everything, args))
     mlflow.end_run()
+
+
+def levers_study(root: Path) -> dict[str, str] | None:
+    """The `search=levers` study's winner at the default floors and its levers' verdicts, if it was run."""
+    cfg = compose_trial([f"paths.root_dir={root}", "model=toy", "search=levers"])
+    try:
+        study = load_study(cfg)
+    except ValueError as missing:  # no such study in that storage: say so in the table
+        return {"missing": str(missing)}
+    floors = "; ".join(study.user_attrs.get("floors", []))
+    return {
+        "winner": winner_line(study),
+        "floors": floors,
+        "levers": levers_section(study),
+        "trials": len(study.trials),
+    }
+
+
+def _study_lines(found: dict[str, str] | None) -> list[str]:
+    lines = ["## The best preset of `harness.search search=levers` at the default floors\n"]
+    if found is None or "missing" in found:
+        return [*lines, f"Not measured: {(found or {}).get('missing', 'no study')}\n"]
+    return [*lines, f"{found['trials']} trials; floors: {found['floors']}.\n", found["winner"] + "\n", found["levers"]]
 
 
 def _speed(found: dict | None) -> str:
@@ -140,6 +168,7 @@ def table(results: dict, args: argparse.Namespace) -> str:
         lines.append("")
     lines += ["## Noise floor: the baseline's video against itself\n", "| change | PSNR dB | SSIM |", "|---|---|---|"]
     lines += [f"| {name} | {v['psnr_db']:.1f} | {v['ssim']:.4f} |" for name, v in results["noise_floor"].items()]
+    lines += ["", *_study_lines(results.get("levers_study"))]
     return "\n".join(lines) + "\n"
 
 

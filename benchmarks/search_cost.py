@@ -7,9 +7,10 @@ strategy (a sampler and a pruning policy) with several sampler seeds, recording 
 trial the best feasible time found and the generation-seconds spent. Writes a table, a plot
 per grid and the raw results:
 
-    python benchmarks/search_cost.py                      # grids: experiments/search-cost/grid.json, grid-wide.json
+    python benchmarks/search_cost.py                      # the grid: experiments/search-cost/grid.json
+    python benchmarks/search_cost.py --grids grid wide    # also another discretisation (grid-wide.json)
     python benchmarks/search_cost.py --seeds 5 --budget 0.03 --grids grid
-    python benchmarks/search_cost.py --rebuild            # measure the grids again (about 21 + 31 min on 2 cores)
+    python benchmarks/search_cost.py --rebuild            # measure the grid again (about 33 min on 2 cores)
 
 A study "reaches" when its best feasible preset is within ``--within`` (10%) of the grid's
 best feasible time; it must do so within ``--budget`` (3%) of the grid's generation-seconds.
@@ -29,9 +30,9 @@ from search_figures import plot, table
 from search_replay import Grid, Replay, Strategy, replay
 from tqdm.auto import tqdm
 
-from harness.study.compose import compose_trial
-from harness.study.floors import floors
-from harness.study.pruning import Rules, load_rules
+from harness.study.engine.compose import compose_trial
+from harness.study.engine.floors import floors
+from harness.study.engine.pruning import Rules, load_rules
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "experiments" / "search-cost"
@@ -85,8 +86,8 @@ def main(argv: list[str]) -> None:
 
 def _arguments(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--grids", nargs="+", choices=list(search_grid.SPACES), default=list(search_grid.SPACES),
-                        help="the spaces replayed (each grid is built when missing)")  # fmt: skip
+    parser.add_argument("--grids", nargs="+", choices=list(search_grid.SPACES), default=["grid"],
+                        help="the spaces replayed (each grid is built when missing; wide: about 50 min more)")  # fmt: skip
     parser.add_argument("--grid-dir", type=Path, default=OUT, help="where the grids' JSON lie")
     parser.add_argument("--rebuild", action="store_true", help="measure the grids again")
     parser.add_argument("--out", type=Path, default=OUT, help="where the table, plot and results go")

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from harness.measure.plan import Plan, plan
 from harness.measure.session import Session, measure_video, open_session, score_video
 from harness.pipeline.device import device_label
-from harness.study import space
+from harness.study.engine import space
 
 # The benchmark's spaces, in ``search.space`` form, each with the baseline (25 unipc, shift 5, guidance 6.5):
 # "grid" 8 x 3 x 8 x 6 = 1,152 presets; "wide", another discretisation the harness was not tuned on,

@@ -1,7 +1,7 @@
 """Replay a study over the measured grid: what a search strategy finds, and what it pays for it.
 
 A replayed study is a real Optuna study (the harness's samplers, the harness's pruning rules
-from ``harness.study.pruning``) whose trials read their videos from the grid instead of
+from ``harness.study.engine.pruning``) whose trials read their videos from the grid instead of
 generating them: every video a trial "generates" costs its measured generation-seconds, in
 the order the harness would generate them, so pruned work and the baseline's reference
 videos are paid for too. Feasibility and time are the grid's own measurements.
@@ -16,10 +16,10 @@ from typing import Any
 import optuna
 
 from harness.pipeline.levers import Speed
-from harness.study import space
-from harness.study.floors import Floor, best_feasible
-from harness.study.pruning import Cost, Gate, Rules, levers_key, prediction_error, set_floor_constraints
-from harness.study.samplers import make_sampler
+from harness.study.engine import space
+from harness.study.engine.floors import Floor, best_feasible
+from harness.study.engine.pruning import Cost, Gate, Rules, levers_key, prediction_error, set_floor_constraints
+from harness.study.engine.samplers import make_sampler
 
 STATES = optuna.trial.TrialState
 
@@ -29,7 +29,7 @@ class Strategy:
     """A sampler and a pruning policy."""
 
     name: str
-    sampler: str  # descent | tpe | gp | random (harness.study.samplers)
+    sampler: str  # descent | tpe | gp | random (harness.study.engine.samplers)
     rules: Rules | None  # None: the single-video time rule the harness had before (1.25 x best)
     n_startup_trials: int = 6
 

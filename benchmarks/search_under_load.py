@@ -35,10 +35,10 @@ from search_cost import OUT, grid_path
 from search_grid import SPACES, distributions, key
 from search_replay import Grid, Strategy, replay
 
-from harness.study.compose import compose_trial
-from harness.study.floors import fastest_feasible, floors
-from harness.study.optimize import search_presets
-from harness.study.pruning import load_rules
+from harness.study.engine.compose import compose_trial
+from harness.study.engine.floors import fastest_feasible, floors
+from harness.study.engine.optimize import search_presets
+from harness.study.engine.pruning import load_rules
 
 ROOT = Path(__file__).resolve().parents[1]
 HOG = "while True:\n    pass\n"

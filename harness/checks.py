@@ -201,7 +201,7 @@ def check_run(cfg: DictConfig) -> None:
 
 def check_search(cfg: DictConfig) -> None:
     """What ``harness.search`` reads: all ``harness.run`` does, the study's settings and its storage."""
-    from harness.study.settings import check_study_settings  # optuna: only for the commands that use it
+    from harness.study.engine.settings import check_study_settings  # optuna: only for the commands that use it
 
     check_run(cfg)
     check_study_name("search.study_name", cfg.search.study_name)
@@ -220,7 +220,7 @@ def check_report(cfg: DictConfig) -> None:
 
 def check_select(cfg: DictConfig) -> None:
     """What ``harness.select`` reads: the report's settings, the measurement and the selection's."""
-    from harness.study.settings import check_study_settings
+    from harness.study.engine.settings import check_study_settings
 
     check_report(cfg)
     measurement_settings(cfg)

@@ -1,7 +1,7 @@
 """The study in optuna-dashboard, best trial = best feasible: ``python -m harness.dashboard``.
 
 Serves on ``dashboard.host:dashboard.port`` (127.0.0.1:8080) over the study's storage
-(``search.storage``, or ``mlruns/optuna.db``). See ``harness.study.dashboard``.
+(``search.storage``, or ``mlruns/optuna.db``). See ``harness.study.report.dashboard``.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from harness.stores import storage_url
 def main(cfg: DictConfig) -> None:
     check_dashboard(cfg)
     try:
-        from harness.study.dashboard import serve
+        from harness.study.report.dashboard import serve
     except ImportError:
         raise ValueError("optuna-dashboard is not installed; pip install -e '.[dashboard]'") from None
-    from harness.study.storage import read_storage
+    from harness.study.workers.storage import read_storage
 
     storage = read_storage(cfg)
     url = public_url(storage_url(cfg), cfg.paths.root_dir)

@@ -2,7 +2,7 @@
 
 Writes ``report.md`` and ``report.html`` with its pictures into the study's folder (``study_dir``:
 ``outputs/studies/<study>/`` unless named) and logs them to the study's
-MLflow run (see ``harness.study.markdown``).
+MLflow run (see ``harness.study.report.markdown``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from harness.cli import one_line_errors, run_command
 @one_line_errors
 def main(cfg: DictConfig) -> None:
     check_report(cfg)  # before the study's storage opens
-    from harness.study.markdown import write_report
+    from harness.study.report.markdown import write_report
 
     report = write_report(cfg)
     print(f"wrote {report} and {report.with_suffix('.html')} (the presets' videos side by side)")

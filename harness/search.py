@@ -3,7 +3,7 @@
     python -m harness.search model=toy search.n_trials=12     # new study, or continue it
     python -m harness.dashboard                                # the same storage, live (best = best feasible)
 
-See ``harness.study.optimize`` for what a study does.
+See ``harness.study.engine.optimize`` for what a study does.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from harness.cli import one_line_errors, run_command
 @one_line_errors
 def main(cfg: DictConfig) -> float | None:
     check_search(cfg)  # before torch and diffusers load: a bad input is refused in about a second
-    from harness.study.floors import best_feasible
-    from harness.study.optimize import search_presets
+    from harness.study.engine.floors import best_feasible
+    from harness.study.engine.optimize import search_presets
 
     best = best_feasible(search_presets(cfg, list(HydraConfig.get().overrides.task)))
     return best.value if best else None

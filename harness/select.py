@@ -1,7 +1,7 @@
 """Export a study's production preset: ``python -m harness.select study=NAME``.
 
 Chooses the winner, re-measures it on held-out seeds and writes it in the worker's
-format (see ``harness.study.selection``).
+format (see ``harness.study.export.selection``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from harness.cli import one_line_errors, run_command
 @one_line_errors
 def main(cfg: DictConfig) -> None:
     check_select(cfg)  # before torch and diffusers load: a bad input is refused in about a second
-    from harness.study.selection import select_preset
+    from harness.study.export.selection import select_preset
 
     yaml_path, json_path = select_preset(cfg)
     print(yaml_path.read_text())

@@ -23,7 +23,7 @@ from harness.secrets import connection_url, public_url
 # The user's MLFLOW_TRACKING_URI, read before anything runs: mlflow.set_tracking_uri writes the variable too.
 ENV_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")
 TRACKING_SCHEMES = ("http", "https", "sqlite", "postgresql", "mysql", "mssql")
-STORAGE_SCHEMES = ("sqlite", "postgresql")  # the stores whose workers can share a lock (harness.study.lock)
+STORAGE_SCHEMES = ("sqlite", "postgresql")  # the stores whose workers can share a lock (harness.study.workers.lock)
 SQLITE_MAGIC = b"SQLite format 3\x00"
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
 

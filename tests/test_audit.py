@@ -3,9 +3,12 @@
 import pytest
 from conftest import store_client
 
+from harness.cost import sweep as sweep_module
 from harness.cost.audit_report import knob_sentence, run_audit
 from harness.cost.model import fit_cost_model
-from harness.cost.sweep import CLAIMS, Point
+from harness.cost.sweep import CLAIMS, Point, Sweep
+from harness.measure.plan import plan
+from harness.measure.session import open_session
 
 
 @pytest.mark.slow
@@ -32,6 +35,27 @@ def test_audit_reports_claims_cost_model_and_logs_to_mlflow(make_cfg, tmp_path):
         "audit/report.md",
         "audit/steps.png",
     }
+
+
+def test_a_knob_s_configurations_are_generated_round_robin_so_drift_slows_them_alike(make_cfg, monkeypatch):
+    """Measured one after another, a machine slowing down over minutes would pass for the last ones' cost."""
+    cfg = make_cfg("preset.sample_steps=3")
+    base_plan = plan(cfg)
+    session = open_session(cfg, base_plan)
+    order, real = [], sweep_module.generate
+
+    def recording(loaded, request, solvers):
+        order.append((request.solver, request.steps))
+        return real(loaded, request, solvers)
+
+    monkeypatch.setattr(sweep_module, "generate", recording)
+    configs = [("solver=unipc", {"solver": "unipc"}), ("solver=euler", {"solver": "euler"})]
+    unipc, euler = Sweep(cfg, base_plan, session, repeats=2).measure_group(configs)
+    warm_ups, rounds = order[:2], order[2:]
+    assert warm_ups == [("unipc", 2), ("euler", 2)]
+    assert rounds == [("unipc", 3), ("euler", 3), ("unipc", 3), ("euler", 3)]
+    assert (unipc.label, euler.label, unipc.steps) == ("solver=unipc", "solver=euler", 3)
+    assert unipc.wall_s > 0 and euler.wall_s > 0
 
 
 def point(label, step_s):

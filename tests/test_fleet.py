@@ -17,7 +17,7 @@ import sqlalchemy
 from conftest import store_client
 from servers import mlflow_server, postgres
 
-from harness.study.floors import counts_toward
+from harness.study.engine.floors import counts_toward
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]

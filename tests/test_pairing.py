@@ -14,8 +14,8 @@ from conftest import store_client
 from harness.measure.pairing import paired_speedup, preset_first
 from harness.measure.session import measure_preset
 from harness.measure.terminal import speedup_cell
-from harness.study.floors import fastest_feasible
-from harness.study.pruning import Cost, Gate, Rules, set_floor_constraints
+from harness.study.engine.floors import fastest_feasible
+from harness.study.engine.pruning import Cost, Gate, Rules, set_floor_constraints
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -145,8 +145,8 @@ def test_select_under_a_bursty_load_refuses_in_one_line_or_exports_the_quiet_spe
 
     from harness.measure import session
     from harness.measure.pairing import PairedSpeedup
-    from harness.study.optimize import search_presets
-    from harness.study.selection import NoisyVerification, select_preset
+    from harness.study.engine.optimize import search_presets
+    from harness.study.export.selection import NoisyVerification, select_preset
 
     # balanced (61 euler frames of 18 steps) is about 1.6x faster than the baseline on the tiny model, at 20 dB
     overrides = [*base_overrides, "search.n_trials=2", "search.enqueue=[baseline,balanced]", "search.drift_check=false",
@@ -171,8 +171,8 @@ def test_select_under_a_bursty_load_refuses_in_one_line_or_exports_the_quiet_spe
 
 
 def test_descent_never_proposes_an_output_as_far_as_one_that_missed_a_floor():
-    from harness.study.descent import DescentSampler
-    from harness.study.space import suggest
+    from harness.study.engine.descent import DescentSampler
+    from harness.study.engine.space import suggest
 
     dists = {
         "sample_steps": optuna.distributions.IntDistribution(4, 25),

@@ -8,11 +8,11 @@ from conftest import store_client
 from test_search import compose_cfg, load
 
 from harness.pipeline.levers import Speed
-from harness.study.descent import DescentSampler
-from harness.study.floors import Floor
-from harness.study.markdown import output_cell
-from harness.study.optimize import search_presets
-from harness.study.pruning import Cost, Gate, Rules, levers_key, optuna_pruner, set_floor_constraints
+from harness.study.engine.descent import DescentSampler
+from harness.study.engine.floors import Floor
+from harness.study.engine.optimize import search_presets
+from harness.study.engine.pruning import Cost, Gate, Rules, levers_key, optuna_pruner, set_floor_constraints
+from harness.study.report.markdown import output_cell
 
 STATES = optuna.trial.TrialState
 LEVERS = levers_key(Speed())
@@ -128,12 +128,16 @@ def test_no_prediction_for_a_cache_the_model_was_not_fitted_on(study):
 
 
 def test_an_optuna_pruner_is_chosen_in_config_and_a_bad_one_named():
-    assert isinstance(optuna_pruner({"type": "MedianPruner", "n_startup_trials": 2}), optuna.pruners.MedianPruner)
+    median = optuna_pruner({"_target_": "optuna.pruners.MedianPruner", "n_startup_trials": 2})
+    assert isinstance(median, optuna.pruners.MedianPruner)
     assert isinstance(optuna_pruner(None), optuna.pruners.NopPruner)
-    with pytest.raises(ValueError, match=r"search.pruner.type='Median' is not an Optuna pruner; allowed: \["):
-        optuna_pruner({"type": "Median"})
-    with pytest.raises(ValueError, match=r"search.pruner=.* is refused by MedianPruner"):
-        optuna_pruner({"type": "MedianPruner", "n_startup_trials": -1})
+    allowed = r"allowed: \['optuna.pruners.MedianPruner'"
+    with pytest.raises(ValueError, match=r"search.pruner._target_='Median' is not an Optuna pruner; " + allowed):
+        optuna_pruner({"_target_": "Median"})
+    with pytest.raises(ValueError, match=r"is not an Optuna pruner"):  # Hyperband hides brackets from the sampler
+        optuna_pruner({"_target_": "optuna.pruners.HyperbandPruner"})
+    with pytest.raises(ValueError, match=r"search.pruner=.* is refused by optuna.pruners.MedianPruner: "):
+        optuna_pruner({"_target_": "optuna.pruners.MedianPruner", "n_startup_trials": -1})
 
 
 def test_a_study_stops_hopeless_trials_early_and_says_why_in_optuna_and_mlflow(tmp_path, base_overrides):

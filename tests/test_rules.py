@@ -6,8 +6,8 @@ import pytest
 
 from harness.measure.pairing import paired_speedup
 from harness.measure.quality import fidelity
-from harness.study.floors import Floor, feasible
-from harness.study.pruning import Gate, Rules, set_floor_constraints
+from harness.study.engine.floors import Floor, feasible
+from harness.study.engine.pruning import Gate, Rules, set_floor_constraints
 
 
 def test_a_trial_exactly_on_its_floor_is_feasible():

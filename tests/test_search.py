@@ -19,11 +19,11 @@ from hydra.core.global_hydra import GlobalHydra
 
 from harness.measure.plan import plan
 from harness.measure.video import read_video
-from harness.study.floors import best_feasible, feasible
-from harness.study.markdown import levers_section, write_report
-from harness.study.optimize import search_presets
-from harness.study.selection import candidates, choose, select_preset, tie_note
-from harness.study.storage import storage_url
+from harness.study.engine.floors import best_feasible, feasible
+from harness.study.engine.optimize import search_presets
+from harness.study.export.selection import candidates, choose, select_preset, tie_note
+from harness.study.report.markdown import levers_section, write_report
+from harness.study.workers.storage import storage_url
 
 ROOT = Path(__file__).resolve().parents[1]
 STATES = optuna.trial.TrialState
@@ -185,19 +185,8 @@ def test_select_exports_the_worker_format_and_it_loads_back(study_root):
     cfg = compose_cfg([*overrides, "study=video_fast", "search.select.repeats=1"])
     yaml_path, json_path = select_preset(cfg)
     exported = yaml.safe_load(yaml_path.read_text())
-    assert list(exported) == [
-        "task",
-        "size",
-        "sample_steps",
-        "sample_guide_scale",
-        "sample_solver",
-        "sample_shift",
-        "frame_num",
-        "enhance_prompt",
-        "expected_time",
-        "content_type",
-        "file_extension",
-    ]
+    worker_preset = yaml.safe_load((CONF_DIR / "preset" / "video_fast.yaml").read_text())  # the worker's own
+    assert list(exported) == list(worker_preset)  # its keys, in its order
     as_json = json.loads(json_path.read_text())
     assert {k: v for k, v in as_json.items() if not k.startswith("_")} == exported
     snippet = (yaml_path.parent / "video_fast.py").read_text()  # pastes into the worker's preset dict

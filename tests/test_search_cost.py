@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from test_search import compose_cfg
 
-from harness.study.floors import floors
+from harness.study.engine.floors import floors
 
 ROOT = Path(__file__).resolve().parents[1]
 GRID = ROOT / "experiments" / "search-cost" / "grid.json"
@@ -17,7 +17,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from search_grid import distributions, key  # noqa: E402
 from search_replay import Grid, Strategy, replay  # noqa: E402
 
-from harness.study.pruning import load_rules  # noqa: E402
+from harness.study.engine.pruning import load_rules  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from harness.preset import validate_preset
-from harness.study import space
+from harness.study.engine import space
 
 SOLVERS = {"unipc": {}, "dpm++": {}, "euler": {}}
 

@@ -14,7 +14,7 @@ import optuna
 import pytest
 from servers import free_port, serving
 
-from harness.study.floors import best_feasible
+from harness.study.engine.floors import best_feasible
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]

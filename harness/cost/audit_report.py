@@ -166,7 +166,9 @@ def report_lines(audit: Audit) -> list[str]:
     head = [
         f"# Audit of the proposal's knobs on `{audit.machine}`\n",
         f"Model `{loaded.name}` ({dtype_name(loaded.dtype)}) on {device_label(loaded.device)},"
-        f" torch {torch.__version__}; each figure is the median of {audit.repeats} generations after a warm-up."
+        f" torch {torch.__version__}; each figure is the median of {audit.repeats} generations after a warm-up, "
+        "the configurations of a knob (and the baseline with the proposal's claims) generated round-robin, one of "
+        "each per round, so a machine's drift slows them alike."
         f" Baseline preset as the model generates it: {audit.baseline.tokens} tokens, {audit.base.sample_steps} "
         f"steps, {audit.baseline.wall_s:.3f} s per video.\n",
         noise_line(audit) + "\n",

@@ -53,10 +53,9 @@ class Sweep:
         request = self.plan.request(self.plan.prompts[0], 0)
         return replace(request, shape=shape, steps=steps, solver=solver, shift=shift, guidance=guidance)
 
-    def measure(self, label: str, **knobs: Any) -> Point:
-        """Median of ``repeats`` generations of the baseline with ``knobs`` changed, after a warm-up."""
+    def _settings(self, knobs: dict[str, Any]) -> dict[str, Any]:
         base = self.plan.preset
-        settings = {
+        return {
             "steps": base.sample_steps,
             "solver": base.sample_solver,
             "shift": base.sample_shift,
@@ -65,19 +64,33 @@ class Sweep:
             "frames": base.frame_num,
             **knobs,
         }
-        request = self._request(**settings)
+
+    def measure_group(self, configs: list[tuple[str, dict[str, Any]]]) -> list[Point]:
+        """Each configuration (label, knobs changed from the baseline): the median of ``repeats`` generations.
+
+        After a warm-up of each, the configurations are generated round-robin, one of each per round: on a
+        machine whose speed drifts over minutes (a shared CPU), every configuration of a group sees the same
+        drift, so it does not pass for a difference between them, as it would measured one after another.
+        """
+        requests = [self._request(**self._settings(knobs)) for _, knobs in configs]
         loaded, solvers = self.session.loaded, self.session.solvers
-        generate(loaded, replace(request, steps=2), solvers)  # warm this shape
-        runs = [generate(loaded, request, solvers) for _ in range(self.repeats)]
+        for request in requests:
+            generate(loaded, replace(request, steps=2), solvers)  # warm this shape
+        runs: list[list[Any]] = [[] for _ in requests]
+        for _ in range(self.repeats):
+            for done, request in zip(runs, requests):
+                done.append(generate(loaded, request, solvers))
+        return [self._point(label, request, done) for (label, _), request, done in zip(configs, requests, runs)]
+
+    def _point(self, label: str, request: Any, runs: list[Any]) -> Point:
         walls = [r.wall_s for r in runs]
-        wall = statistics.median(walls)
         shape = request.shape
         return Point(
             label=label,
             steps=request.steps,
             passes=2 if request.guidance > 1 else 1,
-            tokens=loaded.latent_grid(shape.width, shape.height, shape.num_frames)[1],
-            wall_s=wall,
+            tokens=self.session.loaded.latent_grid(shape.width, shape.height, shape.num_frames)[1],
+            wall_s=statistics.median(walls),
             denoise_s=statistics.median(r.denoise_s for r in runs),
             step_s=statistics.median(statistics.median(r.step_times[1:] or r.step_times) for r in runs),
             spread=relative_spread(walls) or 0.0,
@@ -89,22 +102,23 @@ class Sweep:
         )
 
     def knobs(self) -> dict[str, list[Point]]:
-        """Every knob across its range (``audit`` config), grouped by knob."""
+        """Every knob across its range (``audit`` config), grouped by knob, each group measured round-robin."""
         audit, base = self.cfg.audit, self.plan.preset
-        plan_points = (
-            [("solver", {"solver": s}) for s in ("unipc", "dpm++", "euler")]
-            + [("shift", {"shift": s}) for s in (1.0, 3.0, 5.0, 8.0)]
-            + [("steps", {"steps": s}) for s in audit.steps]
-            + [("tokens", {"size": size, "frames": f}) for size in audit.sizes for f in audit.frames]
-            + [("guidance", {"guidance": g}) for g in (1.0, base.sample_guide_scale)]
-        )
+        groups = {
+            "solver": [{"solver": s} for s in ("unipc", "dpm++", "euler")],
+            "shift": [{"shift": s} for s in (1.0, 3.0, 5.0, 8.0)],
+            "steps": [{"steps": s} for s in audit.steps],
+            "tokens": [{"size": size, "frames": f} for size in audit.sizes for f in audit.frames],
+            "guidance": [{"guidance": g} for g in (1.0, base.sample_guide_scale)],
+        }
         points: dict[str, list[Point]] = {}
-        for group, knobs in tqdm(plan_points, desc="audit", unit="config"):
-            label = ", ".join(f"{k}={v}" for k, v in knobs.items())
-            points.setdefault(group, []).append(self.measure(label, **knobs))
+        for group, configs in tqdm(groups.items(), desc="audit", unit="knob"):
+            labelled = [(", ".join(f"{k}={v}" for k, v in knobs.items()), knobs) for knobs in configs]
+            points[group] = self.measure_group(labelled)
         return points
 
     def claims(self) -> tuple[Point, dict[str, Point]]:
-        """The baseline, and the baseline with each claimed knob turned."""
-        baseline = self.measure("baseline")
-        return baseline, {name: self.measure(name, **knobs) for name, (_, knobs) in CLAIMS.items()}
+        """The baseline, and the baseline with each claimed knob turned, measured round-robin together."""
+        configs = [("baseline", {}), *((name, knobs) for name, (_, knobs) in CLAIMS.items())]
+        baseline, *turned = self.measure_group(configs)
+        return baseline, {name: point for (name, _), point in zip(configs[1:], turned)}

@@ -53,6 +53,10 @@ OFFICIAL_CLASSES = {"unipc": OfficialUniPCMultistepScheduler, "dpm++": OfficialD
 def build_scheduler(solver: str, shift: float, solvers: Mapping[str, Any], official: bool = False):
     """Make the scheduler for a solver name and shift.
 
+    Built from ``conf/solver``'s arguments, not diffusers' ``Cls.from_config(pipe.scheduler.config)``: the
+    official worker builds its solver from fixed arguments whatever scheduler a checkpoint ships with (the
+    Diffusers-format Wan weights carry ``flow_shift: 3.0``), so a preset's video does not depend on it.
+
     Args:
         solver: the preset's ``sample_solver`` (``unipc``, ``dpm++``, ``euler``).
         shift: the preset's ``sample_shift`` (> 0).

@@ -4,7 +4,7 @@ optuna-dashboard 0.21 takes the storage's lowest value as the study's best trial
 its constraints, so an infeasible trial (PSNR 16 dB against a 30 dB floor) would carry
 the "Best Trial" badge. This serves the same dashboard with the study's best trial
 replaced by its best feasible trial (none when no trial is feasible). Trials carry their
-constraints in the list form the dashboard reads (see ``harness.study.objective``).
+constraints in the list form the dashboard reads (see ``harness.study.engine.objective``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 import optuna
 
-from harness.study.floors import fastest_feasible
+from harness.study.engine.floors import fastest_feasible
 
 
 def best_feasible_trials(storage: optuna.storages.BaseStorage, study_id: int) -> list[optuna.trial.FrozenTrial]:

@@ -25,14 +25,16 @@ from harness.measure.session import open_session
 from harness.pipeline.load import resolve_model
 from harness.secrets import public_url
 from harness.stores import check_storage
-from harness.study.drift import latest_pairing, noise_lines, pair_best
-from harness.study.estimate import closing_line, opening_estimate
-from harness.study.fingerprint import check_comparable, measured_with
-from harness.study.floors import best_feasible, counts_toward, failure, feasible, is_baseline, shortfalls
-from harness.study.lock import StudyLock
-from harness.study.pruning import summary as pruning_summary
-from harness.study.settings import check_study_settings
-from harness.study.storage import (
+from harness.study.engine.estimate import closing_line, opening_estimate
+from harness.study.engine.fingerprint import check_comparable, measured_with
+from harness.study.engine.floors import best_feasible, counts_toward, failure, feasible, is_baseline, shortfalls
+from harness.study.engine.pruning import summary as pruning_summary
+from harness.study.engine.settings import check_study_settings
+from harness.study.export.drift import latest_pairing, noise_lines, pair_best
+from harness.study.report.summary import record_on_study_run
+from harness.study.workers.lock import StudyLock
+from harness.study.workers.loop import Worker, config_errors
+from harness.study.workers.storage import (
     close_orphans,
     open_study,
     rdb_storage,
@@ -40,8 +42,6 @@ from harness.study.storage import (
     study_run_id,
     use_study_experiment,
 )
-from harness.study.summary import record_on_study_run
-from harness.study.workers import Worker, config_errors
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +144,17 @@ def _work(cfg: DictConfig, worker: Worker, run_id: str, client, experiment_id) -
     log.info("this worker ran %d trial(s) in %.0f s", worker.ran, time.perf_counter() - started)
 
 
+def _label(
+    cfg: DictConfig, study: optuna.Study, client: mlflow.MlflowClient, floor_list: list, base_overrides: list[str]
+) -> tuple[str, str]:
+    """Name the study's objective, floors and command in Optuna; its MLflow experiment and study run (ids)."""
+    study.set_metric_names(["seconds per video"])  # the objective's name in optuna-dashboard
+    study.set_user_attr("floors", [f.describe() for f in floor_list])
+    study.set_user_attr("command", search_command(base_overrides))
+    experiment_id = use_study_experiment(cfg, study)  # a resumed study keeps its experiment
+    return experiment_id, _study_run(client, experiment_id, cfg, study)
+
+
 def search_presets(cfg: DictConfig, base_overrides: list[str]) -> optuna.Study:
     """Run (or continue) the study until it holds ``search.n_trials`` counted trials, beside any other workers.
 
@@ -170,13 +181,8 @@ def search_presets(cfg: DictConfig, base_overrides: list[str]) -> optuna.Study:
     client = mlflow.MlflowClient()
     with lock:
         study = open_study(cfg, storage)
-        study.set_metric_names(["seconds per video"])  # the objective's name in optuna-dashboard
-        uncounted = config_errors(study)
-        check_comparable(study, identity, any(counts_toward(t, uncounted) for t in study.get_trials(deepcopy=False)))
-        study.set_user_attr("floors", [f.describe() for f in floor_list])
-        study.set_user_attr("command", search_command(base_overrides))
-        experiment_id = use_study_experiment(cfg, study)  # a resumed study keeps its experiment
-        run_id = _study_run(client, experiment_id, cfg, study)
+        check_comparable(study, identity, any(counts_toward(t, config_errors(study)) for t in study.get_trials()))
+        experiment_id, run_id = _label(cfg, study, client, floor_list, base_overrides)
     if closed := close_orphans(client, experiment_id, study):
         log.info("closed %d MLflow run(s) a dead worker left RUNNING", closed)
     done = sum(counts_toward(t, config_errors(study)) for t in study.get_trials(deepcopy=False))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import optuna
 
-from harness.study.descent import DescentSampler
+from harness.study.engine.descent import DescentSampler
 
 SAMPLERS = ("descent", "tpe", "gp", "random")
 
@@ -15,7 +15,7 @@ def make_sampler(
     """A seeded sampler. Each honours the trials' floor constraints (``trial.set_constraint``), random aside.
 
     Args:
-        kind: ``descent`` (down from the baseline, :mod:`harness.study.descent`), ``tpe`` (Optuna's
+        kind: ``descent`` (down from the baseline, :mod:`harness.study.engine.descent`), ``tpe`` (Optuna's
             default), ``gp`` (``GPSampler``, constrained expected improvement) or ``random``.
         seed: the sampler's seed.
         n_startup_trials: trials sampled at random before the model-based samplers take over.

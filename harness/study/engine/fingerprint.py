@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from harness.measure.plan import plan
 from harness.pipeline.device import device_label, dtype_name
 from harness.pipeline.load import load_pipeline
-from harness.study.floors import floors
+from harness.study.engine.floors import floors
 
 log = logging.getLogger(__name__)
 

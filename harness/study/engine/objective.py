@@ -15,10 +15,10 @@ from harness.measure.results import Summary, VideoResult
 from harness.measure.session import Session, measure_in_run, open_session
 from harness.secrets import mask, public_url
 from harness.stores import storage_url
-from harness.study import space
-from harness.study.compose import derive
-from harness.study.floors import FLOOR_METRICS, floors
-from harness.study.pruning import Cost, Gate, levers_key, load_rules, prediction_error, set_floor_constraints
+from harness.study.engine import space
+from harness.study.engine.compose import derive
+from harness.study.engine.floors import FLOOR_METRICS, floors
+from harness.study.engine.pruning import Cost, Gate, levers_key, load_rules, prediction_error, set_floor_constraints
 
 
 class PrunedTrial(tracking.Stopped, optuna.TrialPruned):

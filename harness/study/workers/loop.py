@@ -32,11 +32,11 @@ import optuna
 from omegaconf import DictConfig
 
 from harness.cli import signals_deferred, stopping_signal
-from harness.study import space
-from harness.study.enqueue import enqueue_presets, preset_params
-from harness.study.floors import counts_toward, is_baseline
-from harness.study.lock import StudyLock
-from harness.study.objective import Objective
+from harness.study.engine import space
+from harness.study.engine.enqueue import enqueue_presets, preset_params
+from harness.study.engine.floors import counts_toward, is_baseline
+from harness.study.engine.objective import Objective
+from harness.study.workers.lock import StudyLock
 
 log = logging.getLogger(__name__)
 # Workers ask for trials themselves (under the study's lock) and beat their heartbeats themselves.

@@ -30,22 +30,24 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
+import hydra.utils
 import numpy as np
 import optuna
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
 from harness.cost.model import CostModel, fit_cost_model
 from harness.measure.noise import relative_spread
 from harness.pipeline.levers import Speed
-from harness.study.floors import FLOOR_METRICS, Floor, fastest_feasible, shortfalls
+from harness.study.engine.floors import FLOOR_METRICS, Floor, fastest_feasible, shortfalls
 
 SPREAD_TRIALS = 3  # complete trials whose videos measured a lift (not the reference: it is its own video)
 MODEL_POINTS = 4  # measured trials the cost model needs before it may prune anything
 PRUNERS = (
-    "MedianPruner",
-    "PercentilePruner",
-    "SuccessiveHalvingPruner",
-    "ThresholdPruner",
+    "optuna.pruners.MedianPruner",
+    "optuna.pruners.PercentilePruner",
+    "optuna.pruners.SuccessiveHalvingPruner",
+    "optuna.pruners.ThresholdPruner",
 )  # not Hyperband (it hides other brackets' trials from the sampler) nor Wilcoxon (it wants per-video scores)
 STATES = optuna.trial.TrialState
 
@@ -75,21 +77,23 @@ def load_rules(cfg: DictConfig) -> Rules:
 
 
 def optuna_pruner(spec: Mapping[str, Any] | None) -> optuna.pruners.BasePruner:
-    """The Optuna pruner ``search.pruner`` names (``{type: MedianPruner, n_startup_trials: 5}``), or none.
+    """The Optuna pruner ``search.pruner`` names, built by Hydra (``{_target_: optuna.pruners.MedianPruner,
+    n_startup_trials: 5}``), or none.
 
     Raises:
-        ValueError: an unknown type or arguments the pruner does not take.
+        ValueError: a target that is not one of the pruners allowed, or arguments the pruner does not take.
     """
     if spec is None:
         return optuna.pruners.NopPruner()
     spec = dict(OmegaConf.to_container(spec) if isinstance(spec, DictConfig) else spec)
-    kind = spec.pop("type", None)
-    if kind not in PRUNERS:
-        raise ValueError(f"search.pruner.type={kind!r} is not an Optuna pruner; allowed: {list(PRUNERS)} or null")
+    target = spec.get("_target_")
+    if target not in PRUNERS:
+        raise ValueError(f"search.pruner._target_={target!r} is not an Optuna pruner; allowed: {list(PRUNERS)} or null")
     try:
-        return getattr(optuna.pruners, kind)(**spec)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"search.pruner={ {'type': kind, **spec} } is refused by {kind}: {error}") from None
+        return hydra.utils.instantiate(spec)
+    except InstantiationException as error:
+        reason = str(error.__cause__ or error).splitlines()[0]
+        raise ValueError(f"search.pruner={spec} is refused by {target}: {reason}") from None
 
 
 @dataclass(frozen=True)

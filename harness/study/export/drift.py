@@ -20,8 +20,8 @@ from harness.measure.pairing import NOT_PAIRED, PairedSpeedup
 from harness.measure.plan import plan
 from harness.measure.results import recorded
 from harness.measure.session import measure_in_run, open_session
-from harness.study.floors import baseline_trial, best_feasible, is_baseline
-from harness.study.objective import Objective
+from harness.study.engine.floors import baseline_trial, best_feasible, is_baseline
+from harness.study.engine.objective import Objective
 
 log = logging.getLogger(__name__)
 

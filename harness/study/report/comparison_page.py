@@ -18,8 +18,8 @@ import mlflow
 import optuna
 
 from harness.measure.results import recorded
-from harness.study.drift import speedup_cell
-from harness.study.floors import best_feasible, feasible, is_baseline, status
+from harness.study.engine.floors import best_feasible, feasible, is_baseline, status
+from harness.study.export.drift import speedup_cell
 
 log = logging.getLogger(__name__)
 

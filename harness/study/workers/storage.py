@@ -17,9 +17,9 @@ from harness.measure.tracking import WORKER, alive_here
 from harness.pipeline.worker import Worker
 from harness.secrets import public_url
 from harness.stores import error_reason, shown_setting, storage_setting, storage_url
-from harness.study.lock import StudyLock
-from harness.study.pruning import optuna_pruner
-from harness.study.samplers import make_sampler
+from harness.study.engine.pruning import optuna_pruner
+from harness.study.engine.samplers import make_sampler
+from harness.study.workers.lock import StudyLock
 
 log = logging.getLogger(__name__)
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)

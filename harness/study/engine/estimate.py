@@ -25,7 +25,7 @@ from harness.measure.session import Session, open_session
 from harness.measure.video import write_mp4
 from harness.pipeline.device import device_label, dtype_name
 from harness.pipeline.generate import generate
-from harness.study.enqueue import preset_params
+from harness.study.engine.enqueue import preset_params
 
 SHORT, LONG = 2, 6  # steps of the two timed generations
 

@@ -25,8 +25,8 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution
 
 from harness.preset import parse_size
-from harness.study.floors import feasible, is_baseline, work
-from harness.study.pruning import dominating_failure
+from harness.study.engine.floors import feasible, is_baseline, work
+from harness.study.engine.pruning import dominating_failure
 
 CHEAPER_WHEN_LOWER = ("sample_steps", "frame_num", "guidance_stop")
 OUTPUT_SPEC = ("size", "frame_num")  # what the worker delivers: losing it loses fidelity whatever else changes

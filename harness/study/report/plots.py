@@ -10,7 +10,7 @@ from optuna.visualization import matplotlib as optuna_plots
 
 from harness.measure.figures import save_figure
 from harness.measure.results import recorded
-from harness.study.floors import feasible, status
+from harness.study.engine.floors import feasible, status
 
 STATE_STYLE = {
     "feasible": ("tab:green", "o"),

@@ -34,13 +34,13 @@ from harness.measure.session import Session, measure_in_run, open_session
 from harness.pipeline.load import resolve_model
 from harness.pipeline.schedulers import is_official
 from harness.preset import write_preset_files
-from harness.study import space
-from harness.study.compose import derive
-from harness.study.drift import record_pairing
-from harness.study.fingerprint import differences, measured_with
-from harness.study.floors import FLOOR_METRICS, Floor, baseline_trial, feasible, floors, is_baseline
-from harness.study.folder import study_folder
-from harness.study.storage import load_study, use_study_experiment
+from harness.study.engine import space
+from harness.study.engine.compose import derive
+from harness.study.engine.fingerprint import differences, measured_with
+from harness.study.engine.floors import FLOOR_METRICS, Floor, baseline_trial, feasible, floors, is_baseline
+from harness.study.export.drift import record_pairing
+from harness.study.report.folder import study_folder
+from harness.study.workers.storage import load_study, use_study_experiment
 
 log = logging.getLogger(__name__)
 

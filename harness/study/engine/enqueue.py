@@ -8,9 +8,9 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 
 from harness.preset import validate_preset
-from harness.study import space
-from harness.study.compose import derive, experiment
-from harness.study.floors import counts_toward
+from harness.study.engine import space
+from harness.study.engine.compose import derive, experiment
+from harness.study.engine.floors import counts_toward
 
 
 def had_a_chance(trial: optuna.trial.FrozenTrial, uncounted: set[int]) -> bool:

@@ -21,14 +21,14 @@ from harness.measure.results import recorded
 from harness.pipeline.load import resolve_model
 from harness.secrets import mask, public_url
 from harness.stores import storage_url
-from harness.study.comparison_page import write_page
-from harness.study.drift import latest_pairing, noise_lines, speedup_cell
-from harness.study.floors import best_feasible, failure, fastest_feasible, feasible, shortfalls, status
-from harness.study.folder import study_folder
-from harness.study.plots import plot_history, plot_importances, plot_pareto
-from harness.study.pruning import summary as pruning_summary
-from harness.study.space import LEVERS, SWITCHES
-from harness.study.storage import load_study, study_run_id, use_study_experiment
+from harness.study.engine.floors import best_feasible, failure, fastest_feasible, feasible, shortfalls, status
+from harness.study.engine.pruning import summary as pruning_summary
+from harness.study.engine.space import LEVERS, SWITCHES
+from harness.study.export.drift import latest_pairing, noise_lines, speedup_cell
+from harness.study.report.comparison_page import write_page
+from harness.study.report.folder import study_folder
+from harness.study.report.plots import plot_history, plot_importances, plot_pareto
+from harness.study.workers.storage import load_study, study_run_id, use_study_experiment
 
 
 def _label(trial: optuna.trial.FrozenTrial) -> str:

@@ -6,8 +6,8 @@ import mlflow
 import optuna
 
 from harness.measure.results import recorded
-from harness.study.drift import latest_pairing
-from harness.study.floors import best_feasible, status
+from harness.study.engine.floors import best_feasible, status
+from harness.study.export.drift import latest_pairing
 
 
 def winner_metrics(study: optuna.Study) -> dict[str, float]:
@@ -34,14 +34,15 @@ def study_note(study: optuna.Study) -> str:
         f"**Study `{study.study_name}`**: the fastest preset that keeps every floor "
         f"({'; '.join(study.user_attrs.get('floors', [])) or 'no floors'}).",
         f"Trials: {len(trials)} ({', '.join(f'{n} {s}' for s, n in counts.items())}).",
-        _winner_line(study),
+        winner_line(study),
         f"Report: `python -m harness.report study={study.study_name}`; export the winner, verified on held-out "
         f"seeds: `python -m harness.select study={study.study_name}`.",
     ]
     return "\n\n".join(lines)
 
 
-def _winner_line(study: optuna.Study) -> str:
+def winner_line(study: optuna.Study) -> str:
+    """One line: the best feasible trial, its settings, time, scores and paired speed-up (or that there is none)."""
     best = best_feasible(study)
     if best is None:
         return "No feasible trial yet."

@@ -7,10 +7,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from harness import CONF_DIR
 from harness.checks import check_flag, check_int, check_number
-from harness.study import space
-from harness.study.floors import Floor, floors
-from harness.study.pruning import load_rules, optuna_pruner
-from harness.study.samplers import make_sampler
+from harness.study.engine import space
+from harness.study.engine.floors import Floor, floors
+from harness.study.engine.pruning import load_rules, optuna_pruner
+from harness.study.engine.samplers import make_sampler
 
 
 def check_study_settings(cfg: DictConfig) -> tuple[dict[str, optuna.distributions.BaseDistribution], list[Floor], int]:

@@ -1,0 +1,1 @@
+"""What a study exports: the winner re-measured on held-out seeds, paired with the baseline."""

@@ -1,0 +1,1 @@
+"""Several workers on one study: the claim loop with its heartbeats, the storage and its lock."""
