@@ -87,7 +87,7 @@ def main(argv: list[str]) -> None:
 def _arguments(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--grids", nargs="+", choices=list(search_grid.SPACES), default=["grid"],
-                        help="the spaces replayed (each grid is built when missing; wide: about 50 min more)")  # fmt: skip
+                        help="the spaces replayed (built when missing; wide: about 50 min more)")  # fmt: skip
     parser.add_argument("--grid-dir", type=Path, default=OUT, help="where the grids' JSON lie")
     parser.add_argument("--rebuild", action="store_true", help="measure the grids again")
     parser.add_argument("--out", type=Path, default=OUT, help="where the table, plot and results go")

@@ -132,6 +132,7 @@ def cli(tmp_path, *args, multirun=False):
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow  # tens of seconds end to end: .ci/run runs it
 def test_the_default_relative_paths_work_from_any_folder(tmp_path):
     # the README's command leaves paths.root_dir at "." (HARNESS_ROOT unset): every path is relative
     env = {k: v for k, v in os.environ.items() if k != "HARNESS_ROOT"}

