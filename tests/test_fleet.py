@@ -114,7 +114,7 @@ def test_three_workers_on_postgresql_with_an_mlflow_server_never_show_the_passwo
         study_run = client.search_runs([experiment], "tags.kind = 'study'")[0].info.run_id
         texts += [Path(client.download_artifacts(study_run, name, str(tmp_path / "dl"))).read_text()
                   for name in ("study_config.yaml", "report/report.md")]  # fmt: skip
-        texts += [(tmp_path / "experiments" / "video_fast" / "report.md").read_text()]
+        texts += [(tmp_path / "outputs" / "studies" / "video_fast" / "report.md").read_text()]  # study_dir
         assert "harness:***@" in "".join(texts)  # the URL is shown, masked
         assert not [text for text in texts if PASSWORD in text]
 
