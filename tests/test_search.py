@@ -297,6 +297,7 @@ def test_choose_prefers_fidelity_among_equally_fast_trials():
     assert tie_note(ordered[2], ordered, 0.05) == []  # verified third, after both failed: it won no tie
 
 
+@pytest.mark.slow  # tens of seconds end to end: .ci/run runs it
 def test_a_failing_trial_is_recorded_and_the_study_goes_on(tmp_path, base_overrides, monkeypatch):
     from harness.pipeline.generate import generate as real_generate
 

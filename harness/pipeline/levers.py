@@ -161,12 +161,12 @@ def check_quant(quant: str, device: "torch.device") -> None:
     """
     if quant == "none":
         return
+    import importlib.util
+
     import torch
 
-    try:
-        import torchao  # noqa: F401
-    except ImportError:
-        raise ValueError(f"speed.quant={quant!r} needs torchao: pip install -e '.[quant]'") from None
+    if importlib.util.find_spec("torchao") is None:  # found, not imported: importing torchao takes seconds
+        raise ValueError(f"speed.quant={quant!r} needs torchao: pip install -e '.[quant]'")
     if quant == "float8_dynamic":
         capability = torch.cuda.get_device_capability(device) if device.type == "cuda" else None
         if capability is None or capability < (8, 9):
