@@ -56,7 +56,7 @@ def test_a_cache_sees_both_halves_of_a_batched_step_together(make_cfg):
     assert np.isfinite(video.frames).all() and not loaded.pipe.transformer.is_cache_enabled
 
 
-@pytest.mark.slow  # tens of seconds end to end: .ci/run runs it
+@pytest.mark.slow  # seconds to a minute end to end, kept out of the 5-minute default run: .ci/run runs it
 def test_magcache_is_calibrated_once_per_preset_then_reused(make_cfg, tmp_path):
     cfg = make_cfg("speed.cache=magcache", "quality.clip=false", "timing.pair=false", model="toy")
     first = store_client(tmp_path).get_run(measure_preset(cfg).run_id).data.metrics

@@ -132,7 +132,7 @@ def cli(tmp_path, *args, multirun=False):
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.slow  # tens of seconds end to end: .ci/run runs it
+@pytest.mark.slow  # seconds to a minute end to end, kept out of the 5-minute default run: .ci/run runs it
 def test_the_default_relative_paths_work_from_any_folder(tmp_path):
     # the README's command leaves paths.root_dir at "." (HARNESS_ROOT unset): every path is relative
     env = {k: v for k, v in os.environ.items() if k != "HARNESS_ROOT"}
@@ -217,7 +217,7 @@ def test_precision_and_attention_are_checked_before_any_run(make_cfg, tmp_path, 
     assert not (tmp_path / "mlruns" / "mlflow.db").exists()
 
 
-@pytest.mark.slow  # tens of seconds end to end: .ci/run runs it
+@pytest.mark.slow  # seconds to a minute end to end, kept out of the 5-minute default run: .ci/run runs it
 def test_math_attention_and_bfloat16_run_and_are_logged(make_cfg, tmp_path):
     summary = measure_preset(
         make_cfg("speed.attention=_native_math", "model.dtype=bfloat16", "model.path=" + str(tmp_path / "bf16-wan"))
@@ -314,7 +314,7 @@ class BurstyLoad:
             hog.wait()
 
 
-@pytest.mark.slow  # tens of seconds end to end: .ci/run runs it
+@pytest.mark.slow  # seconds to a minute end to end, kept out of the 5-minute default run: .ci/run runs it
 def test_a_time_measured_under_a_bursty_cpu_load_is_flagged_noisy(make_cfg, tmp_path, monkeypatch):
     # Another process loads the CPU in bursts: the repeats of one video no longer agree.
     from harness.measure import session

@@ -56,7 +56,7 @@ class Load:
 QUICK = ("prompts=smoke", "timing.repeats=4", "quality.clip=false", "tracking.video=false")
 
 
-@pytest.mark.slow  # tens of seconds end to end: .ci/run runs it
+@pytest.mark.slow  # seconds to a minute end to end, kept out of the 5-minute default run: .ci/run runs it
 def test_a_baseline_measured_under_load_earlier_never_makes_a_speed_up(make_cfg, tmp_path):
     quiet = measure_preset(make_cfg("+experiment=quality_first", *QUICK)).paired
     with Load():

@@ -140,7 +140,7 @@ def test_an_optuna_pruner_is_chosen_in_config_and_a_bad_one_named():
         optuna_pruner({"_target_": "optuna.pruners.MedianPruner", "n_startup_trials": -1})
 
 
-@pytest.mark.slow  # tens of seconds end to end: .ci/run runs it
+@pytest.mark.slow  # seconds to a minute end to end, kept out of the 5-minute default run: .ci/run runs it
 def test_a_study_stops_hopeless_trials_early_and_says_why_in_optuna_and_mlflow(tmp_path, base_overrides):
     """On the tiny model with two prompts: a 4-step video far below the PSNR floor generates one video, a trial
     predicted far slower than the best (190 steps) generates none, and a smaller, shorter output than one that

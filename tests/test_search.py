@@ -251,7 +251,7 @@ def test_select_refuses_another_model_than_the_study_s(study_root):
     )
 
 
-@pytest.mark.slow  # tens of seconds end to end: .ci/run runs it
+@pytest.mark.slow  # seconds to a minute end to end, kept out of the 5-minute default run: .ci/run runs it
 def test_select_exports_nothing_when_the_winner_fails_on_held_out_seeds(tmp_path, base_overrides):
     # On the tiny model (worker=official), quality_first makes 44.4 dB on the search's seed 0 and 43.4 dB on
     # the held-out seeds 100 and 101: it is feasible at a 44 dB floor, then fails it.
@@ -297,7 +297,7 @@ def test_choose_prefers_fidelity_among_equally_fast_trials():
     assert tie_note(ordered[2], ordered, 0.05) == []  # verified third, after both failed: it won no tie
 
 
-@pytest.mark.slow  # tens of seconds end to end: .ci/run runs it
+@pytest.mark.slow  # seconds to a minute end to end, kept out of the 5-minute default run: .ci/run runs it
 def test_a_failing_trial_is_recorded_and_the_study_goes_on(tmp_path, base_overrides, monkeypatch):
     from harness.pipeline.generate import generate as real_generate
 
@@ -316,7 +316,7 @@ def test_a_failing_trial_is_recorded_and_the_study_goes_on(tmp_path, base_overri
     assert len(failed) == 1 and failed[0].info.status == "FAILED" and "NaN" in failed[0].data.tags["fail_reason"]
 
 
-@pytest.mark.slow  # tens of seconds end to end: .ci/run runs it
+@pytest.mark.slow  # seconds to a minute end to end, kept out of the 5-minute default run: .ci/run runs it
 def test_an_impossible_floor_leaves_no_feasible_trial(tmp_path, base_overrides):
     overrides = [
         *base_overrides,
@@ -457,7 +457,7 @@ def test_an_mlruns_path_that_is_a_file_is_one_line_and_a_non_zero_exit(tmp_path,
     assert (tmp_path / "mlruns").read_text() == "not a folder"  # nothing stored is lost
 
 
-@pytest.mark.slow  # tens of seconds end to end: .ci/run runs it
+@pytest.mark.slow  # seconds to a minute end to end, kept out of the 5-minute default run: .ci/run runs it
 def test_trials_that_keep_failing_for_one_reason_stop_the_study_until_it_is_fixed(
     tmp_path, base_overrides, monkeypatch
 ):

@@ -42,7 +42,7 @@ def test_the_default_search_finds_a_preset_within_10_percent_of_the_best_for_3_p
     assert not any(o["rule"] == "quality" and o["feasible"] and o["time_s"] <= target for o in study.outcomes)
 
 
-@pytest.mark.slow  # tens of seconds end to end: .ci/run runs it
+@pytest.mark.slow  # seconds to a minute end to end, kept out of the 5-minute default run: .ci/run runs it
 def test_the_benchmark_writes_its_table_plot_and_results(tmp_path):
     args = ["--only", "descent + pruning", "--seeds", "2", "--out", str(tmp_path), f"paths.root_dir={tmp_path}"]
     done = subprocess.run(
