@@ -16,6 +16,9 @@ import mlflow
 import optuna
 import pytest
 from conftest import store_client
+from omegaconf import OmegaConf
+
+from harness import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS = "prompts.seeds=[0,1,2,3,4,5,6,7,8,9]"  # ten videos: the signal always lands mid-generation
@@ -102,3 +105,102 @@ def test_a_run_whose_process_died_is_closed_by_the_next_command(make_cfg, tmp_pa
     tracking.use_store(make_cfg())  # what harness.run does first
     status = {run_id: client.get_run(run_id).info.status for run_id in (orphan, elsewhere, alive)}
     assert status == {orphan: "KILLED", elsewhere: "RUNNING", alive: "RUNNING"}
+
+
+class SignalledWhereExceptionsAreSwallowed:
+    """Sends SIGTERM from ``__del__``: the handler's interrupt is raised there, and Python swallows it ("Exception
+    ignored in ..."), as it does in the fork handler ``logging`` runs when ffmpeg starts (the case CI met)."""
+
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+@pytest.fixture
+def boundary_signals(monkeypatch):
+    """The boundary's signal handler installed in this process, and put back afterwards."""
+    monkeypatch.setitem(cli._received, "signal", None)
+    previous = {number: signal.signal(number, cli._on_signal) for number in cli.EXIT_CODES}
+    yield
+    for number, handler in previous.items():
+        signal.signal(number, handler)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # swallowed on purpose
+def test_a_sigterm_python_swallowed_stops_the_next_denoising_step(make_cfg, boundary_signals):
+    from harness.measure.plan import plan
+    from harness.pipeline.generate import generate
+    from harness.pipeline.load import load_pipeline
+
+    cfg = make_cfg()
+    plan_ = plan(cfg)
+    loaded, solvers = load_pipeline(cfg.model, plan_.worker), OmegaConf.to_container(cfg.solver)
+    SignalledWhereExceptionsAreSwallowed()  # the interrupt is raised and swallowed here: nothing stops
+    with pytest.raises(cli.Terminated):
+        generate(loaded, plan_.request("a red circle moving left", 0), solvers)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # swallowed on purpose
+def test_a_sigterm_swallowed_after_the_last_checkpoint_still_exits_143(boundary_signals, capsys, monkeypatch):
+    monkeypatch.setattr(cli, "_mask_output", lambda: None)  # pytest's capture stays as it is
+    monkeypatch.setattr(cli.signal, "signal", lambda number, handler: None)  # keep the fixture's handler
+
+    def finishes_after_a_swallowed_signal() -> None:
+        SignalledWhereExceptionsAreSwallowed()
+
+    with pytest.raises(SystemExit) as exit_:
+        cli.run_command(finishes_after_a_swallowed_signal)
+    assert exit_.value.code == 143
+    last_line = capsys.readouterr().err.splitlines()[-1]
+    assert last_line == "SIGTERM came as the command ended: its work was done and its runs ended as usual"
+
+
+def test_a_sigterm_handled_inside_logging_s_fork_handler_leaves_its_lock_free_and_prints_nothing():
+    # What CI met: ffmpeg starting (a fork) as SIGTERM came; the interrupt was raised in logging's "after fork"
+    # handler before it released logging's lock, and Python printed it as "Exception ignored in ...".
+    result = subprocess.run([sys.executable, "-I", "-c", FORK_CUT], cwd=ROOT, capture_output=True, text=True,
+                            timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["logging's lock is free", "stopped at the checkpoint"]
+    assert result.stderr == ""
+
+
+FORK_CUT = """import functools
+import hashlib
+import os
+import signal
+import threading
+
+during_fork = threading.Event()
+# "before" handlers run last registered first: logging's takes its lock, then the event is set, then the main
+# thread hashes for about a second in C (no bytecode, the GIL released) while another thread sends SIGTERM. The
+# signal is handled at the first bytecode after the fork: logging's "after in parent" handler, which releases
+# its lock, as in CI.
+os.register_at_fork(before=functools.partial(hashlib.sha256, bytes(600_000_000)))
+os.register_at_fork(before=during_fork.set)
+import logging  # noqa: E402
+import sys  # noqa: E402
+
+from harness import cli  # noqa: E402
+
+
+def send_sigterm() -> None:
+    during_fork.wait()
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+signal.signal(signal.SIGTERM, cli._on_signal)
+sys.unraisablehook = cli._unraisable
+threading.Thread(target=send_sigterm, daemon=True).start()
+child = os.fork()
+if child == 0:
+    os._exit(0)
+os.waitpid(child, 0)
+other = threading.Thread(target=logging.getLogger, args=("another thread",), daemon=True)
+other.start()
+other.join(3)
+print("logging's lock is", "held" if other.is_alive() else "free")
+try:
+    cli.raise_if_stopped()
+except cli.Terminated:
+    print("stopped at the checkpoint")
+"""

@@ -17,6 +17,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
+from harness.cli import raise_if_stopped
 from harness.pipeline.caches import transformer_cache
 from harness.pipeline.clocks import PeakMemory, StepClock, now
 from harness.pipeline.levers import Speed
@@ -93,6 +94,7 @@ def generate(loaded: LoadedPipeline, request: GenerationRequest, solvers: Mappin
         ValueError: an unknown solver.
         RuntimeError: the video came out NaN or blank.
     """
+    raise_if_stopped()
     pipe = loaded.pipe
     # 1. Scheduler for this solver and shift (cheap; schedulers hold no weights), on the worker's schedule.
     official = request.worker.official_schedule(request.solver)
@@ -129,6 +131,7 @@ def _on_step_end(clock: StepClock, request: GenerationRequest) -> Callable[..., 
 
     def on_step_end(pipeline: Any, step: int, timestep: Any, tensors: dict) -> dict:
         clock(pipeline, step, timestep, tensors)
+        raise_if_stopped()  # a SIGTERM whose interrupt Python swallowed stops the video here
         if step + 1 == guided_steps and guided_steps < request.steps:
             pipeline.guidance_stopped = True  # the loop reads do_classifier_free_guidance every step
         return tensors

@@ -31,7 +31,7 @@ from typing import Iterator
 import optuna
 from omegaconf import DictConfig
 
-from harness.cli import signals_deferred, stopping_signal
+from harness.cli import raise_if_stopped, signals_deferred, stopping_signal
 from harness.study.engine import space
 from harness.study.engine.enqueue import enqueue_presets, preset_params
 from harness.study.engine.floors import counts_toward, is_baseline
@@ -120,7 +120,9 @@ class Worker:
         """Claim and run trials until the study is full or the deadline passes; the trials this worker ran."""
         last_wait = ""
         while deadline is None or time.time() < deadline:
-            with signals_deferred(), self.lock:  # a trial claimed is a trial guarded: SIGTERM waits until then
+            raise_if_stopped()  # nothing claimed yet
+            # a trial claimed is a trial guarded: a signal waits for _run_trial, which fails the trial
+            with signals_deferred(raise_at_end=False), self.lock:
                 decision = self.claim()
                 if decision.trial is not None:
                     self.storage.record_heartbeat(decision.trial._trial_id)  # stale from now on if killed
@@ -140,6 +142,7 @@ class Worker:
 
     def _run_trial(self, trial: optuna.Trial) -> None:
         try:
+            raise_if_stopped()  # a signal that came while it was claimed
             self._measure_trial(trial)
         except KeyboardInterrupt as interrupt:  # SIGINT or SIGTERM: the trial fails, uncounted, measured again later
             trial.set_user_attr("stopped_by", stopping_signal(interrupt).name)
