@@ -143,6 +143,8 @@ def test_a_sigterm_python_swallowed_stops_the_next_denoising_step(make_cfg, boun
 def test_a_sigterm_swallowed_after_the_last_checkpoint_still_exits_143(boundary_signals, capsys, monkeypatch):
     monkeypatch.setattr(cli, "_mask_output", lambda: None)  # pytest's capture stays as it is
     monkeypatch.setattr(cli.signal, "signal", lambda number, handler: None)  # keep the fixture's handler
+    monkeypatch.setattr(sys, "unraisablehook", sys.unraisablehook)  # and put back what run_command sets
+    monkeypatch.setenv("HYDRA_FULL_ERROR", os.environ.get("HYDRA_FULL_ERROR", "0"))
 
     def finishes_after_a_swallowed_signal() -> None:
         SignalledWhereExceptionsAreSwallowed()
