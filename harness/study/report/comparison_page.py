@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -77,6 +78,8 @@ def summary_line(study: optuna.Study) -> str:
 
 def write_page(study: optuna.Study, folder: Path, experiment_id: str) -> list[Path]:
     """Write ``report.html`` and copy its videos into ``videos/``; the files written."""
+    # one progress bar per copied video (MLflow's default) buries what the report prints; a user may turn them on
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     client = mlflow.MlflowClient()
     shown = columns(study)
     videos = {t.number: _videos(client, experiment_id, study.study_name, t.number) for _, t in shown}
