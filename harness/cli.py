@@ -40,7 +40,7 @@ def stopping_signal(interrupt: KeyboardInterrupt) -> signal.Signals:
 
 
 _traceback_wanted = {"on": False}  # HYDRA_FULL_ERROR=1 as the user set it (the boundary sets it for Hydra)
-_deferred = {"depth": 0, "pending": None}  # inside signals_deferred(): the signal waits for the block's end
+_deferred = {"depth": 0}  # inside signals_deferred(): the signal waits for the block's end
 _received = {"signal": None}  # the first stopping signal, kept after its interrupt was raised
 
 
@@ -53,10 +53,8 @@ def _on_signal(number: int, frame: Any) -> None:
     for each in EXIT_CODES:
         signal.signal(each, signal.SIG_IGN)
     _received["signal"] = number
-    if _deferred["depth"]:
-        _deferred["pending"] = number
-        return
-    raise _interrupt(number)
+    if not _deferred["depth"]:
+        raise _interrupt(number)
 
 
 def raise_if_stopped() -> None:
@@ -97,16 +95,15 @@ def signals_deferred(raise_at_end: bool = True) -> Iterator[None]:
     """A block a signal must not cut in two (a trial claimed but not yet guarded, a run opened but not yet
     guarded): SIGTERM or SIGINT arriving inside it is raised when it ends, or with ``raise_at_end=False`` at the
     next :func:`raise_if_stopped` (where the caller guards what the block made)."""
+    before = _received["signal"]  # a signal raised before the block (unwinding through it) is not raised again
     _deferred["depth"] += 1
     try:
         yield
     finally:
         _deferred["depth"] -= 1
-        pending = _deferred["pending"]
-        if not _deferred["depth"] and pending is not None:
-            _deferred["pending"] = None
-            if raise_at_end:
-                raise _interrupt(pending)
+        came_inside = before is None and _received["signal"] is not None
+        if raise_at_end and came_inside and not _deferred["depth"]:
+            raise _interrupt(_received["signal"])
 
 
 def _hydra_line(error: Exception) -> str | None:

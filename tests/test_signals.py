@@ -206,3 +206,21 @@ try:
 except cli.Terminated:
     print("stopped at the checkpoint")
 """
+
+
+def test_a_signal_inside_a_deferred_block_waits_for_its_end(boundary_signals):
+    finished = []
+    with pytest.raises(cli.Terminated):
+        with cli.signals_deferred():  # a run opened, not yet guarded: it must not be cut in two
+            os.kill(os.getpid(), signal.SIGTERM)
+            finished.append("the block")
+    assert finished == ["the block"]
+    try:
+        with cli.signals_deferred():  # unwinding through a block after the signal raises nothing more
+            finished.append("a later block")
+    except KeyboardInterrupt:  # (pytest would take it for Ctrl-C and stop the session)
+        pytest.fail("a block entered after the signal raised it again")
+    with cli.signals_deferred(raise_at_end=False):  # a trial claimed: the caller's next checkpoint raises it
+        pass
+    with pytest.raises(cli.Terminated):
+        cli.raise_if_stopped()
