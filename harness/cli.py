@@ -4,9 +4,8 @@
   and a non-zero exit; no traceback. ``HYDRA_FULL_ERROR=1`` keeps the traceback for developers.
 - SIGTERM (what ``timeout``, systemd and Kubernetes send) is handled as Ctrl-C is: the
   ``KeyboardInterrupt`` unwinds through the code that closes MLflow runs as KILLED and fails the
-  running trial; the command then exits 143 (SIGTERM) or 130 (SIGINT). Python swallows an exception raised
-  where it cannot propagate (a fork handler as a subprocess starts, a ``__del__``), so the signal is also
-  remembered, and every denoising step and every claimed trial checks it (:func:`raise_if_stopped`).
+  running trial (raised where it breaks nothing: :mod:`harness.signals`); the command then exits 143 (SIGTERM)
+  or 130 (SIGINT).
 - Passwords are masked in everything printed or logged (:mod:`harness.secrets`).
 
 Hydra reports its own errors (an unknown ``model=``, a malformed override) over several lines;
@@ -18,92 +17,14 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import signal
 import sys
-from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from omegaconf import DictConfig
 
-from harness import CONF_DIR, secrets
-
-EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}  # 128 + the signal's number, as shells report it
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM: handled exactly like Ctrl-C (runs end KILLED, the running trial fails), then exit 143."""
-
-
-def stopping_signal(interrupt: KeyboardInterrupt) -> signal.Signals:
-    """The signal behind an interrupt: SIGTERM for :class:`Terminated`, else SIGINT."""
-    return signal.SIGTERM if isinstance(interrupt, Terminated) else signal.SIGINT
-
+from harness import CONF_DIR, secrets, signals
 
 _traceback_wanted = {"on": False}  # HYDRA_FULL_ERROR=1 as the user set it (the boundary sets it for Hydra)
-_deferred = {"depth": 0}  # inside signals_deferred(): the signal waits for the block's end
-_received = {"signal": None}  # the first stopping signal, kept after its interrupt was raised
-
-
-def _interrupt(number: int) -> KeyboardInterrupt:
-    return Terminated("SIGTERM") if number == signal.SIGTERM else KeyboardInterrupt("SIGINT")
-
-
-def _on_signal(number: int, frame: Any) -> None:
-    # the first signal stops the command; later ones are ignored so that closing the runs is not cut short
-    for each in EXIT_CODES:
-        signal.signal(each, signal.SIG_IGN)
-    _received["signal"] = number
-    if not _deferred["depth"]:
-        raise _interrupt(number)
-
-
-def raise_if_stopped() -> None:
-    """A checkpoint in long work (each denoising step, each trial claimed): stop here if a signal came.
-
-    The handler raises the interrupt wherever Python happens to be. When that is a place whose exceptions Python
-    swallows, printing "Exception ignored in ..." (the fork handler ``logging`` registers, run as ffmpeg starts
-    to write an mp4; a ``__del__``), the command would go on to its end as if no signal had come. While an
-    interrupt propagates no video is made, so the checkpoint is reached only when it was swallowed.
-
-    Raises:
-        KeyboardInterrupt: :class:`Terminated` after SIGTERM, KeyboardInterrupt after SIGINT.
-    """
-    if _received["signal"] is not None and not _deferred["depth"]:
-        raise _interrupt(_received["signal"])
-
-
-def _unraisable(unraisable: Any) -> None:
-    """``sys.unraisablehook``: an interrupt of ours that Python swallowed is no traceback (the next checkpoint
-    raises it again); anything else is printed as Python prints it.
-
-    The swallowing place CI met is the fork handler with which ``logging`` releases its lock after a fork: cut at
-    its first line, it has not released it, and any other thread that logs (a trial's heartbeat) would wait for
-    ever. It is released here in its stead.
-    """
-    if not (isinstance(unraisable.exc_value, KeyboardInterrupt) and _received["signal"] is not None):
-        sys.__unraisablehook__(unraisable)
-        return
-    cut = unraisable.exc_traceback
-    release = getattr(logging, "_releaseLock", None)
-    if release is not None and cut is not None and cut.tb_frame.f_code is release.__code__:
-        if cut.tb_lineno == release.__code__.co_firstlineno:  # cut before its body ran
-            release()
-
-
-@contextmanager
-def signals_deferred(raise_at_end: bool = True) -> Iterator[None]:
-    """A block a signal must not cut in two (a trial claimed but not yet guarded, a run opened but not yet
-    guarded): SIGTERM or SIGINT arriving inside it is raised when it ends, or with ``raise_at_end=False`` at the
-    next :func:`raise_if_stopped` (where the caller guards what the block made)."""
-    before = _received["signal"]  # a signal raised before the block (unwinding through it) is not raised again
-    _deferred["depth"] += 1
-    try:
-        yield
-    finally:
-        _deferred["depth"] -= 1
-        came_inside = before is None and _received["signal"] is not None
-        if raise_at_end and came_inside and not _deferred["depth"]:
-            raise _interrupt(_received["signal"])
 
 
 def _hydra_line(error: Exception) -> str | None:
@@ -197,15 +118,21 @@ def run_command(hydra_main: Callable[[], Any]) -> None:
     _traceback_wanted["on"] = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises its errors instead of printing them over several lines
     _mask_output()
-    for each in EXIT_CODES:
-        signal.signal(each, _on_signal)
-    sys.unraisablehook = _unraisable
+    signals.install()
+    sys.unraisablehook = signals.unraisable_hook
+    try:
+        _run_guarded(hydra_main)
+    finally:
+        signals.uninstall()  # the work is done: a later signal ends the process as it ends any other
+
+
+def _run_guarded(hydra_main: Callable[[], Any]) -> None:
     try:
         hydra_main()
     except KeyboardInterrupt as interrupt:
-        stopped = stopping_signal(interrupt)
+        stopped = signals.stopping_signal(interrupt)
         print(f"stopped by {stopped.name}: open MLflow runs ended KILLED", file=sys.stderr)
-        sys.exit(EXIT_CODES[stopped])
+        sys.exit(signals.EXIT_CODES[stopped])
     except SystemExit as exit_:
         if isinstance(exit_.code, str):  # sys.exit("error: ...") deeper in: one line, masked
             sys.exit(secrets.mask(" ".join(exit_.code.split())))
@@ -214,7 +141,6 @@ def run_command(hydra_main: Callable[[], Any]) -> None:
         if _traceback_wanted["on"]:
             raise
         sys.exit(error_line(error))
-    if _received["signal"] is not None:  # its interrupt was swallowed after the last checkpoint
-        came = signal.Signals(_received["signal"])
+    if came := signals.received():  # it came after the last checkpoint, or its interrupt was swallowed there
         print(f"{came.name} came as the command ended: its work was done and its runs ended as usual", file=sys.stderr)
-        sys.exit(EXIT_CODES[came])
+        sys.exit(signals.EXIT_CODES[came])

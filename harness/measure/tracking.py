@@ -25,11 +25,11 @@ from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 
 from harness.atomic import file_lock
-from harness.cli import signals_deferred
 from harness.folders import writable_folder
 from harness.measure.results import HEADLINE_METRICS
 from harness.measure.video import frame_grid, write_mp4
 from harness.secrets import mask_tree, public_url
+from harness.signals import signals_deferred
 from harness.stores import check_server, tracking_setting
 
 log = logging.getLogger(__name__)
@@ -279,7 +279,8 @@ def run(name: str, nested: bool = False, tags: Mapping[str, str] | None = None) 
     except BaseException:
         mlflow.end_run("FAILED")
         raise
-    mlflow.end_run("FINISHED")
+    with signals_deferred():  # a signal now is raised once the run has ended FINISHED
+        mlflow.end_run("FINISHED")
 
 
 def public_config(cfg: DictConfig) -> str:

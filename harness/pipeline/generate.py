@@ -17,7 +17,6 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
-from harness.cli import raise_if_stopped
 from harness.pipeline.caches import transformer_cache
 from harness.pipeline.clocks import PeakMemory, StepClock, now
 from harness.pipeline.levers import Speed
@@ -26,6 +25,7 @@ from harness.pipeline.passes import batched_guidance, guided_passes, official_pr
 from harness.pipeline.schedulers import build_scheduler, scheduler_name
 from harness.pipeline.worker import Worker, to_pixels
 from harness.preset import VideoShape
+from harness.signals import raise_if_stopped
 
 
 @dataclass(frozen=True)

@@ -17,13 +17,13 @@ import mlflow
 import optuna
 from omegaconf import DictConfig
 
-from harness.cli import signals_deferred
 from harness.measure import noise_floor, tracking
 from harness.measure.pairing import NOT_PAIRED
 from harness.measure.plan import plan
 from harness.measure.session import open_session
 from harness.pipeline.load import resolve_model
 from harness.secrets import public_url
+from harness.signals import signals_deferred
 from harness.stores import check_storage
 from harness.study.engine.estimate import closing_line, opening_estimate
 from harness.study.engine.fingerprint import check_comparable, measured_with
@@ -140,7 +140,8 @@ def _work(cfg: DictConfig, worker: Worker, run_id: str, client, experiment_id) -
         raise
     finally:
         close_orphans(client, experiment_id, worker.study)
-    mlflow.end_run("FINISHED")
+    with signals_deferred():  # a signal now is raised once the run has ended FINISHED
+        mlflow.end_run("FINISHED")
     log.info("this worker ran %d trial(s) in %.0f s", worker.ran, time.perf_counter() - started)
 
 

@@ -31,7 +31,7 @@ from typing import Iterator
 import optuna
 from omegaconf import DictConfig
 
-from harness.cli import raise_if_stopped, signals_deferred, stopping_signal
+from harness.signals import raise_if_stopped, signals_deferred, stopping_signal
 from harness.study.engine import space
 from harness.study.engine.enqueue import enqueue_presets, preset_params
 from harness.study.engine.floors import counts_toward, is_baseline
@@ -121,13 +121,7 @@ class Worker:
         last_wait = ""
         while deadline is None or time.time() < deadline:
             raise_if_stopped()  # nothing claimed yet
-            # a trial claimed is a trial guarded: a signal waits for _run_trial, which fails the trial
-            with signals_deferred(raise_at_end=False), self.lock:
-                decision = self.claim()
-                if decision.trial is not None:
-                    self.storage.record_heartbeat(decision.trial._trial_id)  # stale from now on if killed
-                    # the sampler proposes now, under the lock, so the next worker's proposal sees this one
-                    space.suggest(decision.trial, self.objective.dists)
+            decision = self._claim_and_run()
             if decision.stop:
                 break
             if decision.trial is None:
@@ -137,17 +131,28 @@ class Worker:
                 time.sleep(float(self.cfg.search.heartbeat_s))
                 continue
             last_wait = ""
-            self._run_trial(decision.trial)
         return self.ran
 
-    def _run_trial(self, trial: optuna.Trial) -> None:
+    def _claim_and_run(self) -> Decision:
+        """Claim a trial under the lock and run it; SIGINT or SIGTERM once it is claimed fails it, uncounted (its
+        preset is measured again later)."""
+        trial = None
         try:
-            raise_if_stopped()  # a signal that came while it was claimed
-            self._measure_trial(trial)
-        except KeyboardInterrupt as interrupt:  # SIGINT or SIGTERM: the trial fails, uncounted, measured again later
-            trial.set_user_attr("stopped_by", stopping_signal(interrupt).name)
-            self.study.tell(trial, state=STATES.FAIL)
-            raise
+            with signals_deferred(), self.lock:  # claimed whole, then guarded here, or not claimed at all
+                decision = self.claim()
+                trial = decision.trial
+                if trial is not None:
+                    self.storage.record_heartbeat(trial._trial_id)  # stale from now on if killed
+                    # the sampler proposes now, under the lock, so the next worker's proposal sees this one
+                    space.suggest(trial, self.objective.dists)
+            if trial is not None:
+                self._measure_trial(trial)
+        except KeyboardInterrupt as interrupt:
+            if trial is not None and self.study.get_trials(deepcopy=False)[trial.number].state == STATES.RUNNING:
+                trial.set_user_attr("stopped_by", stopping_signal(interrupt).name)
+                self.study.tell(trial, state=STATES.FAIL)
+            raise  # (a trial told just before the signal stays as it was told)
+        return decision
 
     def _measure_trial(self, trial: optuna.Trial) -> None:
         with heartbeat(self.storage, trial, float(self.cfg.search.heartbeat_s)):
