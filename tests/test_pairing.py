@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import asdict
@@ -33,6 +34,58 @@ def test_an_interval_reaching_below_one_does_not_clear_it():
     assert mixed.low < 1.0 < mixed.high and not mixed.clears(1.0)
     single = paired_speedup([2.0], [1.0])
     assert single.low is None and not single.clears(1.0) and single.cell() == "2.00x (1 pair: no interval)"
+
+
+def test_measurements_pool_into_one_with_every_pair_and_a_tighter_interval():
+    first = paired_speedup([1.2, 0.9], [1.0, 1.0])  # two pairs on a busy machine: [0.9, 1.2]
+    later = paired_speedup([1.2, 1.25, 1.15, 1.2], [1.0] * 4)
+    pooled = first.pooled_with(later)
+    assert pooled.pairs == 6 and pooled == paired_speedup([1.2, 0.9, 1.2, 1.25, 1.15, 1.2], [1.0] * 6)
+    assert not first.clears(1.0) and pooled.clears(1.0)
+    assert pooled.from_dict(json.loads(json.dumps(pooled.to_dict()))) == pooled  # as a study keeps it
+
+
+def measured(paired, psnr_db: float = 40.0):
+    """A verification's summary: one video scoring ``psnr_db``, paired as given."""
+    from types import MappingProxyType
+
+    from harness.measure.results import Summary, VideoResult
+
+    video = VideoResult("a red circle", 100, (1.0, 1.1), 0.1, 0.8, 0.1, 0.03, 10.0, 5.06,
+                        MappingProxyType({"psnr_db": psnr_db}))  # fmt: skip
+    return Summary("trial-5", None, False, "", "", "480*832", 81, 11, "dpm++", 5.0, 6.5, (video,), 0.1, paired)
+
+
+class Verifications:
+    """Hands harness.select's rule one prepared measurement after another (what the machine would have timed)."""
+
+    def __init__(self, *speedups, psnr_db: float = 40.0):
+        from omegaconf import OmegaConf
+
+        self.cfg = OmegaConf.create({"search": {"select": {"attempts": 3}}, "timing": {"noise_bound": 0.1}})
+        self.left, self.psnr_db = list(speedups), psnr_db
+
+    def measure(self, params, name, number):
+        return "plan", "session", measured(self.left.pop(0), self.psnr_db), f"run-{len(self.left)}"
+
+
+def test_select_pools_a_noisy_candidate_s_pairs_until_they_clear_one_then_refuses():
+    from harness.study.engine.floors import Floor
+    from harness.study.export.selection import NoisyVerification, _verify
+
+    trial = optuna.trial.create_trial(value=1.0, params={}, distributions={}, user_attrs={"preset_name": "trial-5"})
+    floor = [Floor("psnr_db", value=30.0)]
+    busy = paired_speedup([1.2, 0.9], [1.0, 1.0])  # [0.9, 1.2]: not clear of 1 on its own
+    verifier = Verifications(busy, paired_speedup([1.2, 1.25, 1.15, 1.2], [1.0] * 4))
+    (_, _, summary, run_id), failed = _verify(verifier, trial, floor, measured(None))
+    assert failed == [] and summary.paired.pairs == 6 and summary.paired.clears(1.0) and run_id == "run-0"
+    with pytest.raises(NoisyVerification, match=r"1\.05x \[0\.90, 1\.20\] over 6 pairs in 3 paired measurement"):
+        _verify(Verifications(busy, busy, busy), trial, floor, measured(None))
+    slower = paired_speedup([1.0, 1.0, 1.0], [2.0, 1.9, 2.1])
+    _, failed = _verify(Verifications(slower), trial, floor, measured(None))  # no second try: it is slower
+    assert failed == ["paired speed-up 0.50x [0.48, 0.53]: slower than the baseline"]
+    _, failed = _verify(Verifications(busy, psnr_db=20.0), trial, floor, measured(None))  # a floor: no second try
+    assert failed == ["psnr_db 20 < 30 (short by 10)"]
 
 
 def test_the_order_alternates_within_and_across_videos():
@@ -143,6 +196,11 @@ def test_report_and_select_as_the_readme_shows_them_leave_every_tracked_file_unc
     assert {"report.md", "report.html", "video_fast.yaml"} <= written, written  # where they went instead
 
 
+def exported_speedup(export: Path) -> float:
+    """The paired speed-up an exported preset's header states."""
+    return float(re.search(r"^# Paired speed-up on held-out seeds: (\d+\.\d+)x \[", export.read_text(), re.M)[1])
+
+
 @pytest.mark.slow
 def test_select_under_a_bursty_load_refuses_in_one_line_or_exports_the_quiet_speed_up(base_overrides, monkeypatch):
     from test_measure import BurstyLoad
@@ -158,16 +216,16 @@ def test_select_under_a_bursty_load_refuses_in_one_line_or_exports_the_quiet_spe
                  "search.floors.psnr_db.value=10", "timing.threads=1", "search.select.repeats=3"]  # fmt: skip
     search_presets(compose_cfg(overrides), overrides)
     chosen = [*overrides, "study=video_fast"]
-    select_preset(compose_cfg(chosen))
-    quiet = PairedSpeedup(**load(compose_cfg(overrides)).user_attrs["pairings"][-1]["speedup"])
+    quiet = exported_speedup(select_preset(compose_cfg(chosen))[0])
+    recorded = PairedSpeedup.from_dict(load(compose_cfg(overrides)).user_attrs["pairings"][-1]["speedup"])
+    assert quiet == pytest.approx(recorded.median, abs=0.005)  # the header states what the study recorded
     bursty = BurstyLoad(session.generate)
     monkeypatch.setattr(session, "generate", bursty.generate)
     allowed = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {bursty.core})  # the load shares the measuring thread's core
     try:
-        select_preset(compose_cfg(chosen))
-        loaded = PairedSpeedup(**load(compose_cfg(overrides)).user_attrs["pairings"][-1]["speedup"])
-        assert loaded.median == pytest.approx(quiet.median, rel=0.25)  # exported: what a quiet machine measures
+        export = select_preset(compose_cfg(chosen))[0]
+        assert exported_speedup(export) == pytest.approx(quiet, rel=0.25)  # exported: what a quiet machine measures
     except NoisyVerification as refused:
         assert "\n" not in str(refused) and "the machine is too busy to verify a speed-up" in str(refused)
     finally:

@@ -33,6 +33,8 @@ class PairedSpeedup:
     pairs: int
     baseline_s: float  # median seconds of the baseline's videos in the pairs
     preset_s: float  # median seconds of the preset's videos in the pairs
+    baseline_times: tuple[float, ...] = ()  # each pair's seconds, so that measurements can be pooled
+    preset_times: tuple[float, ...] = ()  # (records written before they were kept have none)
 
     @property
     def interval(self) -> str:
@@ -63,6 +65,16 @@ class PairedSpeedup:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> PairedSpeedup:
+        """Read back :meth:`to_dict` as a study keeps it (JSON: lists for tuples)."""
+        times = {key: tuple(record.get(key, ())) for key in ("baseline_times", "preset_times")}
+        return cls(**{**record, **times})
+
+    def pooled_with(self, later: PairedSpeedup) -> PairedSpeedup:
+        """This measurement's pairs and a later one's, as one measurement (more pairs: a tighter interval)."""
+        return paired_speedup([*self.baseline_times, *later.baseline_times], [*self.preset_times, *later.preset_times])
 
 
 def paired_speedup(baseline_s: list[float], preset_s: list[float], seed: int = 0) -> PairedSpeedup:
@@ -98,6 +110,8 @@ def paired_speedup(baseline_s: list[float], preset_s: list[float], seed: int = 0
         pairs=len(ratios),
         baseline_s=statistics.median(baseline_s),
         preset_s=statistics.median(preset_s),
+        baseline_times=tuple(float(s) for s in baseline_s),
+        preset_times=tuple(float(s) for s in preset_s),
     )
 
 

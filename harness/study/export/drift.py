@@ -75,7 +75,7 @@ def latest_pairing(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> Pair
     """The latest paired speed-up measured for a trial (at a session's end, or by harness.select), or None."""
     for record in reversed(study.user_attrs.get("pairings", [])):
         if record["trial"] == trial.number:
-            return PairedSpeedup(**record["speedup"])
+            return PairedSpeedup.from_dict(record["speedup"])
     return None
 
 
@@ -101,7 +101,7 @@ def noise_lines(study: optuna.Study, bound: float) -> list[str]:
         flag = " -- NOISY: the machine's speed moved more than the noise bound" if abs(record["drift"]) > bound else ""
         paired = ""
         if "speedup" in record:
-            paired = f"; trial #{record['trial']} paired with it: {PairedSpeedup(**record['speedup']).cell()}"
+            paired = f"; trial #{record['trial']} paired with it: {PairedSpeedup.from_dict(record['speedup']).cell()}"
         lines.append(
             f"baseline re-measured after {record['after_trials']} trials: {record['was_s']:.3f} s -> "
             f"{record['now_s']:.3f} s ({record['drift']:+.1%}){flag}{paired}"

@@ -10,9 +10,9 @@ whose paired speed-up's 95% interval lies above 1 is tagged ``preset=production`
 written as ``video_fast.yaml``, ``.json`` and ``.py`` in the worker's keys into the study's
 folder (``study_dir``), ``expected_time`` its re-measured median. A candidate that keeps
 its floors but whose interval reaches below 1 is measured again, up to
-``search.select.attempts`` times; then nothing is exported and the error says how noisy the
-machine was. If no candidate holds its floors, nothing is exported or tagged, and the error
-says which floors failed by how much.
+``search.select.attempts`` times, each measurement's pairs pooled with the earlier ones; then
+nothing is exported and the error says how noisy the machine was. If no candidate holds its
+floors, nothing is exported or tagged, and the error says which floors failed by how much.
 """
 
 from __future__ import annotations
@@ -259,33 +259,37 @@ class NoisyVerification(ValueError):
 def _verify(verifier: Verifier, trial: optuna.trial.FrozenTrial, floor_list: list[Floor], baseline: Summary) -> tuple:
     """Measure a candidate paired on the held-out seeds until its speed-up clears 1 (or it misses a floor).
 
+    Each further measurement adds its pairs to the earlier ones (a busy machine needs more pairs for the same
+    certainty; throwing the earlier ones away would ask as much of every measurement).
+
     Returns:
-        ``(verified, failed)``: the last measurement and the floors (or speed-up) it missed; ``failed`` is empty
-        when it holds every floor and its paired speed-up's interval lies above 1.
+        ``(verified, failed)``: the last measurement, its summary carrying the speed-up of every pair measured, and
+        the floors (or speed-up) it missed; ``failed`` is empty when it holds every floor and its paired speed-up's
+        interval lies above 1.
 
     Raises:
-        NoisyVerification: it held its floors, but its interval reached below 1 in every attempt.
+        NoisyVerification: it held its floors, but its interval still reached below 1 after the last attempt.
     """
     name = trial.user_attrs.get("preset_name", f"trial-{trial.number}")
-    attempts = int(verifier.cfg.search.select.attempts)
+    attempts, speedup = int(verifier.cfg.search.select.attempts), None
     for attempt in range(1, attempts + 1):
-        verified = verifier.measure(trial.params, name, trial.number)
-        summary = verified[2]
+        plan_, session, summary, run_id = verifier.measure(trial.params, name, trial.number)
+        speedup = summary.paired if speedup is None else speedup.pooled_with(summary.paired)
+        verified = (plan_, session, replace(summary, paired=speedup), run_id)
         failed = failed_floors(floor_list, baseline, summary)
-        speedup: PairedSpeedup = summary.paired
         if failed or speedup.clears(1.0):
             return verified, failed
         if speedup.high is not None and speedup.high < 1.0:
             return verified, [f"paired speed-up {speedup.cell()}: slower than the baseline"]
-        log.warning("#%d %s: paired speed-up %s does not clear 1 (attempt %d of %d)", trial.number, name,
-                    speedup.cell(), attempt, attempts)  # fmt: skip
+        log.warning("#%d %s: paired speed-up %s over %d pairs does not clear 1 (attempt %d of %d)", trial.number,
+                    name, speedup.cell(), speedup.pairs, attempt, attempts)  # fmt: skip
     spread = summary.spread
     raise NoisyVerification(
         f"candidate #{trial.number} {name} held every floor on held-out seeds, but its paired speed-up "
-        f"{speedup.cell()} did not clear 1 in {attempts} paired measurement(s) (its videos' times spread "
-        f"{'n/a' if spread is None else f'{spread:.0%}'}, bound {verifier.cfg.timing.noise_bound:.0%}): the machine "
-        f"is too busy to verify a speed-up, nothing exported; run harness.select again on a quiet machine, or "
-        f"raise search.select.attempts"
+        f"{speedup.cell()} over {speedup.pairs} pairs in {attempts} paired measurement(s) did not clear 1 (its "
+        f"videos' times spread {'n/a' if spread is None else f'{spread:.0%}'}, bound "
+        f"{verifier.cfg.timing.noise_bound:.0%}): the machine is too busy to verify a speed-up, nothing exported; "
+        f"run harness.select again on a quiet machine, or raise search.select.attempts"
     )
 
 
