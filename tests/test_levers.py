@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pytest
 from conftest import store_client
 from omegaconf import OmegaConf
@@ -14,9 +15,11 @@ from omegaconf import OmegaConf
 from harness.measure import noise_floor
 from harness.measure.plan import plan
 from harness.measure.session import measure_preset, open_session
+from harness.measure.terminal import summary_table
 from harness.pipeline.generate import generate
 from harness.pipeline.levers import Speed
 from harness.pipeline.load import load_pipeline
+from harness.study.report.markdown import _header
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -108,7 +111,7 @@ def test_a_lever_this_machine_cannot_run_is_refused_in_one_line(tmp_path, model_
                f"model.path={model_dir}/tiny-wan", f"model.clip={model_dir}/tiny-clip", *override.split()]  # fmt: skip
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     lines = result.stderr.strip().splitlines()
-    assert result.returncode != 0 and message in lines[-1] and "Traceback" not in result.stderr, result.stderr
+    assert result.returncode != 0 and len(lines) == 1 and message in lines[0], result.stderr
     assert not (tmp_path / "mlruns" / "mlflow.db").exists()
 
 
@@ -121,3 +124,12 @@ def test_the_noise_floor_measured_by_the_audit_is_printed_beside_the_floors(make
     assert set(found) == {"cfg=batched", "precision=bfloat16", "attention=_native_math"}
     assert found["cfg=batched"]["psnr_db"] > found["precision=bfloat16"]["psnr_db"] > 30
     assert noise_floor.scale(cfg, session, plan_).startswith("noise floor (the baseline against itself): cfg=batched")
+    # harness.run's table, the study report and the export print it beside PSNR and the floors
+    summary = measure_preset(make_cfg("quality.clip=false", "timing.warmup=false", "preset.sample_steps=8"))
+    assert summary.noise_floor == noise_floor.scale(cfg, session, plan_)
+    assert f"PSNR beside its {summary.noise_floor}" in summary_table([summary]).caption
+    study = optuna.create_study(study_name="video_fast")
+    study.set_user_attr("noise_floor", summary.noise_floor)
+    study.set_user_attr("floors", ["psnr_db >= 30"])
+    header = "".join(_header(cfg, study))
+    assert f"Floors: psnr_db >= 30; PSNR beside its {summary.noise_floor} (measured by harness.audit)." in header

@@ -6,6 +6,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,8 @@ from harness.measure.references import ReferenceVideos
 from harness.measure.session import measure_preset
 from harness.measure.video import read_video
 from harness.pipeline.generate import GenerationRequest
-from harness.pipeline.load import LoadedPipeline, ModelUnavailableError
+from harness.pipeline.load import LoadedPipeline, ModelUnavailableError, load_pipeline
+from harness.pipeline.worker import Worker
 from harness.preset import resolve_shape, validate_preset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -267,6 +269,7 @@ def test_references_of_a_retrained_model_at_the_same_path_are_not_reused(make_cf
     preset = validate_preset(OmegaConf.to_container(cfg.preset), solvers)
     request = GenerationRequest("a red circle moving left", 0, resolve_shape(preset, 8, 4), 25, 6.5, "unipc", 5.0)
     weights = tmp_path / "model"
+    load_pipeline(cfg.model)  # builds the tiny model, if no test before this one did
     shutil.copytree(model_dir / "tiny-wan", weights)
 
     def references():  # a fresh load of whatever the folder holds now
@@ -278,6 +281,8 @@ def test_references_of_a_retrained_model_at_the_same_path_are_not_reused(make_cf
     before, after = np.zeros((1, 2, 2, 3), np.uint8), np.ones((1, 2, 2, 3), np.uint8)
     assert (references().get(request, own_frames=before) == before).all()
     assert (references().get(request, own_frames=after) == before).all()  # same weights: the cached reference
+    official = replace(request, worker=Worker.from_config(make_cfg("worker=official").worker))
+    assert (references().get(official, own_frames=after) == after).all()  # the official worker's video is another
     shutil.rmtree(weights)
     retrain_one_weight(model_dir / "tiny-wan", weights)
     assert (references().get(request, own_frames=after) == after).all()

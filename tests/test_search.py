@@ -137,6 +137,8 @@ def test_report_writes_markdown_and_pictures_and_logs_them(study_root):
         "baseline re-measured after 5 trials",
         "pareto.png",
         "optuna-dashboard",
+        "Worker: official (worker_schedule official",  # which worker's video the figures hold for
+        "when it ended, on ",  # how busy the machine was (its load average)
     ):
         assert needle in text
     for picture in ("pareto.png", "history.png"):

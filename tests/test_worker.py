@@ -11,6 +11,7 @@ import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -158,6 +159,9 @@ def test_the_official_loop_runs_both_passes_at_any_guidance(tiny, guidance):
 def test_the_official_noise_generator_lives_on_the_model_s_device(tiny):
     loaded = tiny[0]
     assert _noise_device(loaded, OFFICIAL) == loaded.device and _noise_device(loaded, Worker()).type == "cpu"
+    on_a_gpu = SimpleNamespace(device=torch.device("cuda", 0))  # a device object only: nothing runs on it
+    assert _noise_device(on_a_gpu, OFFICIAL) == torch.device("cuda", 0)  # one seed, the worker's video
+    assert _noise_device(on_a_gpu, Worker()) == torch.device("cpu")  # what WanPipeline's callers usually pass
 
 
 def test_on_cuda_the_official_worker_keeps_float32_weights_and_diffusers_bfloat16():
@@ -166,6 +170,28 @@ def test_on_cuda_the_official_worker_keeps_float32_weights_and_diffusers_bfloat1
     assert transformer_dtype("auto", cuda, Worker(), Speed()) == torch.bfloat16
     assert transformer_dtype("auto", cuda, OFFICIAL, Speed(precision="bfloat16")) == torch.bfloat16
     assert transformer_dtype("float32", torch.device("cpu"), OFFICIAL, Speed()) == torch.float32
+
+
+@pytest.mark.filterwarnings("ignore:Mismatch dtype between input and weight")  # the CPU's layer norm, unfused
+def test_the_official_precision_runs_float32_weights_under_bfloat16_autocast(tiny):
+    from harness.pipeline.passes import official_precision
+
+    transformer = tiny[0].pipe.transformer
+    generator = torch.Generator().manual_seed(0)
+    inputs = {
+        "hidden_states": torch.randn(1, 16, 2, 8, 8, generator=generator),
+        "timestep": torch.tensor([500.0]),
+        "encoder_hidden_states": torch.randn(1, 8, 32, generator=generator),
+        "return_dict": False,
+    }
+    plain = transformer(**inputs)[0]
+    with official_precision(transformer, enabled=True):
+        autocast = transformer(**inputs)[0]
+    assert next(transformer.parameters()).dtype == torch.float32  # the weights stay float32
+    assert autocast.dtype == torch.float32  # the prediction comes back in float32, as WanModel's .float()
+    assert not torch.equal(autocast, plain)  # computed in bfloat16 ...
+    assert torch.allclose(autocast, plain, atol=0.1)  # ... to bfloat16's precision
+    assert torch.equal(transformer(**inputs)[0], plain)  # off again after the block
 
 
 def test_bfloat16_weights_are_a_lever_judged_against_the_worker_s_own_video(make_cfg, tmp_path):

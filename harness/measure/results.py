@@ -79,6 +79,7 @@ class Summary:
     videos: tuple[VideoResult, ...]
     noise_bound: float
     paired: PairedSpeedup | None = None
+    noise_floor: str = ""  # the baseline's fidelity to itself, as harness.audit measured it ("" when it has not)
 
     @property
     def seconds_per_video(self) -> float:

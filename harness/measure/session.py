@@ -21,7 +21,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from harness.measure import sink, tracking
+from harness.measure import noise_floor, sink, tracking
 from harness.measure.calibration import MagCacheRatios
 from harness.measure.pairing import PairedSpeedup, paired_speedup, preset_first
 from harness.measure.plan import Plan, plan
@@ -206,6 +206,8 @@ def measure_in_run(
         if on_video is not None:
             on_video(len(videos) - 1, videos[-1])
     summary = _summary(plan_, videos, pairing.result() if pairing else None)
+    if cfg.quality.fidelity:  # the scale of its PSNR: how far the baseline is from itself
+        summary = replace(summary, noise_floor=noise_floor.scale(cfg, session, plan_))
     sink.log_summary(summary, {**spent, "videos": len(videos)})
     if pairing:
         sink.log_pairing(summary.paired, pairing.pairs)

@@ -86,6 +86,8 @@ def summary_table(rows: list[Summary], title: str = "presets measured") -> Table
             "speed-up: the baseline generated beside each video, alternating which goes first; median of the "
             "pairs' ratios [95% bootstrap interval]"
         )
+    if floor := next((row.noise_floor for row in rows if row.noise_floor), ""):
+        notes.append(f"PSNR beside its {floor} (measured by harness.audit)")
     if any(row.spec_change for row in rows):
         notes.append("* output differs from the baseline's: scored against the baseline's own video, resampled")
     if any(row.timing_noisy for row in rows):

@@ -64,6 +64,25 @@ def device_label(device: torch.device) -> str:
     return f"CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
 
 
+def load_average() -> float | None:
+    """The machine's one-minute load average (None where the system keeps none)."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None
+
+
+def load_line(started: float | None) -> str:
+    """How busy the machine was over a session: its load average when it started and now, against its cores."""
+    now = load_average()
+    if started is None or now is None:
+        return ""
+    return (
+        f"Load average {started:.2f} when the session started and {now:.2f} when it ended, on {os.cpu_count()} "
+        f"cores (the harness's own work counts for about 1)."
+    )
+
+
 def machine_name(device: torch.device) -> str:
     """A short, file-safe name of this machine, e.g. ``cpu-2cores`` or ``nvidia-h100-80gb-hbm3``."""
     if device.type == "cuda":

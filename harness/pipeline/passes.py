@@ -6,7 +6,8 @@
   the denoising loop included, is ``WanPipeline``'s own.
 - :func:`official_precision` runs the transformer as the official code does on CUDA: float32 weights under
   bfloat16 autocast, its prediction returned in float32 (``WanModel`` returns ``.float()``), while the
-  scheduler, the guidance sum and the VAE stay in float32.
+  scheduler, the guidance sum and the VAE stay in float32 (the harness switches it on on CUDA only; a test
+  runs it on the CPU, where autocast works alike).
 """
 
 from __future__ import annotations
@@ -39,10 +40,14 @@ class WorkerWanPipeline(WanPipeline):
 
 
 class _BFloat16Autocast(ModelHook):
-    """The forward under CUDA bfloat16 autocast, its outputs cast back to float32."""
+    """The forward under bfloat16 autocast on the module's device, its outputs cast back to float32."""
+
+    def __init__(self, device_type: str):
+        super().__init__()
+        self.device_type = device_type
 
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.autocast(self.device_type, dtype=torch.bfloat16):
             output = self.fn_ref.original_forward(*args, **kwargs)
         if isinstance(output, tuple):
             return tuple(item.float() if torch.is_tensor(item) else item for item in output)
@@ -57,7 +62,7 @@ def official_precision(transformer: torch.nn.Module, enabled: bool) -> Iterator[
         yield
         return
     registry = HookRegistry.check_if_exists_or_initialize(transformer)
-    registry.register_hook(_BFloat16Autocast(), AUTOCAST_HOOK)
+    registry.register_hook(_BFloat16Autocast(next(transformer.parameters()).device.type), AUTOCAST_HOOK)
     try:
         yield
     finally:

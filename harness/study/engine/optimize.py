@@ -21,13 +21,22 @@ from harness.measure import noise_floor, tracking
 from harness.measure.pairing import NOT_PAIRED
 from harness.measure.plan import plan
 from harness.measure.session import open_session
+from harness.pipeline.device import load_average, load_line
 from harness.pipeline.load import resolve_model
 from harness.secrets import public_url
 from harness.signals import signals_deferred
 from harness.stores import check_storage
 from harness.study.engine.estimate import closing_line, opening_estimate
 from harness.study.engine.fingerprint import check_comparable, measured_with
-from harness.study.engine.floors import best_feasible, counts_toward, failure, feasible, is_baseline, shortfalls
+from harness.study.engine.floors import (
+    best_feasible,
+    counts_toward,
+    failure,
+    feasible,
+    floors,
+    is_baseline,
+    shortfalls,
+)
 from harness.study.engine.pruning import summary as pruning_summary
 from harness.study.engine.settings import check_study_settings
 from harness.study.export.drift import latest_pairing, noise_lines, pair_best
@@ -112,6 +121,21 @@ def _announce(cfg: DictConfig, dists: dict, study: optuna.Study, left: int, done
     return estimate, machine
 
 
+def _session(cfg: DictConfig, worker: Worker, run: tuple, dists: dict, left: int) -> None:
+    """This session of the study: announced, floors printed with their noise floor, worked, timed; the machine and
+    its load recorded for the report."""
+    study, started, load_before = worker.study, time.perf_counter(), load_average()
+    estimate, machine = _announce(cfg, dists, study, left, int(cfg.search.n_trials) - left)
+    shown = public_url(storage_url(cfg), cfg.paths.root_dir)
+    print(f"floors: {'; '.join(f.describe() for f in floors(cfg))}; storage {shown}")
+    if scale := floor_scale(cfg):
+        print(f"  {scale}")
+        study.set_user_attr("noise_floor", scale)
+    _work(cfg, worker, *run)
+    study.set_user_attr("machine", f"{machine} {load_line(load_before)}".strip())
+    print(closing_line(study, estimate, time.perf_counter() - started))
+
+
 def _study_run(client: mlflow.MlflowClient, experiment_id: str, cfg: DictConfig, study: optuna.Study) -> str:
     """The study's MLflow run, created once (call under the study's lock)."""
     run_id = study_run_id(client, experiment_id, study.study_name)
@@ -190,15 +214,7 @@ def search_presets(cfg: DictConfig, base_overrides: list[str]) -> optuna.Study:
     if done >= n_trials:
         print(f"study {study.study_name} already has {done} trials (search.n_trials={n_trials}); raise it to continue")
     else:
-        started = time.perf_counter()
-        estimate, machine = _announce(cfg, dists, study, n_trials - done, done)
-        study.set_user_attr("machine", machine)
-        shown = public_url(storage_url(cfg), cfg.paths.root_dir)
-        print(f"floors: {'; '.join(f.describe() for f in floor_list)}; storage {shown}")
-        if scale := floor_scale(cfg):
-            print(f"  {scale}")
-        _work(cfg, Worker(cfg, study, storage, lock), run_id, client, experiment_id)
-        print(closing_line(study, estimate, time.perf_counter() - started))
+        _session(cfg, Worker(cfg, study, storage, lock), (run_id, client, experiment_id), dists, n_trials - done)
     print_outcome(study, float(cfg.timing.noise_bound))
     print(tracking.where_to_look(run_id))
     return study

@@ -228,6 +228,7 @@ def _export(
             client.set_tag(run_id, "preset", "production")
     measured, spread = summary.seconds_per_video, summary.spread
     held = [f"{f.describe()}: {summary.mean(f.metric) or float('nan'):.3g} on held-out seeds" for f in floor_list]
+    held += [f"PSNR beside its {summary.noise_floor} (measured by harness.audit)"] if summary.noise_floor else []
     notes = [
         f"Production preset from study {study.study_name!r}, trial #{winner.number} "
         f"({winner.user_attrs.get('preset_name', 'searched')}); verified by harness.select on held-out seeds.",

@@ -205,6 +205,8 @@ def _header(cfg: DictConfig, study: optuna.Study) -> list[str]:
     floors = study.user_attrs.get("floors", [])
     url = public_url(storage_url(cfg), cfg.paths.root_dir)
     command = study.user_attrs.get("command", f"python -m harness.search search.study_name={study.study_name}")
+    noise = study.user_attrs.get("noise_floor")
+    scale = f"; PSNR beside its {noise} (measured by harness.audit)" if noise else ""
     return [
         f"# Study `{study.study_name}`\n",
         f"Storage: `{url}`, written by the study's own machine and not committed (open it live: "
@@ -212,8 +214,9 @@ def _header(cfg: DictConfig, study: optuna.Study) -> list[str]:
         f"{study.user_attrs.get('machine', '')}\n",
         f"Make it again from a clone: `{command}`, then `python -m harness.report study={study.study_name}` "
         f"(writes `outputs/studies/{study.study_name}/`; timings are this machine's).\n",
+        f"Worker: {study.user_attrs.get('measured_with', {}).get('worker', 'not recorded')}.\n",
         "Objective: median generation wall time per video over the prompt set. "
-        f"Floors: {'; '.join(floors) or 'none'}.\n",
+        f"Floors: {'; '.join(floors) or 'none'}{scale}.\n",
         f"Trials: {len(study.trials)} — " + ", ".join(f"{n} {s}" for s, n in counts.items()) + ".\n",
         *([f"Pruning: {line}.\n"] if (line := pruning_summary(study.trials)) else []),
     ]
