@@ -5,7 +5,7 @@ import os
 import re
 import subprocess
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import optuna
@@ -86,6 +86,43 @@ def test_select_pools_a_noisy_candidate_s_pairs_until_they_clear_one_then_refuse
     assert failed == ["paired speed-up 0.50x [0.48, 0.53]: slower than the baseline"]
     _, failed = _verify(Verifications(busy, psnr_db=20.0), trial, floor, measured(None))  # a floor: no second try
     assert failed == ["psnr_db 20 < 30 (short by 10)"]
+
+
+def test_a_speed_up_not_paired_is_a_dash_with_the_reason_and_the_command_that_gets_one():
+    from harness.measure.terminal import summary_table
+
+    row = measured(None)
+    assert speedup_cell(row) == "—"
+    caption = summary_table([row]).caption
+    assert "—: no speed-up without the baseline measured beside the preset in the same command" in caption
+    assert "run it with timing.pair=true" in caption
+    paired = replace(row, paired=paired_speedup([2.0, 2.2], [1.0, 1.0]))
+    assert speedup_cell(paired) == "2.10x [2.00, 2.20]" and "—:" not in summary_table([paired]).caption
+
+
+def test_a_report_folder_is_never_replaced_by_another_or_a_smaller_study_unless_asked(tmp_path):
+    from omegaconf import OmegaConf
+
+    from harness.study.report.folder import study_folder
+
+    def folder(study, trials, replace=False, where="experiments/video_fast"):
+        cfg = OmegaConf.create({"study_dir": str(tmp_path / where), "replace": replace})
+        return study_folder(cfg, study, trials)
+
+    folder("video_fast", 20)
+    folder("video_fast", 25)  # the same study, grown: its report moves on
+    smaller = r"holds study 'video_fast' with 25 trials; writing study 'video_fast' \(6 trials\) there would replace it"
+    with pytest.raises(ValueError, match=smaller + ": pick another study_dir, or pass replace=true"):
+        folder("video_fast", 6)
+    with pytest.raises(ValueError, match=r"holds study 'video_fast' with 25 trials; writing study 'other'"):
+        folder("other", 30)
+    assert json.loads((tmp_path / "experiments/video_fast/study.json").read_text()) == {"study": "video_fast",
+                                                                                         "trials": 25}  # fmt: skip
+    folder("other", 6, replace=True)  # asked for
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "report.md").write_text("# a report someone wrote by hand")
+    with pytest.raises(ValueError, match=r"holds a report or export of unknown origin \(no study.json\)"):
+        folder("video_fast", 20, where="old")
 
 
 def test_the_order_alternates_within_and_across_videos():

@@ -120,6 +120,17 @@ def test_mlflow_has_a_study_run_and_a_run_per_trial(study_root):
         assert run.info.status == expected[run.data.tags["state"]]
         if run.data.tags["state"] == "COMPLETE":
             assert {"constraint_clip_score", "constraint_psnr_db", "median_wall_time_s"} <= set(run.data.metrics)
+    # the study's own run shows its winner at a glance, and a description people read first
+    study = load(compose_cfg(overrides))
+    best, run = best_feasible(study), studies[0]
+    assert run.data.tags["best_trial"] == str(best.number)
+    assert run.data.metrics["best_feasible_time_s"] == pytest.approx(best.value)
+    assert run.data.metrics["mean_psnr_db"] == pytest.approx(best.user_attrs["mean_psnr_db"])
+    assert f"Winner: trial #{best.number}" in run.data.tags["mlflow.note.content"]
+    for trial in study.trials:  # optuna-dashboard lists user attributes: an infeasible trial says so
+        if trial.state == STATES.COMPLETE:
+            assert trial.user_attrs["feasible"] == feasible(trial)
+    assert any(t.user_attrs.get("feasible") is False for t in study.trials)
 
 
 def test_report_writes_markdown_and_pictures_and_logs_them(study_root):
@@ -137,6 +148,7 @@ def test_report_writes_markdown_and_pictures_and_logs_them(study_root):
         "baseline re-measured after 5 trials",
         "pareto.png",
         "optuna-dashboard",
+        "—: measured alone.",  # why a trial has no speed-up
         "Worker: official (worker_schedule official",  # which worker's video the figures hold for
         "when it ended, on ",  # how busy the machine was (its load average)
     ):
@@ -280,6 +292,48 @@ def test_select_exports_nothing_when_the_winner_fails_on_held_out_seeds(tmp_path
     client = store_client(tmp_path)
     experiment = client.get_experiment_by_name("wan-presets/tiny")
     assert not client.search_runs([experiment.experiment_id], "tags.preset = 'production'")
+
+
+def test_the_report_page_opens_with_the_winner_and_marks_the_exported_preset():
+    from harness.measure.pairing import paired_speedup
+    from harness.study.engine.pruning import set_floor_constraints
+    from harness.study.export.drift import record_pairing
+    from harness.study.report.comparison_page import _caption, summary_line
+
+    study = optuna.create_study(study_name="video_fast")
+    for name, seconds, slack in (("baseline", 1.0, -70.0), ("searched", 0.6, -1.0), ("aggressive", 0.4, 12.0)):
+        trial = study.ask()
+        set_floor_constraints(trial, {"psnr_db": slack})
+        trial.set_user_attr("preset_name", name)
+        study.tell(trial, seconds)
+    study.set_user_attr("floors", ["psnr_db >= 30"])
+    assert summary_line(study) == (
+        "Winner: trial #1, 0.600 s/video, paired speed-up —; not exported yet (python -m harness.select "
+        "study=video_fast); floors: psnr_db >= 30."
+    )
+    record_pairing(study, 1, paired_speedup([1.0, 1.1], [0.6, 0.6]), "harness.select, held-out seeds [100, 101]")
+    study.set_user_attr("exported", {"trial": 1, "speedup": "1.75x [1.67, 1.83]", "pairs": 2})
+    assert summary_line(study).startswith(
+        "Winner: trial #1, 0.600 s/video, paired speed-up 1.75x [1.67, 1.83]; exported: trial #1, paired speed-up "
+        "on held-out seeds 1.75x [1.67, 1.83]"
+    )
+    baseline, searched, aggressive = study.trials
+    assert "<b>searched</b> <mark>exported</mark> — feasible" in _caption("searched", searched, study)
+    assert "<mark>" not in _caption("baseline", baseline, study) + _caption("aggressive", aggressive, study)
+    assert "— infeasible<br>0.400 s/video · —" in _caption("aggressive", aggressive, study)
+
+
+def test_each_session_says_how_far_its_opening_estimate_was_from_what_it_took(study_root):
+    from harness.study.engine.estimate import Estimate, closing_line
+
+    root, overrides, _ = study_root
+    estimates = load(compose_cfg(overrides)).user_attrs["estimates"]  # the fixture's two sessions
+    assert len(estimates) == 2 and all(e["per_step_s"] > 0 and e["took_s"] > 0 for e in estimates)
+    assert all(e["error"] == pytest.approx(e["seconds"] / e["took_s"] - 1) for e in estimates)
+    study = optuna.create_study()
+    line = closing_line(study, Estimate(0.1, 0.2, 0.05, 10, 60.0), took_s=120.0)
+    assert line == "the opening estimate said 1.0 min; this session took 2.0 min (the estimate was 50% low)"
+    assert study.user_attrs["estimates"][0]["error"] == pytest.approx(-0.5)
 
 
 def test_choose_prefers_fidelity_among_equally_fast_trials():
