@@ -305,6 +305,14 @@ CASES = {
         "search.study_name='a/b'",
         "is not a study name",
     ),
+    "size that is not W*H": ("run", ["preset.size=12"], None, "preset.size=12", "'W*H' (width*height"),
+    "audit steps out of range": (
+        "audit",
+        ["audit.steps=[4,0]"],
+        None,
+        "audit.steps: preset.sample_steps=0",
+        "an integer from 1 to 1000",
+    ),
     "unknown experiment": (
         "run",
         ["+experiment=nope"],

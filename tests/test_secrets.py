@@ -1,4 +1,4 @@
-"""No password in any file: the run's outputs (Hydra's folders and logs), the MLflow store, the report.
+"""No password in any file: the run's outputs (Hydra's folders and logs), the MLflow stores, the report.
 
 A real PostgreSQL (pgserver, trust authentication on its own socket: any password is accepted,
 so the passwords below travel every path a real one does) holds the study. Its URL carries a
@@ -14,7 +14,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from servers import postgres
+from mlflow import MlflowClient
+from servers import mlflow_server, postgres
 
 ROOT = Path(__file__).resolve().parents[1]
 USERINFO_PASSWORD = "us3r/p@ss:w0rd"
@@ -35,7 +36,7 @@ def command(module: str, arguments: list[str]) -> str:
 
 @pytest.mark.slow
 def test_no_password_form_reaches_any_file_or_line(tmp_path, base_overrides):
-    with postgres(tmp_path / "pg") as admin_url:
+    with postgres(tmp_path / "pg") as admin_url, mlflow_server(tmp_path / "server") as tracking:
         socket = admin_url.split("host=", 1)[1]
         in_userinfo = f"'postgresql://postgres:{USERINFO_PASSWORD}@/postgres?host={socket}'"
         in_query = f"'postgresql://postgres@/postgres?host={socket}&password={QUERY_PASSWORD}'"
@@ -43,10 +44,16 @@ def test_no_password_form_reaches_any_file_or_line(tmp_path, base_overrides):
         printed = command("harness.search", [*base_overrides, *study, f"search.storage={in_userinfo}"])
         printed += command("harness.report", [*base_overrides, "study=video_fast", f"search.storage={in_query}"])
         printed += command("harness.run", [*base_overrides, f"search.storage={in_query}", "timing.warmup=false"])
-    files = [path for folder in ("outputs", "mlruns", "experiments") for path in (tmp_path / folder).rglob("*")]
+        # a tracking server behind a login: the password in the URL's userinfo (MLflow sends it as basic auth)
+        on_server = f"tracking.uri='{tracking.replace('://', f'://harness:{USERINFO_PASSWORD}@')}'"
+        printed += command("harness.run", [*base_overrides, on_server, "timing.warmup=false"])
+        experiment = MlflowClient(tracking).get_experiment_by_name("wan-presets/tiny")
+        assert MlflowClient(tracking).search_runs([experiment.experiment_id])  # the run went to the server
+    files = [path for folder in ("outputs", "mlruns", "server") for path in (tmp_path / folder).rglob("*")]
     files = [path for path in files if path.is_file()]
     overrides = "".join(path.read_text() for path in files if path.name == "overrides.yaml")
     assert "postgres:***@" in printed + overrides and "password=***" in overrides  # shown, masked
+    assert "harness:***@127.0.0.1" in overrides
     assert any(path.name == "overrides.yaml" for path in files) and (tmp_path / "mlruns" / "mlflow.db") in files
     assert any(path.name == "report.md" for path in files)
     leaked = {str(p.relative_to(tmp_path)): leak for p in files for leak in LEAKS if leak.encode() in p.read_bytes()}
