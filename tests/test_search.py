@@ -336,6 +336,34 @@ def test_each_session_says_how_far_its_opening_estimate_was_from_what_it_took(st
     assert study.user_attrs["estimates"][0]["error"] == pytest.approx(-0.5)
 
 
+@pytest.mark.parametrize(
+    "levers, says",
+    [
+        ([], []),
+        (["preset.sample_solver=euler"], ["WARNING: sample_solver='euler' exists only through diffusers"]),
+        (["speed.guidance_stop=0.5"], ["WARNING: measured with guidance truncation (speed.guidance_stop=0.5"]),
+        (["speed.cfg=batched"], ["(speed.cfg=batched); the official code runs two calls: the worker must batch"]),
+        (["speed.cache=magcache"], ["speed.cache=magcache (threshold 0.06, K 3, retention 0.2, with ratios the"]),
+        (
+            ["speed.cache=dbcache", "speed.dbcache_taylorseer=1"],
+            ["DBCache, residual threshold 0.05, TaylorSeer calibrator of order 1), which is not a worker key"],
+        ),
+        (["speed.precision=bfloat16"], ["measured with bfloat16 transformer weights (speed.precision=bfloat16)"]),
+        (["speed.quant=int8_weight_only"], ["quantized by torchao (int8_weight_only); the worker must quantize it"]),
+    ],
+)
+def test_an_export_says_what_the_worker_must_implement_for_each_lever_it_used(make_cfg, levers, says):
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from harness.study.export.selection import _warnings
+
+    cfg = make_cfg(*levers)
+    warnings = _warnings(plan(cfg), SimpleNamespace(solvers=OmegaConf.to_container(cfg.solver)))
+    assert len(warnings) == len(says) and all(said in warning for said, warning in zip(says, warnings)), warnings
+
+
 def test_choose_prefers_fidelity_among_equally_fast_trials():
     study = optuna.create_study()
     for value, psnr, slack in [(1.00, 31.0, -1.0), (1.03, 45.0, -1.0), (0.50, 20.0, 5.0), (1.20, 60.0, -1.0)]:

@@ -83,7 +83,8 @@ def _calibration(into: list) -> Iterator[None]:
 @contextmanager
 def _cache_dit(pipe: Any, speed: Speed, steps: int) -> Iterator[None]:
     """cache-dit's DBCache: the first block computed every step, the rest reused while its residual changes less
-    than ``speed.cache_threshold``, after a warm-up of the first ``speed.magcache_retention`` of the steps."""
+    than ``speed.cache_threshold``, after a warm-up of the first ``speed.magcache_retention`` of the steps; with
+    ``speed.dbcache_taylorseer`` its TaylorSeer calibrator forecasts the reused residual instead of repeating it."""
     try:
         import cache_dit
     except ImportError:
@@ -93,8 +94,13 @@ def _cache_dit(pipe: Any, speed: Speed, steps: int) -> Iterator[None]:
         Fn_compute_blocks=1, Bn_compute_blocks=0, residual_diff_threshold=speed.cache_threshold,
         max_warmup_steps=warmup, num_inference_steps=steps,
     )  # fmt: skip
+    calibrator = (
+        cache_dit.TaylorSeerCalibratorConfig(taylorseer_order=speed.dbcache_taylorseer)
+        if speed.dbcache_taylorseer
+        else None
+    )
     with contextlib.redirect_stdout(io.StringIO()):
-        cache_dit.enable_cache(pipe.transformer, cache_config=config)
+        cache_dit.enable_cache(pipe.transformer, cache_config=config, calibrator_config=calibrator)
     try:
         yield
     finally:

@@ -39,6 +39,7 @@ class Speed:
     magcache_k: int = 3  # magcache: at most this many steps skipped in a row
     magcache_retention: float = 0.2  # magcache: the first fraction of the steps is always computed
     quant: str = "none"  # torchao quantization of the transformer's linear layers (QUANTS)
+    dbcache_taylorseer: int = 0  # dbcache: order of cache-dit's TaylorSeer calibrator (0: none, 1 or 2)
 
     @classmethod
     def from_config(cls, node: Mapping[str, Any]) -> "Speed":
@@ -94,6 +95,11 @@ class Speed:
             raise ValueError(f"speed.cache_threshold={self.cache_threshold!r} must be in (0, 1)")
         if self.cache == "dbcache":
             _fraction("cache_threshold", self.cache_threshold, 0, 1)
+        if self.dbcache_taylorseer not in (0, 1, 2) or isinstance(self.dbcache_taylorseer, bool):
+            raise ValueError(
+                f"speed.dbcache_taylorseer={self.dbcache_taylorseer!r} must be 0 (no calibrator), 1 or 2 (the order "
+                "of cache-dit's TaylorSeer calibrator)"
+            )
         interval = self.cache_interval
         if self.cache == "taylorseer" and (isinstance(interval, bool) or not isinstance(interval, int) or interval < 2):
             raise ValueError(f"speed.cache_interval={interval!r} must be an integer >= 2")

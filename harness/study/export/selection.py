@@ -187,7 +187,8 @@ def _cache_settings(speed: Any) -> str:
             "with ratios the harness calibrated for this model and preset: see the run's magcache_ratios.json"
         )
     if speed.cache == "dbcache":
-        return f"cache-dit DBCache, residual threshold {speed.cache_threshold:g}"
+        calibrator = f", TaylorSeer calibrator of order {speed.dbcache_taylorseer}" if speed.dbcache_taylorseer else ""
+        return f"cache-dit DBCache, residual threshold {speed.cache_threshold:g}{calibrator}"
     if speed.cache == "taylorseer":
         return f"interval {speed.cache_interval}"
     return f"threshold {speed.cache_threshold:g}"
