@@ -116,8 +116,11 @@ def test_dbcache_with_cache_dit_s_taylorseer_calibrator_forecasts_what_plain_dbc
     request = replace(request, steps=12)
     plain = generate(loaded, request, solvers).frames
     repeated, forecast = (
-        generate(loaded, replace(request, speed=Speed(cache="dbcache", cache_threshold=0.5, dbcache_taylorseer=order)),
-                 solvers).frames  # fmt: skip
+        generate(
+            loaded,
+            replace(request, speed=Speed(cache="dbcache", cache_threshold=0.5, dbcache_taylorseer=order)),
+            solvers,
+        ).frames  # fmt: skip
         for order in (0, 1)
     )
     # on the toy world (measured): 15.5 dB repeating the cached residual, 19.4 dB forecasting it
