@@ -50,7 +50,7 @@ from harness.pipeline.generate import generate
 from harness.pipeline.levers import Speed
 from harness.pipeline.load import load_pipeline, use_attention
 from harness.pipeline.passes import official_precision
-from harness.study.engine.compose import compose_trial
+from harness.study.engine.compose import compose_config
 
 PRESETS = ("baseline", "balanced", "aggressive", "quality_first")
 
@@ -122,7 +122,7 @@ class Audit:
 
     def __init__(self, args: argparse.Namespace):
         self.args, self.lines = args, []
-        self.cfg = compose_trial(overrides(args))
+        self.cfg = compose_config(overrides(args))
         self.plan = plan(self.cfg)
         self.solvers = OmegaConf.to_container(self.cfg.solver, resolve=True)
         self.budget = Budget(args.budget_s, self.log)
@@ -197,7 +197,8 @@ class Audit:
                     self.log(f"preset {name} ({precision}): skipped, the budget's reserve is reached")
                     continue
                 steps = ["preset.sample_steps=2"] if self.args.dry_run else []  # the dry run only exercises it
-                cfg = compose_trial(overrides(self.args, f"+experiment={name}", f"speed.precision={precision}", *steps))
+                chosen = overrides(self.args, f"+experiment={name}", f"speed.precision={precision}", *steps)
+                cfg = compose_config(chosen)
                 plan_ = plan(cfg)
                 loaded = load_pipeline(cfg.model, plan_.worker, plan_.speed)
                 request = plan_.request(plan_.prompts[0], 0)

@@ -30,7 +30,7 @@ from harness.measure import noise_floor, tracking
 from harness.measure.plan import plan
 from harness.measure.session import measure_in_run, open_session
 from harness.pipeline.generate import generate
-from harness.study.engine.compose import compose_trial
+from harness.study.engine.compose import compose_config
 from harness.study.report.markdown import levers_section
 from harness.study.report.summary import winner_line
 from harness.study.workers.storage import load_study
@@ -70,7 +70,7 @@ def passes(cfg, plan_, session) -> float:
 def measure(preset: list[str], lever: list[str], repeats: int, root: Path) -> dict:
     """One lever on one preset: passes, the paired speed-up, PSNR and SSIM against the baseline's video."""
     overrides = [f"paths.root_dir={root}", "model=toy", f"timing.repeats={repeats}", *preset, *lever, "name=lever"]
-    cfg = compose_trial(overrides)
+    cfg = compose_config(overrides)
     plan_ = plan(cfg)
     session = open_session(cfg, plan_)
     tracking.use_store(cfg)
@@ -102,7 +102,7 @@ def main(argv: list[str]) -> None:
     results = {name: {lever: measure(preset, overrides, args.repeats, root) for lever, overrides in
                       tqdm(LEVERS.items(), desc=name)} for name, preset in presets.items()}  # fmt: skip
     load.append(os.getloadavg()[0])
-    cfg = compose_trial([f"paths.root_dir={root}", "model=toy"])
+    cfg = compose_config([f"paths.root_dir={root}", "model=toy"])
     plan_ = plan(cfg)
     floor = noise_floor.measure(cfg, plan_, open_session(cfg, plan_), float(cfg.quality.psnr_cap_db))
     args.out.mkdir(parents=True, exist_ok=True)
@@ -117,7 +117,7 @@ def main(argv: list[str]) -> None:
 
 def levers_study(root: Path) -> dict[str, str] | None:
     """The `search=levers` study's winner at the default floors and its levers' verdicts, if it was run."""
-    cfg = compose_trial([f"paths.root_dir={root}", "model=toy", "search=levers"])
+    cfg = compose_config([f"paths.root_dir={root}", "model=toy", "search=levers"])
     try:
         study = load_study(cfg)
     except ValueError as missing:  # no such study in that storage: say so in the table

@@ -30,7 +30,7 @@ from search_figures import plot, table
 from search_replay import Grid, Replay, Strategy, replay
 from tqdm.auto import tqdm
 
-from harness.study.engine.compose import compose_trial
+from harness.study.engine.compose import compose_config
 from harness.study.engine.floors import floors
 from harness.study.engine.pruning import Rules, load_rules
 
@@ -64,7 +64,7 @@ def grid_path(folder: Path, name: str) -> Path:
 
 def main(argv: list[str]) -> None:
     args = _arguments(argv)
-    cfg = compose_trial(["model=toy", *args.overrides])
+    cfg = compose_config(["model=toy", *args.overrides])
     compared = strategies(load_rules(cfg), str(cfg.search.sampler.type))
     chosen = [s for s in compared if not args.only or any(word in s.name for word in args.only)]
     args.out.mkdir(parents=True, exist_ok=True)

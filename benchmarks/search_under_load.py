@@ -35,7 +35,7 @@ from search_cost import OUT, grid_path
 from search_grid import SPACES, distributions, key
 from search_replay import Grid, Strategy, replay
 
-from harness.study.engine.compose import compose_trial
+from harness.study.engine.compose import compose_config
 from harness.study.engine.floors import fastest_feasible, floors
 from harness.study.engine.optimize import search_presets
 from harness.study.engine.pruning import load_rules
@@ -94,7 +94,7 @@ def real_study(seed: int, trials: int, folder: Path) -> optuna.Study:
         f"paths.root_dir={folder}", "model=toy", f"search.n_trials={trials}", f"search.sampler.seed={seed}",
         "search.enqueue=[baseline]", "search.drift_check=false", f"search.study_name=under-load-{seed}",
     ]  # fmt: skip
-    cfg = compose_trial(overrides)
+    cfg = compose_config(overrides)
     cfg.search.space = OmegaConf.create(SPACES["grid"])
     return search_presets(cfg, overrides)
 
@@ -121,7 +121,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--budget", type=float, default=0.03)
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
-    cfg = compose_trial(["model=toy"])
+    cfg = compose_config(["model=toy"])
     grid = Grid(json.loads(grid_path(OUT, "grid").read_text()), floors(cfg), key)
     target = 1.10 * grid.best_s
     default = Strategy("default", str(cfg.search.sampler.type), load_rules(cfg))

@@ -5,12 +5,16 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from harness import schema
+
 PACKAGE_DIR = Path(__file__).resolve().parent
 CONF_DIR = PACKAGE_DIR.parent / "conf"  # the Hydra config tree beside the package
 
 # ${pkg:toy/weights/wan} in a config names a folder shipped inside the package.
 if not OmegaConf.has_resolver("pkg"):
     OmegaConf.register_new_resolver("pkg", lambda relative: str(PACKAGE_DIR / relative))
+
+schema.register()  # the config groups' types, before any config is composed
 
 # torchao (the quantization lever; diffusers imports it whenever it is installed) says on every import that its
 # CUDA kernels do not load on a CPU build of torch, and torch warns about its pytree registrations: noise to

@@ -122,17 +122,13 @@ def measurement_settings(cfg: DictConfig) -> dict[str, Any]:
     preset, reference = _presets(cfg)
     prompts, seeds = _prompts_and_seeds(cfg)
     speed = Speed.from_config(cfg.speed)
-    warmup = check_flag("timing.warmup", cfg.timing.warmup)
-    warmup_steps = check_int("timing.warmup_steps", cfg.timing.warmup_steps, 1) if warmup else 0
+    # the types of timing, tracking and quality are their schemas' (harness/schema.py); their ranges are checked here
+    warmup_steps = check_int("timing.warmup_steps", cfg.timing.warmup_steps, 1) if cfg.timing.warmup else 0
     if speed.compile != "off" and not warmup_steps:
         raise ValueError(
             f"speed.compile={speed.compile!r} needs timing.warmup=true: compilation would be timed as generation"
         )
-    for key in ("video", "side_by_side"):
-        check_flag(f"tracking.{key}", cfg.tracking[key])
     check_int("tracking.grid_frames", cfg.tracking.grid_frames, 1)
-    for key in ("clip", "fidelity"):
-        check_flag(f"quality.{key}", cfg.quality[key])
     check_number("quality.psnr_cap_db", cfg.quality.psnr_cap_db, 1.0, 1000.0)
     return {
         "name": str(cfg.name),
@@ -149,7 +145,7 @@ def measurement_settings(cfg: DictConfig) -> dict[str, Any]:
         "noise_bound": check_number("timing.noise_bound", cfg.timing.noise_bound, 1e-6, 10.0, "0.1 = 10%"),
         "max_sequence_length": check_int("model.max_sequence_length", cfg.model.get("max_sequence_length", 512), 1),
         "worker": Worker.from_config(cfg.worker),
-        "pair": check_flag("timing.pair", cfg.timing.get("pair", False)),
+        "pair": bool(cfg.timing.pair),
     }
 
 

@@ -37,6 +37,9 @@ def _hydra_line(error: Exception) -> str | None:
     if isinstance(error, OverrideParseException):
         return f"{_unreadable_override()}: {str(error).splitlines()[0]}; quote a value that holds = ? , or spaces"
     if isinstance(error, ConfigCompositionException):
+        cause = error.__cause__
+        if getattr(cause, "full_key", None):  # a value of the wrong type for its group's schema (harness/schema.py)
+            return f"{cause.full_key}: {str(cause).splitlines()[0]}"
         message = " ".join(str(error).split())
         key = message.split("'")[1] if message.startswith("Could not override '") else ""
         if key and (CONF_DIR / key).is_dir():

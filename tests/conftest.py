@@ -11,6 +11,16 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+SLOW_TIMEOUT_S = 1200  # a slow end-to-end test (several workers, a study under load) may take minutes, not this
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow tests get a longer timeout than the default suite's (pyproject's ``timeout``)."""
+    for item in items:
+        if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT_S))
+
+
 EXPERIMENTS = sorted(path.stem for path in (CONF_DIR / "experiment").glob("*.yaml"))
 
 

@@ -9,6 +9,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pytest
 import torch
@@ -394,3 +395,24 @@ def test_mp4_writing_is_a_switch_for_machines_without_ffmpeg(make_cfg, tmp_path)
     names = {item.path for item in client.list_artifacts(child.info.run_id)}
     assert names == {"frames.png", "config.yaml", "side_by_side.png", "schedule.json"}  # the grids show what was made
     assert child.data.metrics["time_video_write_s"] == 0.0
+
+
+def test_names_with_quotes_are_found_by_mlflow_filters_in_a_real_store(tmp_path):
+    from harness.measure.tracking import quoted, unique_run_name
+
+    client = store_client(tmp_path)
+    experiment = client.create_experiment("quotes")
+    names = ["plain", "it's", 'say "hi"', "back\\slash"]
+    for name in names:
+        client.create_run(experiment, run_name=name, tags={"study": name})
+    for name in names:
+        found = client.search_runs([experiment], f"tags.study = {quoted(name)}")
+        assert [run.data.tags["study"] for run in found] == [name]
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(client.tracking_uri)
+    try:
+        assert unique_run_name(experiment, "it's") == "it's #2" and unique_run_name(experiment, "new") == "new"
+    finally:
+        mlflow.set_tracking_uri(previous)
+    with pytest.raises(ValueError, match="holds both quote characters"):
+        quoted('it\'s "both"')

@@ -1,5 +1,6 @@
 """The few private names of Optuna and optuna-dashboard the harness relies on, pinned: an upgrade that moves
-or changes one fails here, by name, instead of silently badging an infeasible trial or losing a heartbeat."""
+or changes one fails here, by name, instead of silently badging an infeasible trial or losing a heartbeat; and the
+rule of diffusers' WanPipeline the harness overrides (which steps run the unconditional pass)."""
 
 import inspect
 
@@ -43,3 +44,13 @@ def test_trial_and_study_ids_are_the_storage_s(tmp_path):
     storage.record_heartbeat(trial._trial_id)  # what a running worker calls every heartbeat_s
     optuna.storages.fail_stale_trials(study)  # what a starting worker calls: a live heartbeat is not stale
     assert study.trials[0].state == optuna.trial.TrialState.RUNNING
+
+
+def test_wanpipeline_reads_its_guidance_rule_where_the_worker_s_pipeline_overrides_it():
+    """``WorkerWanPipeline`` overrides the property ``do_classifier_free_guidance``; the denoising loop must read
+    it (not the scale) for the official code's both passes at guidance <= 1 and for guidance truncation."""
+    from diffusers import WanPipeline
+
+    assert "if self.do_classifier_free_guidance:" in inspect.getsource(WanPipeline.__call__)
+    assert isinstance(inspect.getattr_static(WanPipeline, "do_classifier_free_guidance"), property)
+    assert isinstance(inspect.getattr_static(WanPipeline, "guidance_scale"), property)

@@ -305,6 +305,8 @@ CASES = {
         "search.study_name='a/b'",
         "is not a study name",
     ),
+    "a count that is not a number": ("run", ["timing.repeats=abc"], None, "timing.repeats", "converted to Integer"),
+    "a switch that is not true or false": ("search", ["quality.clip=maybe"], None, "quality.clip", "not a valid bool"),
     "size that is not W*H": ("run", ["preset.size=12"], None, "preset.size=12", "'W*H' (width*height"),
     "audit steps out of range": (
         "audit",

@@ -65,15 +65,16 @@ def test_suggestions_stay_on_the_grid(dists):
         assert params["frame_num"] in (81, 61, 45)
 
 
-def test_overrides_quote_the_size():
-    assert space.overrides({"size": "480*832", "sample_steps": 9}) == ["preset.size='480*832'", "preset.sample_steps=9"]
+def test_a_trial_s_values_update_the_preset_and_the_levers_apart():
+    found = space.updates({"size": "480*832", "sample_steps": 9, "guidance_stop": 0.5})
+    assert found == {"preset": {"size": "480*832", "sample_steps": 9}, "speed": {"guidance_stop": 0.5}}
 
 
 def test_levers_search_adds_guidance_stop_outside_the_preset(make_cfg):
     cfg = make_cfg("search=levers")
     dists = space.distributions(OmegaConf.to_container(cfg.search.space), SOLVERS)
     assert dists["guidance_stop"].step == 0.25 and cfg.search.study_name == "video_fast_levers"
-    assert space.overrides({"guidance_stop": 0.5}) == ["speed.guidance_stop=0.5"]
+    assert space.updates({"guidance_stop": 0.5}) == {"preset": {}, "speed": {"guidance_stop": 0.5}}
     preset = validate_preset(OmegaConf.to_container(cfg.preset), SOLVERS)
     assert space.params_of(preset, dists, "baseline")["guidance_stop"] == 1.0
 
@@ -87,10 +88,10 @@ def test_attention_and_compile_are_searchable_levers():
         SOLVERS,
     )
     assert set(dists) == {"attention", "compile"}
-    assert space.overrides({"attention": "_native_math", "compile": "regional"}) == [
-        "speed.attention=_native_math",
-        "speed.compile=regional",
-    ]
+    assert space.updates({"attention": "_native_math", "compile": "regional"})["speed"] == {
+        "attention": "_native_math",
+        "compile": "regional",
+    }
     with pytest.raises(
         ValueError,
         match=re.escape("search.space.compile choice 'max' is not allowed; allowed: ['off', 'regional', 'full']"),

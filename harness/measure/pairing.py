@@ -77,6 +77,13 @@ class PairedSpeedup:
         return paired_speedup([*self.baseline_times, *later.baseline_times], [*self.preset_times, *later.preset_times])
 
 
+def speedup_cell(paired: PairedSpeedup | None, is_baseline: bool) -> str:
+    """The paired speed-up with its 95% interval, ``baseline`` for the baseline itself, or ``—`` (not paired)."""
+    if is_baseline:
+        return "baseline"
+    return paired.cell() if paired is not None else NOT_PAIRED
+
+
 def paired_speedup(baseline_s: list[float], preset_s: list[float], seed: int = 0) -> PairedSpeedup:
     """The speed-up of paired timings.
 

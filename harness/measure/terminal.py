@@ -8,6 +8,7 @@ from hydra.experimental.callback import Callback
 from rich.console import Console
 from rich.table import Table
 
+from harness.measure import pairing
 from harness.measure.pairing import NOT_PAIRED
 from harness.measure.results import Summary
 
@@ -41,10 +42,8 @@ def _time_cell(row: Summary) -> str:
 
 
 def speedup_cell(row: Summary) -> str:
-    """The paired speed-up with its 95% interval, ``baseline`` for the baseline itself, or ``—`` (not paired)."""
-    if row.is_baseline:
-        return "baseline"
-    return row.paired.cell() if row.paired is not None else NOT_PAIRED
+    """A row's paired speed-up cell (:func:`harness.measure.pairing.speedup_cell`)."""
+    return pairing.speedup_cell(row.paired, row.is_baseline)
 
 
 def _cells(row: Summary) -> list[str]:

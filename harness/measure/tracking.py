@@ -135,10 +135,26 @@ def mlflow_command() -> str:
     return f"{shown} -m mlflow"
 
 
+def quoted(value: Any) -> str:
+    """A value as a string literal in an MLflow filter (``tags.study = {quoted(name)}``).
+
+    MLflow's filter grammar has no escape inside a literal (checked against its SQL store): a value holding a
+    single quote goes in double quotes.
+
+    Raises:
+        ValueError: the value holds both kinds of quote, which no literal can hold.
+    """
+    text = str(value)
+    if "'" not in text:
+        return f"'{text}'"
+    if '"' not in text:
+        return f'"{text}"'
+    raise ValueError(f"{text!r} holds both quote characters: an MLflow filter cannot name it")
+
+
 def unique_run_name(experiment_id: str, name: str) -> str:
     """``name``, or ``name #N`` when the experiment already has runs so named."""
-    escaped = name.replace("'", "\\'")
-    taken = mlflow.search_runs([experiment_id], f"attributes.run_name LIKE '{escaped}%'", output_format="list")
+    taken = mlflow.search_runs([experiment_id], f"attributes.run_name LIKE {quoted(name + '%')}", output_format="list")
     names = {run.info.run_name for run in taken}
     if name not in names:
         return name

@@ -36,7 +36,7 @@ class WorkerWanPipeline(WanPipeline):
     @property
     def do_classifier_free_guidance(self) -> bool:
         # the loop reads this on every step; WanPipeline's own rule is guidance > 1
-        return not self.guidance_stopped and (self.guide_always or self._guidance_scale > 1.0)
+        return not self.guidance_stopped and (self.guide_always or self.guidance_scale > 1.0)
 
 
 class _BFloat16Autocast(ModelHook):

@@ -30,8 +30,9 @@ def experiment(name: str) -> dict[str, Any]:
     return OmegaConf.to_container(OmegaConf.load(path))
 
 
-def compose_trial(overrides: list[str]) -> DictConfig:
-    """Compose ``conf/config.yaml`` with overrides (a benchmark's or a test's entry point).
+def compose_config(overrides: list[str]) -> DictConfig:
+    """Compose ``conf/config.yaml`` with overrides, once, at a benchmark's entry point (commands get theirs from
+    ``@hydra.main``); what follows derives from it (:func:`derive`).
 
     Args:
         overrides: Hydra overrides, e.g. ``["model=tiny", "preset.sample_steps=12"]``.

@@ -25,7 +25,7 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution
 
 from harness.preset import parse_size
-from harness.study.engine.floors import feasible, is_baseline, work
+from harness.study.engine.floors import baseline_trial, feasible, work
 from harness.study.engine.pruning import dominating_failure
 
 CHEAPER_WHEN_LOWER = ("sample_steps", "frame_num", "guidance_stop")
@@ -114,7 +114,8 @@ def _frontier(trials: list[optuna.trial.FrozenTrial], space: dict[str, BaseDistr
 def _lost_outputs(trials: list[optuna.trial.FrozenTrial]) -> Callable[[dict[str, Any]], bool]:
     """Whether a move's output (size, frames) is at least as far from the baseline's as one that missed a
     fidelity floor: the gate would record it as a predicted failure, so proposing it only spends a trial."""
-    baseline = next((t.user_attrs["output"] for t in trials if is_baseline(t) and "output" in t.user_attrs), None)
+    found = baseline_trial(trials)
+    baseline = found.user_attrs.get("output") if found is not None else None
     if baseline is None:
         return lambda move: False
 

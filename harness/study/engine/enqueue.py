@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 from harness.preset import validate_preset
 from harness.study.engine import space
 from harness.study.engine.compose import derive, experiment
-from harness.study.engine.floors import counts_toward
+from harness.study.engine.floors import config_errors, counts_toward
 
 
 def had_a_chance(trial: optuna.trial.FrozenTrial, uncounted: set[int]) -> bool:
@@ -38,7 +38,7 @@ def enqueue_presets(study: optuna.Study, cfg: DictConfig, dists: dict, room: int
     A preset whose trial was killed mid-trial, or failed by a configuration error, is
     enqueued again, so the report always shows it. Call it under the study's lock.
     """
-    uncounted = set(study.user_attrs.get("config_errors", []))
+    uncounted = config_errors(study)
     measured = {t.user_attrs.get("preset_name") for t in study.get_trials(deepcopy=False) if had_a_chance(t, uncounted)}
     missing = [name for name in (cfg.search.enqueue or []) if name not in measured]
     for name in missing[: max(room, 0)]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
+from typing import Mapping
 
 import optuna
 from omegaconf import DictConfig, OmegaConf
@@ -63,13 +64,19 @@ def floors(cfg: DictConfig) -> list[Floor]:
     return result
 
 
+def holds(slacks: Mapping[str, float]) -> bool:
+    """Whether every floor holds: each slack (threshold - value, as Optuna's constraints) is <= 0."""
+    return all(value <= 0 for value in slacks.values())
+
+
 def feasible(trial: optuna.trial.FrozenTrial) -> bool:
     """Complete, with every constraint <= 0."""
-    return (
-        trial.state == optuna.trial.TrialState.COMPLETE
-        and bool(trial.constraints)
-        and all(value <= 0 for value in trial.constraints.values())
-    )
+    return trial.state == optuna.trial.TrialState.COMPLETE and bool(trial.constraints) and holds(trial.constraints)
+
+
+def config_errors(study: optuna.Study) -> set[int]:
+    """Trials that failed for a configuration error (study attribute ``config_errors``): they never count."""
+    return set(study.user_attrs.get("config_errors", []))
 
 
 def status(trial: optuna.trial.FrozenTrial) -> str:
@@ -126,7 +133,7 @@ def counts_toward(trial: optuna.trial.FrozenTrial, uncounted: set[int] = frozens
 
     Args:
         trial: the trial.
-        uncounted: numbers of trials that failed for a configuration error (``workers.config_errors``).
+        uncounted: numbers of trials that failed for a configuration error (:func:`config_errors`).
     """
     states = optuna.trial.TrialState
     if trial.state in (states.COMPLETE, states.PRUNED):

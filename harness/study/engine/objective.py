@@ -17,7 +17,7 @@ from harness.secrets import mask, public_url
 from harness.stores import storage_url
 from harness.study.engine import space
 from harness.study.engine.compose import derive
-from harness.study.engine.floors import FLOOR_METRICS, floors
+from harness.study.engine.floors import FLOOR_METRICS, floors, holds
 from harness.study.engine.pruning import Cost, Gate, levers_key, load_rules, prediction_error, set_floor_constraints
 
 
@@ -152,7 +152,7 @@ class Objective:
             slacks[floor.metric] = floor.threshold(baseline) - measured
             mlflow.log_metric(f"constraint_{floor.metric}", slacks[floor.metric])
         set_floor_constraints(trial, slacks)
-        return all(slack <= 0 for slack in slacks.values())
+        return holds(slacks)
 
 
 def _record_output(trial: optuna.Trial, plan_: Plan) -> None:

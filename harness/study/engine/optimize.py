@@ -1,10 +1,10 @@
 """Run (or continue) a study: the fastest preset that keeps every quality floor.
 
-Each trial composes its preset with Hydra's Compose API from the trial's choices, is
-measured exactly as ``harness.run`` measures (same figures), and is logged to MLflow as a
-child of the study's run, with its videos beneath it. The baseline and the proposal's
-presets are enqueued first, so floors and speed-ups are relative to the baseline on the
-same machine. The pipeline is loaded once for the whole study.
+Each trial's config is the study's resolved config with the trial's choices merged in
+(:func:`harness.study.engine.compose.derive`), is measured exactly as ``harness.run`` measures
+(same figures), and is logged to MLflow as a child of the study's run, with its videos beneath
+it. The baseline and the proposal's presets are enqueued first, so floors and speed-ups are
+relative to the baseline on the same machine. The pipeline is loaded once for the whole study.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from harness.study.engine.estimate import closing_line, opening_estimate
 from harness.study.engine.fingerprint import check_comparable, measured_with
 from harness.study.engine.floors import (
     best_feasible,
+    config_errors,
     counts_toward,
     failure,
     feasible,
@@ -42,7 +43,7 @@ from harness.study.engine.settings import check_study_settings
 from harness.study.export.drift import latest_pairing, noise_lines, pair_best
 from harness.study.report.summary import record_on_study_run
 from harness.study.workers.lock import StudyLock
-from harness.study.workers.loop import Worker, config_errors
+from harness.study.workers.loop import Worker
 from harness.study.workers.storage import (
     close_orphans,
     open_study,

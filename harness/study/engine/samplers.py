@@ -1,12 +1,26 @@
-"""The study's sampler (``search.sampler``): descent from the baseline, TPE, Gaussian-process or random search."""
+"""The study's sampler (``search.sampler``): descent from the baseline, TPE, Gaussian-process or random search.
+
+``search.sampler.type`` names one of :data:`SAMPLERS`; Hydra builds it (``instantiate``) with the arguments the
+config gives (a seed per worker, the random start of the model-based ones).
+"""
 
 from __future__ import annotations
 
+import hydra
 import optuna
 
-from harness.study.engine.descent import DescentSampler
+SAMPLERS = {  # search.sampler.type -> the class Hydra builds
+    "descent": "harness.study.engine.descent.DescentSampler",
+    "tpe": "optuna.samplers.TPESampler",
+    "gp": "optuna.samplers.GPSampler",
+    "random": "optuna.samplers.RandomSampler",
+}
 
-SAMPLERS = ("descent", "tpe", "gp", "random")
+
+def check_sampler(kind: str) -> None:
+    """Raises ValueError unless ``kind`` names a sampler."""
+    if kind not in SAMPLERS:
+        raise ValueError(f"search.sampler.type={kind!r} is not a sampler; allowed: {list(SAMPLERS)}")
 
 
 def make_sampler(
@@ -24,12 +38,10 @@ def make_sampler(
     Raises:
         ValueError: an unknown kind.
     """
+    check_sampler(kind)
+    arguments = {"_target_": SAMPLERS[kind], "seed": seed}
+    if kind != "random":
+        arguments["n_startup_trials"] = n_startup_trials
     if kind == "descent":
-        return DescentSampler(seed, n_startup_trials, one_pass_at_guidance_one)
-    if kind == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup_trials)
-    if kind == "gp":
-        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=n_startup_trials)
-    if kind == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    raise ValueError(f"search.sampler.type={kind!r} is not a sampler; allowed: {list(SAMPLERS)}")
+        arguments["one_pass_at_guidance_one"] = one_pass_at_guidance_one
+    return hydra.utils.instantiate(arguments)

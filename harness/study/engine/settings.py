@@ -10,7 +10,7 @@ from harness.checks import check_flag, check_int, check_number
 from harness.study.engine import space
 from harness.study.engine.floors import Floor, floors
 from harness.study.engine.pruning import load_rules, optuna_pruner
-from harness.study.engine.samplers import make_sampler
+from harness.study.engine.samplers import check_sampler
 
 
 def check_study_settings(cfg: DictConfig) -> tuple[dict[str, optuna.distributions.BaseDistribution], list[Floor], int]:
@@ -33,11 +33,8 @@ def check_study_settings(cfg: DictConfig) -> tuple[dict[str, optuna.distribution
     n_trials = check_int("search.n_trials", cfg.search.n_trials, 1)
     load_rules(cfg)
     optuna_pruner(cfg.search.pruner)
-    make_sampler(
-        str(cfg.search.sampler.type),
-        0,
-        check_int("search.sampler.n_startup_trials", cfg.search.sampler.n_startup_trials, 0),
-    )
+    check_sampler(str(cfg.search.sampler.type))
+    check_int("search.sampler.n_startup_trials", cfg.search.sampler.n_startup_trials, 0)
     seeds = list(cfg.search.seeds or [])
     if not seeds:
         raise ValueError("search.seeds=[] must list at least one integer seed")

@@ -190,12 +190,3 @@ def updates(params: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         group, name = LEVERS[key][0].split(".") if key in LEVERS else ("preset", key)
         found[group][name] = value
     return found
-
-
-def overrides(params: Mapping[str, Any]) -> list[str]:
-    """Hydra overrides that set a trial's values (worker keys on the ``preset`` node)."""
-    result = []
-    for key, value in params.items():
-        path = LEVERS[key][0] if key in LEVERS else f"preset.{key}"
-        result.append(f"{path}='{value}'" if key == "size" else f"{path}={value}")
-    return result

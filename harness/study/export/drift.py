@@ -15,8 +15,8 @@ from typing import Any
 import mlflow
 import optuna
 
-from harness.measure import tracking
-from harness.measure.pairing import NOT_PAIRED, PairedSpeedup
+from harness.measure import pairing, tracking
+from harness.measure.pairing import PairedSpeedup
 from harness.measure.plan import plan
 from harness.measure.results import recorded
 from harness.measure.session import measure_in_run, open_session
@@ -80,11 +80,8 @@ def latest_pairing(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> Pair
 
 
 def speedup_cell(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
-    """A trial's paired speed-up with its interval, ``baseline``, or ``—`` (measured alone)."""
-    if is_baseline(trial):
-        return "baseline"
-    paired = latest_pairing(study, trial)
-    return paired.cell() if paired else NOT_PAIRED
+    """A trial's paired speed-up cell (:func:`harness.measure.pairing.speedup_cell`) from its latest pairing."""
+    return pairing.speedup_cell(latest_pairing(study, trial), is_baseline(trial))
 
 
 def noise_lines(study: optuna.Study, bound: float) -> list[str]:

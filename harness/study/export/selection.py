@@ -221,7 +221,7 @@ def _export(
     plan_, session, summary, verification_run = verified
     speedup: PairedSpeedup = summary.paired
     client = mlflow.MlflowClient()
-    query = f"tags.preset = 'production' and tags.study = '{study.study_name}'"
+    query = f"tags.preset = 'production' and tags.study = {tracking.quoted(study.study_name)}"
     for old in client.search_runs([verifier.experiment_id], query):
         client.delete_tag(old.info.run_id, "preset")  # one production preset per study
     for run_id in (verification_run, winner.user_attrs.get("mlflow_run_id")):

@@ -19,6 +19,7 @@ import mlflow
 import optuna
 
 from harness.measure.results import recorded
+from harness.measure.tracking import quoted
 from harness.study.engine.floors import best_feasible, feasible, is_baseline, status
 from harness.study.export.drift import speedup_cell
 
@@ -38,7 +39,7 @@ def columns(study: optuna.Study, best: int = 3) -> list[tuple[str, optuna.trial.
 
 def _videos(client: mlflow.MlflowClient, experiment_id: str, study: str, trial: int) -> dict[str, str]:
     """A trial's video runs, prompt -> run id (its first seed)."""
-    query = f"tags.kind = 'video' and tags.study = '{study}' and tags.trial_number = '{trial}'"
+    query = f"tags.kind = 'video' and tags.study = {quoted(study)} and tags.trial_number = {quoted(trial)}"
     found: dict[str, str] = {}
     for run in client.search_runs([experiment_id], query, order_by=["attributes.start_time ASC"]):
         found.setdefault(run.data.params.get("prompt", ""), run.info.run_id)

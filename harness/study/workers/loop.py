@@ -34,7 +34,7 @@ from omegaconf import DictConfig
 from harness.signals import raise_if_stopped, signals_deferred, stopping_signal
 from harness.study.engine import space
 from harness.study.engine.enqueue import enqueue_presets, preset_params
-from harness.study.engine.floors import counts_toward, is_baseline
+from harness.study.engine.floors import baseline_trial, config_errors, counts_toward, is_baseline
 from harness.study.engine.objective import Objective
 from harness.study.workers.lock import StudyLock
 
@@ -43,11 +43,6 @@ log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
 STATES = optuna.trial.TrialState
 CONFIG_FAILURES = 3  # the same failure this many times in a row, nothing complete: a configuration error
-
-
-def config_errors(study: optuna.Study) -> set[int]:
-    """Trials that failed for a configuration error (study attribute ``config_errors``): they never count."""
-    return set(study.user_attrs.get("config_errors", []))
 
 
 @dataclass(frozen=True)
@@ -76,9 +71,9 @@ class Worker:
         """While the baseline is not complete: claim it, or wait for the worker measuring it."""
         if "baseline" not in list(self.cfg.search.enqueue or []):
             return None
-        mine = [t for t in trials if is_baseline(t)]
-        if any(t.state == STATES.COMPLETE for t in mine):
+        if baseline_trial(trials) is not None:
             return None
+        mine = [t for t in trials if is_baseline(t)]
         running = [t.number for t in mine if t.state == STATES.RUNNING]
         if running:
             return Decision(

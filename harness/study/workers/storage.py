@@ -13,7 +13,7 @@ import sqlalchemy
 from omegaconf import DictConfig
 
 from harness.measure import tracking
-from harness.measure.tracking import WORKER, alive_here
+from harness.measure.tracking import WORKER, alive_here, quoted
 from harness.pipeline.worker import Worker
 from harness.secrets import public_url
 from harness.stores import error_reason, shown_setting, storage_setting, storage_url
@@ -144,7 +144,8 @@ def study_run_id(client: mlflow.MlflowClient, experiment_id: str, study_name: st
 
 
 def _study_run(client: mlflow.MlflowClient, experiment_ids: list[str], study_name: str) -> mlflow.entities.Run | None:
-    found = client.search_runs(experiment_ids, f"tags.kind = 'study' and tags.study = '{study_name}'", max_results=1)
+    query = f"tags.kind = 'study' and tags.study = {quoted(study_name)}"
+    found = client.search_runs(experiment_ids, query, max_results=1)
     return found[0] if found else None
 
 
@@ -160,7 +161,7 @@ def close_orphans(client: mlflow.MlflowClient, experiment_id: str, study: optuna
     running = {str(t.number) for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))}
     orphans = client.search_runs(
         [experiment_id],
-        f"tags.study = '{study.study_name}' and attributes.status = 'RUNNING' and tags.kind != 'study'",
+        f"tags.study = {quoted(study.study_name)} and attributes.status = 'RUNNING' and tags.kind != 'study'",
     )
     closed = 0
     for run in orphans:
