@@ -361,12 +361,14 @@ def test_a_bad_input_is_one_line_and_leaves_the_stores_as_they_were(case, popula
 
 
 def test_checking_the_settings_imports_neither_torch_nor_diffusers_nor_mlflow():
+    # what every command imports before its checks: its module, and the modules of Hydra's callbacks (conf/config.yaml)
     code = (
         "import sys; from hydra import compose, initialize_config_dir; from harness.checks import check_search\n"
+        "import harness.run, harness.search, harness.measure.terminal, harness.outputs\n"
         f"with initialize_config_dir(config_dir={str(CONF_DIR)!r}, version_base='1.3'):\n"
         "    cfg = compose('config', overrides=['model=tiny', 'paths.root_dir=/tmp/harness-check-imports'])\n"
         "try:\n    check_search(cfg)\nexcept ValueError:\n    pass\n"
-        "print(sorted(m for m in ('torch', 'diffusers', 'mlflow', 'transformers') if m in sys.modules))"
+        "print(sorted(m for m in ('torch', 'diffusers', 'mlflow', 'transformers', 'scipy.stats') if m in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.stdout.strip().splitlines()[-1] == "[]", result.stderr[-2000:]

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-from scipy.optimize import nnls
 
 
 @dataclass(frozen=True)
@@ -66,6 +65,8 @@ def _least_squares(design: np.ndarray, target: np.ndarray) -> np.ndarray:
     presets). The columns are scaled to a common size first (seconds, steps x passes, and that x tokens differ by
     orders of magnitude), then the coefficients scaled back.
     """
+    from scipy.optimize import nnls  # scipy.optimize takes a third of a second to import: not to check settings
+
     scale = np.abs(design).max(axis=0)
     scale[scale == 0] = 1.0
     coefficients, _ = nnls(design / scale, target)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import statistics
 
-from scipy.stats import median_abs_deviation
-
 
 def relative_spread(times: list[float]) -> float | None:
     """How much repeated timings of the same work disagree: 1.4826 x MAD / median.
@@ -16,4 +14,6 @@ def relative_spread(times: list[float]) -> float | None:
     """
     if len(times) < 2:
         return None
+    from scipy.stats import median_abs_deviation  # scipy.stats takes a second to import: not before it is needed
+
     return float(median_abs_deviation(times, scale="normal")) / statistics.median(times)

@@ -16,7 +16,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from scipy.stats import bootstrap
 
 CONFIDENCE = 0.95
 RESAMPLES = 2000
@@ -105,6 +104,8 @@ def paired_speedup(baseline_s: list[float], preset_s: list[float], seed: int = 0
     ratios = np.array(baseline_s) / np.array(preset_s)
     low = high = None
     if len(ratios) > 1:
+        from scipy.stats import bootstrap  # scipy.stats takes a second to import: a refused input never needs it
+
         found = bootstrap(
             (ratios,), np.median, confidence_level=CONFIDENCE, method="percentile", n_resamples=RESAMPLES,
             rng=np.random.default_rng(seed),
