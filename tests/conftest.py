@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import mlflow
@@ -39,8 +40,6 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def retrain_one_weight(model: Path, into: Path) -> Path:
     """Copy a pipeline folder and flip one byte of its transformer weights: same architecture,
     same configs, other weights (what a retrain at the same path looks like)."""
-    import shutil
-
     shutil.copytree(model, into)
     weights = next(into.glob("transformer/*.safetensors"))
     data = bytearray(weights.read_bytes())
@@ -61,11 +60,26 @@ def base_overrides(tmp_path: Path, model_dir: Path) -> list[str]:
     ]
 
 
-@pytest.fixture
-def make_cfg(tmp_path: Path, model_dir: Path):
-    """Compose ``conf/config.yaml`` with overrides, on the tiny model, outputs in tmp_path."""
+@pytest.fixture(scope="session")
+def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty MLflow SQLite store, its schema made once by MLflow itself: making one runs MLflow's migrations
+    (about 1.5 s), which every test measuring into a fresh store would pay again."""
+    from harness.stores import tracking_uri
 
-    def _make(*overrides: str, model: str = "tiny") -> DictConfig:
+    folder = tmp_path_factory.mktemp("empty-store")
+    mlflow.MlflowClient(tracking_uri(folder)).search_experiments()
+    return folder / "mlflow.db"
+
+
+@pytest.fixture
+def make_cfg(tmp_path: Path, model_dir: Path, empty_store: Path):
+    """Compose ``conf/config.yaml`` with overrides, on the tiny model, outputs in tmp_path; an empty MLflow store is
+    there already (``store=False``: none, for a test that a bad input creates none)."""
+
+    def _make(*overrides: str, model: str = "tiny", store: bool = True) -> DictConfig:
+        if store and not (tmp_path / "mlruns" / "mlflow.db").exists():
+            (tmp_path / "mlruns").mkdir(exist_ok=True)
+            shutil.copyfile(empty_store, tmp_path / "mlruns" / "mlflow.db")
         GlobalHydra.instance().clear()
         base = [f"paths.root_dir={tmp_path}", f"model={model}"]
         if model == "tiny":

@@ -96,7 +96,7 @@ def test_the_baseline_is_its_own_reference(make_cfg, tmp_path):
 )
 def test_bad_input_opens_no_run(make_cfg, tmp_path, override, message):
     with pytest.raises(ValueError, match=re.escape(message)):
-        measure_preset(make_cfg(override))
+        measure_preset(make_cfg(override, store=False))
     assert not (tmp_path / "mlruns" / "mlflow.db").exists()
 
 
@@ -104,7 +104,7 @@ def test_real_model_without_weights_says_how_to_fix_it(make_cfg, tmp_path, monke
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # never reach for 1.3B weights in a test
-    cfg = make_cfg(model="wan2.1-t2v-1.3b")
+    cfg = make_cfg(model="wan2.1-t2v-1.3b", store=False)
     with pytest.raises(ModelUnavailableError) as error:
         measure_preset(cfg)
     message = str(error.value)
@@ -113,7 +113,7 @@ def test_real_model_without_weights_says_how_to_fix_it(make_cfg, tmp_path, monke
         and "model=wan2.1-t2v-1.3b model.path=DIR" in message
         and "model=tiny" in message
     )
-    missing = make_cfg(f"model.path={tmp_path}/nowhere", model="wan2.1-t2v-1.3b")
+    missing = make_cfg(f"model.path={tmp_path}/nowhere", model="wan2.1-t2v-1.3b", store=False)
     with pytest.raises(ModelUnavailableError, match="there is no folder"):
         measure_preset(missing)
     assert not (tmp_path / "mlruns" / "mlflow.db").exists()
@@ -223,7 +223,7 @@ def test_the_toy_world_logs_prompt_adherence_beside_clip(make_cfg, tmp_path):
 )
 def test_precision_and_attention_are_checked_before_any_run(make_cfg, tmp_path, override, message):
     with pytest.raises(ValueError) as error:
-        measure_preset(make_cfg(override))
+        measure_preset(make_cfg(override, store=False))
     assert message in str(error.value)
     assert not (tmp_path / "mlruns" / "mlflow.db").exists()
 
