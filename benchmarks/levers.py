@@ -46,6 +46,11 @@ LEVERS = {
     "cache=magcache (0.06, K 3, 0.2)": ["speed.cache=magcache"],
     "cache=magcache (0.02, K 2, 0.2)": ["speed.cache=magcache", "speed.magcache_threshold=0.02", "speed.magcache_k=2"],
     "cache=dbcache (0.05)": ["speed.cache=dbcache", "speed.cache_threshold=0.05"],
+    "cache=dbcache + TaylorSeer (0.05, order 1)": [
+        "speed.cache=dbcache",
+        "speed.cache_threshold=0.05",
+        "speed.dbcache_taylorseer=1",
+    ],
     "precision=bfloat16": ["speed.precision=bfloat16"],
     "quant=int8_weight_only": ["speed.quant=int8_weight_only"],
     "attention=_native_math": ["speed.attention=_native_math"],
