@@ -37,8 +37,10 @@ def _hydra_line(error: Exception) -> str | None:
     if isinstance(error, OverrideParseException):
         return f"{_unreadable_override()}: {str(error).splitlines()[0]}; quote a value that holds = ? , or spaces"
     if isinstance(error, ConfigCompositionException):
+        from omegaconf.errors import ValidationError
+
         cause = error.__cause__
-        if getattr(cause, "full_key", None):  # a value of the wrong type for its group's schema (harness/schema.py)
+        if isinstance(cause, ValidationError) and cause.full_key:  # a wrong type for its schema (harness/schema.py)
             return f"{cause.full_key}: {str(cause).splitlines()[0]}"
         message = " ".join(str(error).split())
         key = message.split("'")[1] if message.startswith("Could not override '") else ""
@@ -132,6 +134,7 @@ def run_command(hydra_main: Callable[[], Any]) -> None:
 def _run_guarded(hydra_main: Callable[[], Any]) -> None:
     try:
         hydra_main()
+        signals.uninstall()  # the work is done: no interrupt is raised past this point (a retry may still come)
     except KeyboardInterrupt as interrupt:
         stopped = signals.stopping_signal(interrupt)
         print(f"stopped by {stopped.name}: open MLflow runs ended KILLED", file=sys.stderr)

@@ -22,10 +22,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_the_speed_up_is_baseline_seconds_over_preset_seconds_with_an_interval():
-    result = paired_speedup([2.0, 2.2, 1.8, 2.0], [1.0, 1.1, 0.9, 1.0])
+    result = paired_speedup([2.0, 2.2, 1.8, 2.0, 2.4, 1.6], [1.0, 1.1, 0.9, 1.0, 1.2, 0.8])
     assert result.median == pytest.approx(2.0) and (result.low, result.high) == pytest.approx((2.0, 2.0))
     assert result.clears(1.0) and result.cell() == "2.00x [2.00, 2.00]"
-    slower = paired_speedup([1.0, 1.0, 1.0], [2.0, 1.9, 2.1])
+    slower = paired_speedup([1.0] * 6, [2.0, 1.9, 2.1, 2.0, 1.9, 2.1])
     assert slower.median == pytest.approx(0.5) and not slower.clears(1.0)
 
 
@@ -33,7 +33,12 @@ def test_an_interval_reaching_below_one_does_not_clear_it():
     mixed = paired_speedup([3.0, 0.6, 3.0, 0.6, 1.8, 1.2], [1.0] * 6)  # a load that hit either side
     assert mixed.low < 1.0 < mixed.high and not mixed.clears(1.0)
     single = paired_speedup([2.0], [1.0])
-    assert single.low is None and not single.clears(1.0) and single.cell() == "2.00x (1 pair: no interval)"
+    assert single.low is None and not single.clears(1.0)
+    assert single.cell() == "2.00x (1 pair: too few for a 95% interval, 6 needed)"
+    # five pairs all twice as fast: a speed-up, but no 95% claim (a percentile bootstrap of so few overstates it)
+    few = paired_speedup([2.0, 2.1, 1.9, 2.0, 2.2], [1.0] * 5)
+    assert few.low is None and not few.clears(1.0)
+    assert few.cell() == "2.00x (5 pairs: too few for a 95% interval, 6 needed)"
 
 
 def test_measurements_pool_into_one_with_every_pair_and_a_tighter_interval():
@@ -81,7 +86,7 @@ def test_select_pools_a_noisy_candidate_s_pairs_until_they_clear_one_then_refuse
     assert failed == [] and summary.paired.pairs == 6 and summary.paired.clears(1.0) and run_id == "run-0"
     with pytest.raises(NoisyVerification, match=r"1\.05x \[0\.90, 1\.20\] over 6 pairs in 3 paired measurement"):
         _verify(Verifications(busy, busy, busy), trial, floor, measured(None))
-    slower = paired_speedup([1.0, 1.0, 1.0], [2.0, 1.9, 2.1])
+    slower = paired_speedup([1.0] * 6, [2.0, 1.9, 2.1] * 2)
     _, failed = _verify(Verifications(slower), trial, floor, measured(None))  # no second try: it is slower
     assert failed == ["paired speed-up 0.50x [0.48, 0.53]: slower than the baseline"]
     _, failed = _verify(Verifications(busy, psnr_db=20.0), trial, floor, measured(None))  # a floor: no second try
@@ -96,8 +101,10 @@ def test_a_speed_up_not_paired_is_a_dash_with_the_reason_and_the_command_that_ge
     caption = summary_table([row]).caption
     assert "—: no speed-up without the baseline measured beside the preset in the same command" in caption
     assert "run it with timing.pair=true" in caption
-    paired = replace(row, paired=paired_speedup([2.0, 2.2], [1.0, 1.0]))
+    paired = replace(row, paired=paired_speedup([2.0, 2.2] * 3, [1.0] * 6))
     assert speedup_cell(paired) == "2.10x [2.00, 2.20]" and "—:" not in summary_table([paired]).caption
+    few = replace(row, paired=paired_speedup([2.0, 2.2], [1.0, 1.0]))
+    assert "an interval needs 6 pairs (prompts x seeds x timing.repeats)" in summary_table([few]).caption
 
 
 def test_a_report_folder_is_never_replaced_by_another_or_a_smaller_study_unless_asked(tmp_path):

@@ -194,14 +194,22 @@ def test_a_report_finds_the_study_s_runs_without_naming_its_model(study_root, ca
     assert "wan-presets/toy" not in {e.name for e in store_client(root).search_experiments()}
 
 
-def test_select_exports_the_worker_format_and_it_loads_back(study_root):
-    root, overrides, _ = study_root
-    # the tiny model's winner is about 1.2x: on a busy machine its pairs may take a few measurements to clear 1
-    cfg = compose_cfg([*overrides, "study=video_fast", "search.select.repeats=1", "search.select.attempts=6"])
+def test_select_exports_the_worker_format_and_it_loads_back(tmp_path, base_overrides):
+    # a study of its own whose winner is clear (aggressive: about 1.6x on the tiny model, 19 dB against a 10 dB floor),
+    # so that what is tested is the export, not whether a marginal winner verifies on a busy machine
+    overrides = [*base_overrides, "search.n_trials=2", "search.enqueue=[baseline,aggressive]",
+                 "search.floors.psnr_db.value=10", "search.drift_check=false"]  # fmt: skip
+    search_presets(compose_cfg(overrides), overrides)
+    cfg = compose_cfg([*overrides, "study=video_fast", "search.select.repeats=3"])
     yaml_path, json_path = select_preset(cfg)
-    header = re.search(r"^# Paired speed-up on held-out seeds: (\S+ \[\S+, \S+\]) \(95% interval; (\d+) pairs",
+    study = load(cfg)
+    winner = choose(study, 0.05)
+    header = re.search(r"^# Paired speed-up on held-out seeds: \S+ \[\S+, \S+\] \(95% interval; (\d+) pairs",
                        yaml_path.read_text(), re.M)  # fmt: skip
-    assert header and header[1] == load(cfg).user_attrs["exported"]["speedup"] and int(header[2]) % 2 == 0
+    attempts = [r for r in mlflow_runs(tmp_path, "verification") if r.data.tags["trial_number"] == str(winner.number)]
+    assert header and int(header[1]) == 6 * len(attempts)  # 2 held-out seeds x 3 pairs in each attempt, pooled
+    production = next(r for r in attempts if r.data.tags.get("preset") == "production")
+    assert production.data.metrics["speedup_pairs"] == int(header[1])  # MLflow shows the pooled figure too
     exported = yaml.safe_load(yaml_path.read_text())
     worker_preset = yaml.safe_load((CONF_DIR / "preset" / "video_fast.yaml").read_text())  # the worker's own
     assert list(exported) == list(worker_preset)  # its keys, in its order
@@ -209,17 +217,11 @@ def test_select_exports_the_worker_format_and_it_loads_back(study_root):
     assert {k: v for k, v in as_json.items() if not k.startswith("_")} == exported
     snippet = (yaml_path.parent / "video_fast.py").read_text()  # pastes into the worker's preset dict
     assert ast.literal_eval("{" + snippet + "}") == {"video_fast": exported}
-    study = load(cfg)
-    winner = choose(study, 0.05)
     assert exported["sample_steps"] == winner.params["sample_steps"] and exported["size"] == winner.params["size"]
-    assert exported["expected_time"] > 0
-    warned = "WARNING: sample_solver='euler'" in yaml_path.read_text()
-    assert warned == (exported["sample_solver"] == "euler")
-    verified = [r for r in mlflow_runs(root, "verification") if r.data.tags.get("preset") == "production"]
-    assert len(verified) == 1 and verified[0].data.tags["trial_number"] == str(winner.number)
+    assert "WARNING: sample_solver='euler' exists only through diffusers" in yaml_path.read_text()  # aggressive's
     # expected_time is the re-measured median to 3 significant figures, not rounded up to the next 0.1 s
-    assert exported["expected_time"] == float(f"{verified[0].data.metrics['median_wall_time_s']:.3g}")
-    assert {p["seed"] for p in [r.data.params for r in mlflow_runs(root, "video")] if "seed" in p} >= {"100", "101"}
+    assert exported["expected_time"] == float(f"{production.data.metrics['median_wall_time_s']:.3g}")
+    assert {p["seed"] for p in [r.data.params for r in mlflow_runs(tmp_path, "video")] if "seed" in p} >= {"100", "101"}
     reloaded = plan(compose_cfg([*overrides, f"preset_file={yaml_path}"]))
     assert reloaded.preset.to_worker() == exported
 
@@ -235,6 +237,17 @@ def test_a_study_refuses_trials_measured_with_other_prompts_or_weights(study_roo
     with pytest.raises(ValueError, match=r"^study 'video_fast' was measured with model 'tiny \(weights \w+\)', now"):
         search_presets(compose_cfg(other), other)
     assert [(t.number, t.state, t.value) for t in load(compose_cfg(overrides)).trials] == before
+
+
+def test_a_study_recorded_before_a_lever_existed_continues_unless_that_lever_is_used():
+    from harness.study.engine.fingerprint import differences
+
+    now = "guidance_stop=1.0, cache=none, cache_threshold=0.05, dbcache_taylorseer=0"
+    before = {"levers": "guidance_stop=1.0, cache=none, cache_threshold=0.05", "worker": "official"}
+    assert differences(before, {"levers": now, "worker": "official"}) == []  # the new lever at its default
+    used = now.replace("dbcache_taylorseer=0", "dbcache_taylorseer=1")
+    assert differences(before, {"levers": used, "worker": "official"}) == [f"levers {before['levers']!r}, now {used!r}"]
+    assert differences(before, {"levers": now.replace("cache=none", "cache=magcache"), "worker": "official"})
 
 
 @pytest.mark.parametrize(
@@ -311,7 +324,7 @@ def test_the_report_page_opens_with_the_winner_and_marks_the_exported_preset():
         "Winner: trial #1, 0.600 s/video, paired speed-up —; not exported yet (python -m harness.select "
         "study=video_fast); floors: psnr_db >= 30."
     )
-    record_pairing(study, 1, paired_speedup([1.0, 1.1], [0.6, 0.6]), "harness.select, held-out seeds [100, 101]")
+    record_pairing(study, 1, paired_speedup([1.0, 1.1] * 3, [0.6] * 6), "harness.select, held-out seeds [100, 101]")
     study.set_user_attr("exported", {"trial": 1, "speedup": "1.75x [1.67, 1.83]", "pairs": 2})
     assert summary_line(study).startswith(
         "Winner: trial #1, 0.600 s/video, paired speed-up 1.75x [1.67, 1.83]; exported: trial #1, paired speed-up "

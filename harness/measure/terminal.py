@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from harness.measure import pairing
-from harness.measure.pairing import NOT_PAIRED
+from harness.measure.pairing import MIN_PAIRS, NOT_PAIRED
 from harness.measure.results import Summary
 
 # Summaries of the presets measured in this process, in order (a multirun runs its jobs
@@ -84,6 +84,11 @@ def summary_table(rows: list[Summary], title: str = "presets measured") -> Table
         notes.append(
             "speed-up: the baseline generated beside each video, alternating which goes first; median of the "
             "pairs' ratios [95% bootstrap interval]"
+        )
+    if any(row.paired is not None and row.paired.low is None for row in rows):
+        notes.append(
+            f"an interval needs {MIN_PAIRS} pairs (prompts x seeds x timing.repeats): add seeds, e.g. "
+            "prompts.seeds=[0,1,2], or timing.repeats=3"
         )
     if floor := next((row.noise_floor for row in rows if row.noise_floor), ""):
         notes.append(f"PSNR beside its {floor} (measured by harness.audit)")

@@ -12,12 +12,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from dataclasses import asdict
 
 import optuna
 from omegaconf import DictConfig
 
 from harness.measure.plan import plan
 from harness.pipeline.device import device_label, dtype_name
+from harness.pipeline.levers import Speed
 from harness.pipeline.load import load_pipeline
 from harness.study.engine.floors import floors
 
@@ -60,8 +62,20 @@ def measured_with(cfg: DictConfig) -> dict[str, str]:
 def differences(recorded: dict[str, str], identity: dict[str, str]) -> list[str]:
     """Each key whose value changed, as ``key 'old', now 'new'``."""
     return [
-        f"{key} {recorded.get(key)!r}, now {value!r}" for key, value in identity.items() if recorded.get(key) != value
+        f"{key} {recorded.get(key)!r}, now {value!r}"
+        for key, value in identity.items()
+        if recorded.get(key) != value and not (key == "levers" and _same_levers(recorded.get(key), value))
     ]
+
+
+def _same_levers(recorded: str | None, now: str) -> bool:
+    """Whether two levers descriptions set the same levers, one a newer harness added counting at its default (a
+    study recorded before the lever existed measured without it)."""
+    if recorded is None:
+        return False
+    defaults = {key: str(value) for key, value in asdict(Speed()).items()}
+    read = [dict(part.split("=", 1) for part in text.split(", ") if "=" in part) for text in (recorded, now)]
+    return {**defaults, **read[0]} == {**defaults, **read[1]}
 
 
 def check_comparable(study: optuna.Study, identity: dict[str, str], measured: bool) -> None:

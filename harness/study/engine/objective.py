@@ -14,6 +14,7 @@ from harness.measure.plan import Plan, plan
 from harness.measure.results import Summary, VideoResult
 from harness.measure.session import Session, measure_in_run, open_session
 from harness.secrets import mask, public_url
+from harness.signals import raise_if_stopped
 from harness.stores import storage_url
 from harness.study.engine import space
 from harness.study.engine.compose import derive
@@ -86,6 +87,7 @@ class Objective:
             mlflow.set_tags({"state": "PRUNED", "prune_reason": trial.user_attrs.get("prune_reason", "")})
             raise
         except Exception as error:
+            raise_if_stopped()  # a failure a signal caused (ffmpeg killed with the terminal's group) is a stop
             reason = mask(f"{type(error).__name__}: {error}".splitlines()[0][:500])
             trial.set_user_attr("fail_reason", reason)
             mlflow.set_tags({"state": "FAIL", "fail_reason": reason})

@@ -127,6 +127,7 @@ def _session(cfg: DictConfig, worker: Worker, run: tuple, dists: dict, left: int
     its load recorded for the report."""
     study, started, load_before = worker.study, time.perf_counter(), load_average()
     estimate, machine = _announce(cfg, dists, study, left, int(cfg.search.n_trials) - left)
+    study.set_user_attr("machine", machine)  # and its load once the session ends
     shown = public_url(storage_url(cfg), cfg.paths.root_dir)
     print(f"floors: {'; '.join(f.describe() for f in floors(cfg))}; storage {shown}")
     if scale := floor_scale(cfg):

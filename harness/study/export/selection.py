@@ -227,6 +227,8 @@ def _export(
     for run_id in (verification_run, winner.user_attrs.get("mlflow_run_id")):
         if run_id:
             client.set_tag(run_id, "preset", "production")
+    for key, value in speedup.to_metrics().items():  # the speed-up of every pair measured, as the export states it
+        client.log_metric(verification_run, key, value)
     measured, spread = summary.seconds_per_video, summary.spread
     held = [f"{f.describe()}: {summary.mean(f.metric) or float('nan'):.3g} on held-out seeds" for f in floor_list]
     held += [f"PSNR beside its {summary.noise_floor} (measured by harness.audit)"] if summary.noise_floor else []

@@ -158,6 +158,7 @@ class Worker:
                 log.info("trial #%d pruned: %s", trial.number, pruned)
                 value = None
             except Exception as error:  # recorded with its reason by the objective
+                raise_if_stopped()  # a failure a signal caused is a stop (the trial is failed, uncounted, above)
                 self.study.tell(trial, state=STATES.FAIL)
                 log.warning("trial #%d failed: %s", trial.number, trial.user_attrs.get("fail_reason", error))
                 self.ran += 1
