@@ -335,7 +335,20 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case", list(CASES))
+# Each class above keeps a case in the default suite; these neighbours of theirs run with the slow tests (CI runs
+# both): a refusal is a process start, about a second each.
+NEIGHBOURS = {
+    "truncated mlflow.db", "garbage optuna.db, search", "storage in a read-only folder", "study with a quote, report",
+    "tracking server down", "unreachable PostgreSQL, select", "unreachable PostgreSQL, dashboard",
+    "log_dir that cannot be made", "read-only cache_dir", "guidance 1e308", "1000 steps at shift 5", "floor abc",
+    "garbage weights", "missing weights", "garbage model_index.json", "experiment without +", "unknown prompts",
+    "a switch that is not true or false",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "case", [pytest.param(case, marks=pytest.mark.slow) if case in NEIGHBOURS else case for case in CASES]
+)
 def test_a_bad_input_is_one_line_and_leaves_the_stores_as_they_were(case, populated, pipeline_folder, tmp_path):
     command, overrides, setup, setting, allowed = CASES[case]
     root = tmp_path / "root"
