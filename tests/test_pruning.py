@@ -262,3 +262,29 @@ def test_a_proposal_repeating_a_measured_preset_takes_its_outcome_without_genera
     repeated = study.trials[1]
     assert repeated.constraints == {"floor_psnr_db": 4.0, "0": 4.0} and repeated.intermediate_values == {1: 0.8}
     assert Gate.open(study, Rules(predict=False), PSNR_FLOOR, named=False).same_as(first.params) is None
+
+
+def test_a_switched_off_cache_s_settings_make_no_new_preset():
+    """In the levers space a cache's threshold is searched too; while that cache is off it changes nothing, so descent
+    never moves it and a trial differing only there repeats a measured one (once, a 30-trial study spent 5 trials
+    re-measuring presets that differed only in the threshold of a cache that was off)."""
+    space = {
+        "sample_steps": optuna.distributions.IntDistribution(19, 25, step=3),  # cheaper moves run out at 19
+        "cache": optuna.distributions.CategoricalDistribution(["none", "first_block"]),
+        "cache_threshold": optuna.distributions.FloatDistribution(0.02, 0.2, step=0.02),
+    }
+    study = optuna.create_study(sampler=DescentSampler(seed=0, n_startup_trials=20), pruner=optuna.pruners.NopPruner())
+    study.enqueue_trial({"sample_steps": 25, "cache": "none", "cache_threshold": 0.06})
+    proposed = []
+    for _ in range(6):
+        trial = study.ask(space)
+        proposed.append(dict(trial.params))
+        trial.set_user_attr("cost", asdict(Cost(trial.params["sample_steps"], 50, 10, LEVERS)))
+        set_floor_constraints(trial, {"psnr_db": -1.0 if trial.params["cache"] == "none" else 3.0})
+        study.tell(trial, 0.02 * trial.params["sample_steps"])
+    off = [p for p in proposed if p["cache"] == "none"]
+    assert {p["cache_threshold"] for p in off} == {0.06}  # never moved while its cache is off
+    assert len({p["sample_steps"] for p in off}) == len(off)  # so no preset is measured twice
+    gate = Gate.open(study, Rules(), PSNR_FLOOR, named=False)
+    assert gate.same_as({"sample_steps": 25, "cache": "none", "cache_threshold": 0.14}).number == 0
+    assert gate.same_as({"sample_steps": 25, "cache": "first_block", "cache_threshold": 0.14}) is None

@@ -27,6 +27,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution
 from harness.preset import parse_size
 from harness.study.engine.floors import baseline_trial, feasible, work
 from harness.study.engine.pruning import dominating_failure
+from harness.study.engine.space import inert
 
 CHEAPER_WHEN_LOWER = ("sample_steps", "frame_num", "guidance_stop")
 OUTPUT_SPEC = ("size", "frame_num")  # what the worker delivers: losing it loses fidelity whatever else changes
@@ -83,6 +84,8 @@ class DescentSampler(optuna.samplers.BaseSampler):
         cheaper, same, doubtful = [], [], []
         for params in frontier:
             for key, dist in space.items():
+                if inert(key, params):
+                    continue  # moving a switched-off cache's setting makes the same video again
                 for value in _neighbours(params[key], dist):
                     move = {**params, key: value}
                     rank = _work_change(key, params[key], value, self._one_pass_at_guidance_one)

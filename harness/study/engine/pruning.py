@@ -40,6 +40,7 @@ from harness.cost.model import CostModel, fit_cost_model
 from harness.measure.noise import relative_spread
 from harness.pipeline.levers import Speed
 from harness.study.engine.floors import FLOOR_METRICS, Floor, fastest_feasible, shortfalls
+from harness.study.engine.space import effective
 
 SPREAD_TRIALS = 3  # complete trials whose videos measured a lift (not the reference: it is its own video)
 MODEL_POINTS = 4  # measured trials the cost model needs before it may prune anything
@@ -189,7 +190,8 @@ class Gate:
         a searched one: measuring it again would pay for the same answer."""
         if self.named or not self.rules.predict:
             return None
-        return next((t for t in [*self.trials, *self.pruned] if t.params == dict(params) and t.constraints), None)
+        wanted = effective(params)
+        return next((t for t in [*self.trials, *self.pruned] if effective(t.params) == wanted and t.constraints), None)
 
     def repeat(self, trial: optuna.Trial, same: optuna.trial.FrozenTrial) -> str:
         """Give the trial the outcome ``same`` measured (its running medians and floor slacks: TPE ranks pruned

@@ -47,6 +47,24 @@ LEVERS = {
 }
 # The levers that switch something on (the others tune a switched-on cache).
 SWITCHES = ("guidance_stop", "cache", "attention", "compile", "precision", "cfg", "quant")
+# A cache's own settings, and the caches they act under: with another cache (or none) they change nothing.
+TUNES = {
+    "cache_threshold": ("first_block", "dbcache"),
+    "magcache_threshold": ("magcache",),
+    "magcache_k": ("magcache",),
+    "magcache_retention": ("magcache",),
+}
+
+
+def inert(key: str, params: Mapping[str, Any]) -> bool:
+    """Whether a setting changes nothing in these values (a cache's setting while that cache is off)."""
+    return key in TUNES and params.get("cache", LEVERS["cache"][1]) not in TUNES[key]
+
+
+def effective(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The values that make the video: the settings of a cache that is off left out (two trials that differ only
+    there are the same preset)."""
+    return {key: value for key, value in params.items() if not inert(key, params)}
 
 
 def distributions(
