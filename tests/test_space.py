@@ -97,3 +97,10 @@ def test_attention_and_compile_are_searchable_levers():
         match=re.escape("search.space.compile choice 'max' is not allowed; allowed: ['off', 'regional', 'full']"),
     ):
         space.distributions({"compile": {"type": "categorical", "choices": ["max"]}}, SOLVERS)
+
+
+def test_a_trial_s_values_read_without_a_switched_off_cache_s_settings_or_float_noise():
+    values = {"sample_steps": 11, "sample_shift": 4.0, "cache": "none", "cache_threshold": 0.12000000000000001}
+    assert space.shown(values) == "sample_steps=11, sample_shift=4, cache=none"
+    cached = {**values, "cache": "first_block"}
+    assert space.shown(cached) == "sample_steps=11, sample_shift=4, cache=first_block, cache_threshold=0.12"

@@ -26,6 +26,7 @@ from harness.pipeline.load import resolve_model
 from harness.secrets import public_url
 from harness.signals import signals_deferred
 from harness.stores import check_storage
+from harness.study.engine import space
 from harness.study.engine.estimate import closing_line, opening_estimate
 from harness.study.engine.fingerprint import check_comparable, measured_with
 from harness.study.engine.floors import (
@@ -109,7 +110,7 @@ def print_outcome(study: optuna.Study, noise_bound: float) -> None:
         f"  best feasible #{best.number} ({best.user_attrs.get('preset_name', 'searched')}): "
         f"{best.value:.3f} s/video; speed-up {speedup_text(study, best)}"
     )
-    print(f"  params: {best.params}")
+    print(f"  params: {space.shown(best.params)}")
     name = study.study_name
     print(f"  next: python -m harness.report study={name} && python -m harness.select study={name}")
 

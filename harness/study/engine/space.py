@@ -61,6 +61,13 @@ def inert(key: str, params: Mapping[str, Any]) -> bool:
     return key in TUNES and params.get("cache", LEVERS["cache"][1]) not in TUNES[key]
 
 
+def shown(params: Mapping[str, Any]) -> str:
+    """A trial's values as people read them: ``sample_steps=11, cache=none, ...``, the settings of a cache that is off
+    left out and floats without binary noise (0.12, not 0.12000000000000001)."""
+    return ", ".join(f"{key}={value:g}" if isinstance(value, float) else f"{key}={value}"
+                     for key, value in effective(params).items())  # fmt: skip
+
+
 def effective(params: Mapping[str, Any]) -> dict[str, Any]:
     """The values that make the video: the settings of a cache that is off left out (two trials that differ only
     there are the same preset)."""

@@ -6,6 +6,7 @@ import mlflow
 import optuna
 
 from harness.measure.results import recorded
+from harness.study.engine import space
 from harness.study.engine.floors import best_feasible, status
 from harness.study.export.drift import latest_pairing
 
@@ -47,7 +48,7 @@ def winner_line(study: optuna.Study) -> str:
     if best is None:
         return "No feasible trial yet."
     attrs, params = best.user_attrs, best.params
-    settings = ", ".join(f"{key}={value}" for key, value in params.items())
+    settings = space.shown(params)
     scores = ", ".join(f"{label} {recorded(best).mean(metric):.3g}" for label, metric in (("PSNR dB", "psnr_db"),
                        ("CLIP", "clip_score")) if recorded(best).mean(metric) is not None)  # fmt: skip
     paired = latest_pairing(study, best)
