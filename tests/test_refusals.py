@@ -387,6 +387,20 @@ def test_checking_the_settings_imports_neither_torch_nor_diffusers_nor_mlflow():
     assert result.stdout.strip().splitlines()[-1] == "[]", result.stderr[-2000:]
 
 
+def test_float8_on_a_cpu_is_refused_without_importing_torch():
+    # a refusal in about a second: importing torch alone takes two on this machine
+    code = (
+        "import sys; from omegaconf import OmegaConf; from harness.pipeline.levers import check_quant_here\n"
+        "cfg = OmegaConf.create({'speed': {'quant': 'float8_dynamic'}, 'model': {'device': 'cpu'}})\n"
+        "try:\n    check_quant_here(cfg)\nexcept ValueError as error:\n    print(error)\n"
+        "print('torch' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    refusal, imported = result.stdout.strip().splitlines()[-2:]
+    assert "needs float8 matmuls (a GPU of sm89 or later: Ada, Hopper), not a CPU" in refusal, result.stderr[-2000:]
+    assert imported == "False"
+
+
 def test_hydra_full_error_keeps_the_traceback_for_developers(tmp_path):
     environment = {**os.environ, "HYDRA_FULL_ERROR": "1"}
     result = subprocess.run([sys.executable, "-m", "harness.run", f"paths.root_dir={tmp_path}", "preset.size=12"],

@@ -331,6 +331,11 @@ def test_the_report_page_opens_with_the_winner_and_marks_the_exported_preset():
         "Winner: trial #1, 0.600 s/video, paired speed-up 1.75x [1.67, 1.83]; exported: trial #1, paired speed-up "
         "on held-out seeds 1.75x [1.67, 1.83]"
     )
+    from harness.study.engine.optimize import speedup_text
+
+    assert speedup_text(study, study.trials[1]) == (  # a quoted speed-up says which pairs it comes from
+        "1.75x [1.67, 1.83] (paired with the baseline, 6 pairs: harness.select, held-out seeds [100, 101])"
+    )
     baseline, searched, aggressive = study.trials
     assert "<b>searched</b> <mark>exported</mark> — feasible" in _caption("searched", searched, study)
     assert "<mark>" not in _caption("baseline", baseline, study) + _caption("aggressive", aggressive, study)

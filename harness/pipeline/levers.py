@@ -10,7 +10,10 @@ in one place.
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 if TYPE_CHECKING:  # settings are checked before torch is imported (a bad one is refused in under 2 s)
@@ -165,11 +168,33 @@ def check_quant_here(cfg: Any) -> None:
     Raises:
         ValueError: as :func:`check_quant`, or a ``model.device`` this machine does not have.
     """
-    if cfg.speed.quant == "none":
+    quant, device = str(cfg.speed.quant), str(cfg.model.get("device", "auto"))
+    if quant == "none":
         return
+    if quant == "float8_dynamic" and (device == "cpu" or (device == "auto" and _no_cuda_here())):
+        _check_torchao(quant)
+        raise ValueError(_float8_refusal("a CPU"))  # known without torch: refused in about a second
     from harness.pipeline.device import resolve_device
 
-    check_quant(str(cfg.speed.quant), resolve_device(str(cfg.model.get("device", "auto"))))
+    check_quant(quant, resolve_device(device))
+
+
+def _no_cuda_here() -> bool:
+    """True where CUDA cannot be available: Linux with no NVIDIA device node (nor WSL's ``/dev/dxg``)."""
+    dev = Path("/dev")
+    return sys.platform.startswith("linux") and not (dev / "dxg").exists() and not any(dev.glob("nvidia[0-9]*"))
+
+
+def _check_torchao(quant: str) -> None:
+    if importlib.util.find_spec("torchao") is None:  # found, not imported: importing torchao takes seconds
+        raise ValueError(f"speed.quant={quant!r} needs torchao: pip install -e '.[quant]'")
+
+
+def _float8_refusal(where: str) -> str:
+    return (
+        f"speed.quant='float8_dynamic' needs float8 matmuls (a GPU of sm89 or later: Ada, Hopper), not {where}; "
+        f"allowed here: none, int8_weight_only"
+    )
 
 
 def check_quant(quant: str, device: "torch.device") -> None:
@@ -180,17 +205,10 @@ def check_quant(quant: str, device: "torch.device") -> None:
     """
     if quant == "none":
         return
-    import importlib.util
-
     import torch
 
-    if importlib.util.find_spec("torchao") is None:  # found, not imported: importing torchao takes seconds
-        raise ValueError(f"speed.quant={quant!r} needs torchao: pip install -e '.[quant]'")
+    _check_torchao(quant)
     if quant == "float8_dynamic":
         capability = torch.cuda.get_device_capability(device) if device.type == "cuda" else None
         if capability is None or capability < (8, 9):
-            where = "a CPU" if capability is None else f"sm{capability[0]}{capability[1]}"
-            raise ValueError(
-                f"speed.quant='float8_dynamic' needs float8 matmuls (a GPU of sm89 or later: Ada, Hopper), not "
-                f"{where}; allowed here: none, int8_weight_only"
-            )
+            raise ValueError(_float8_refusal("a CPU" if capability is None else f"sm{capability[0]}{capability[1]}"))

@@ -79,6 +79,14 @@ def latest_pairing(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> Pair
     return None
 
 
+def latest_pairing_where(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str | None:
+    """Where the latest paired speed-up of a trial was measured (a session's end, or harness.select's held-out seeds)."""
+    for record in reversed(study.user_attrs.get("pairings", [])):
+        if record["trial"] == trial.number:
+            return record.get("where")
+    return None
+
+
 def speedup_cell(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
     """A trial's paired speed-up cell (:func:`harness.measure.pairing.speedup_cell`) from its latest pairing."""
     return pairing.speedup_cell(latest_pairing(study, trial), is_baseline(trial))
