@@ -132,6 +132,7 @@ def _measure(cfg: DictConfig, plan_: Plan, session: Session, grid: dict, todo: l
         if count % SAVE_EVERY == 0 or count == len(todo):
             _save(grid, path)
     grid["load_average"].append(round(os.getloadavg()[0], 2))
+    grid["measured_at"] = time.strftime("%Y-%m-%d")  # the grid's date, not a replay's
     _save(grid, path)
 
 
@@ -164,4 +165,4 @@ def summary(grid: dict[str, Any]) -> dict[str, float]:
     """Grid totals: presets, videos and their generation-seconds."""
     walls = [v["wall_time_s"] for p in grid["presets"].values() for v in p["videos"]]
     return {"presets": len(grid["presets"]), "videos": len(walls), "seconds": float(np.sum(walls)),
-            "measured_at": time.strftime("%Y-%m-%d")}  # fmt: skip
+            "measured_at": grid.get("measured_at", "unknown")}  # fmt: skip
