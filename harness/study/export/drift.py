@@ -80,7 +80,7 @@ def latest_pairing(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> Pair
 
 
 def latest_pairing_where(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str | None:
-    """Where the latest paired speed-up of a trial was measured (a session's end, or harness.select's held-out seeds)."""
+    """Where a trial's latest paired speed-up was measured (a session's end, or harness.select's held-out seeds)."""
     for record in reversed(study.user_attrs.get("pairings", [])):
         if record["trial"] == trial.number:
             return record.get("where")

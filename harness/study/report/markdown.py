@@ -124,8 +124,9 @@ def comparison(study: optuna.Study) -> str:
     summary = ""
     if baseline and best and best is not baseline:
         paired = latest_pairing(study, best)
-        speed = f"paired with the baseline: **{paired.cell()}** ({paired.pairs} pairs{_where(study, best)})" if paired else (
-            f"speed-up {NOT_PAIRED} (not paired yet)")  # fmt: skip
+        speed = f"speed-up {NOT_PAIRED} (not paired yet)"
+        if paired:
+            speed = f"paired with the baseline: **{paired.cell()}** ({paired.pairs} pairs{_where(study, best)})"
         summary = (
             f"\nBest feasible trial #{best.number} takes **{best.value:.3f} s** per video measured alone (the "
             f"baseline trial {baseline.value:.3f} s); {speed}; PSNR "
