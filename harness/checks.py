@@ -245,6 +245,7 @@ def check_audit(cfg: DictConfig) -> None:
     check_run(cfg)
     audit = cfg.audit
     check_int("audit.repeats", audit.repeats, 1)
+    check_int("audit.claim_rounds", audit.claim_rounds, 1)
     check_flag("audit.overwrite", audit.overwrite)
     base = OmegaConf.to_container(cfg.preset, resolve=True)
     solvers = OmegaConf.to_container(cfg.solver, resolve=True)

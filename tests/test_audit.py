@@ -1,5 +1,7 @@
 """The audit runs on the tiny model and writes a report with the proposal's claims beside measurements."""
 
+import re
+
 import pytest
 from conftest import store_client
 
@@ -19,12 +21,13 @@ def test_audit_reports_claims_cost_model_and_logs_to_mlflow(make_cfg, tmp_path):
         "audit.sizes=['480*832']",
         "audit.frames=[83,21]",
         "preset.sample_steps=6",
+        "audit.claim_rounds=6",
     )
     report = run_audit(cfg)
     text = report.read_text()
     assert report.parent.name.startswith("audit-")
-    for claim in CLAIMS:
-        assert f"| {claim} | +{CLAIMS[claim][0]:.0%} |" in text
+    for claim in CLAIMS:  # each with its paired interval (audit.claim_rounds: 12 by default, 6 here)
+        assert re.search(rf"\| {re.escape(claim)} \| \+{CLAIMS[claim][0]:.0%} \| [+-]\d+\.\d% \[[+-]\d+\.\d%, ", text)
     assert "## Cost model" in text and "median error" in text and "## Stages of the baseline video" in text
     for picture in ("steps.png", "tokens.png"):
         assert (report.parent / picture).stat().st_size > 5000
@@ -53,9 +56,52 @@ def test_a_knob_s_configurations_are_generated_round_robin_so_drift_slows_them_a
     unipc, euler = Sweep(cfg, base_plan, session, repeats=2).measure_group(configs)
     warm_ups, rounds = order[:2], order[2:]
     assert warm_ups == [("unipc", 2), ("euler", 2)]
-    assert rounds == [("unipc", 3), ("euler", 3), ("unipc", 3), ("euler", 3)]
+    assert rounds == [("unipc", 3), ("euler", 3), ("euler", 3), ("unipc", 3)]  # every other round reversed
     assert (unipc.label, euler.label, unipc.steps) == ("solver=unipc", "solver=euler", 3)
     assert unipc.wall_s > 0 and euler.wall_s > 0
+
+
+def test_each_claim_is_generated_beside_the_baseline_alternating_which_goes_first(make_cfg, monkeypatch):
+    cfg = make_cfg("preset.sample_steps=3")
+    base_plan = plan(cfg)
+    session = open_session(cfg, base_plan)
+    order, real = [], sweep_module.generate
+
+    def recording(loaded, request, solvers):
+        order.append((request.solver, request.steps))
+        return real(loaded, request, solvers)
+
+    monkeypatch.setattr(sweep_module, "generate", recording)
+    baseline, claims, speedups = Sweep(cfg, base_plan, session, repeats=1).claims(rounds=2)
+    rounds = order[1 + len(CLAIMS) :]  # after a warm-up of each shape
+    assert rounds[:2] == [("unipc", 18), ("unipc", 3)]  # the steps claim (18), then the baseline (3) beside it
+    assert rounds[2:4] == [("euler", 3), ("unipc", 3)]  # solver unipc -> euler, then the baseline
+    assert rounds[10:12] == [("unipc", 3), ("unipc", 18)]  # the second round: the baseline goes first
+    assert len(rounds) == 2 * 2 * len(CLAIMS)
+    assert set(speedups) == set(claims) == set(CLAIMS) and all(s.pairs == 2 for s in speedups.values())
+    assert baseline.wall_s > 0
+
+
+def test_guidance_1_runs_both_passes_for_the_official_worker_and_the_audit_says_what_that_saves(make_cfg):
+    from dataclasses import replace
+
+    from harness.cost.audit_report import guidance_sentence
+
+    for worker, passes in (("official", 2), ("diffusers", 1)):
+        cfg = make_cfg("preset.sample_steps=2", f"worker={worker}")
+        base_plan = plan(cfg)
+        (unguided,) = Sweep(cfg, base_plan, open_session(cfg, base_plan), repeats=1).measure_group(
+            [("guidance=1.0", {"guidance": 1.0})]
+        )
+        assert unguided.passes == passes, worker
+    audit = claims_audit([1.0] * 6, [0.8] * 6)
+    same = {"guidance": [replace(point("g1", 0.04), denoise_s=0.98), point("g6.5", 0.04)]}
+    sentence = guidance_sentence(replace(audit, points=same, base=base_plan.preset))
+    assert sentence.startswith("Guidance 6.5 (2 passes per step) takes 1.000 s of denoising, guidance 1 (2 passes")
+    assert "within what this audit resolves (9.0%)" in sentence and "guidance 1 saves no time" in sentence
+    fewer = {"guidance": [replace(point("g1", 0.02), passes=1, denoise_s=0.5), point("g6.5", 0.04)]}
+    sentence = guidance_sentence(replace(audit, points=fewer, base=base_plan.preset))
+    assert "guidance 1 (1 pass per step) 0.500 s: **2.00x**." in sentence and "saves no time" not in sentence
 
 
 def point(label, step_s):
@@ -74,6 +120,42 @@ def test_the_audit_says_what_its_numbers_show_not_a_fixed_sentence():
         "euler slowest)."
     )
     assert "no measurable cost" in knob_sentence("shift", apart, 0.50)  # under 50% noise nothing is measurable
+
+
+def claims_audit(baseline_walls, turned_walls):
+    from harness.cost.audit_report import Audit
+
+    def measured(label, walls):
+        return Point(label, 25, 2, 100, sorted(walls)[len(walls) // 2], 1.0, 0.04, 0.01, {})
+
+    from harness.measure.pairing import paired_speedup
+
+    claims = {name: measured(name, turned_walls) for name in CLAIMS}
+    speedups = {name: paired_speedup(baseline_walls, turned_walls) for name in CLAIMS}
+    return Audit("cpu", None, 3, None, {}, measured("baseline", baseline_walls), claims, None, 0.03, 0.1, {}, speedups)
+
+
+def test_each_claim_s_speed_up_is_paired_round_by_round_with_its_interval():
+    from harness.cost.audit_report import claims_table
+
+    # the machine slows down round by round; each round's baseline is 1.25x its turned knob's time
+    baseline = [1.0, 1.1, 1.2, 1.3, 1.4, 1.5]
+    rows = claims_table(claims_audit(baseline, [b / 1.25 for b in baseline]))
+    first = rows[2].split(" | ")
+    assert first[2] == "+25.0% [+25.0%, +25.0%]" and first[3] == "faster |"
+    # no change, only drift: the interval holds 0 and the verdict says so
+    rows = claims_table(claims_audit(baseline, [b * f for b, f in zip(baseline, (1.02, 0.98) * 3)]))
+    assert rows[2].endswith("| within noise: no speed-up |") and "[" in rows[2]
+    # slower beyond doubt
+    assert claims_table(claims_audit(baseline, [b * 1.3 for b in baseline]))[2].endswith("| slower |")
+
+
+def test_a_claim_measured_in_too_few_rounds_has_no_interval_and_is_judged_against_the_noise():
+    from harness.cost.audit_report import claims_table
+
+    row = claims_table(claims_audit([1.0, 1.0], [0.95, 0.95]))[2]  # +5.3% under 3% noise: resolves 9%
+    assert "+5.3% (2 pairs: too few for a 95% interval, 6 needed) | within noise: no speed-up |" in row
+    assert claims_table(claims_audit([1.0, 1.0], [0.5, 0.5]))[2].endswith("| faster |")
 
 
 def test_an_audit_never_overwrites_an_earlier_one_unless_told(tmp_path):

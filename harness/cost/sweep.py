@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
 from harness.measure.noise import relative_spread
+from harness.measure.pairing import PairedSpeedup, paired_speedup, preset_first
 from harness.measure.plan import Plan
 from harness.measure.session import Session
 from harness.pipeline.generate import generate
@@ -68,17 +69,19 @@ class Sweep:
     def measure_group(self, configs: list[tuple[str, dict[str, Any]]]) -> list[Point]:
         """Each configuration (label, knobs changed from the baseline): the median of ``repeats`` generations.
 
-        After a warm-up of each, the configurations are generated round-robin, one of each per round: on a
-        machine whose speed drifts over minutes (a shared CPU), every configuration of a group sees the same
-        drift, so it does not pass for a difference between them, as it would measured one after another.
+        After a warm-up of each, the configurations are generated round-robin, one of each per round, every
+        other round in reverse order: on a machine whose speed drifts over minutes (a shared CPU), every
+        configuration of a group sees the same drift, so it does not pass for a difference between them, as
+        it would measured one after another; and none always runs first in its round.
         """
         requests = [self._request(**self._settings(knobs)) for _, knobs in configs]
         loaded, solvers = self.session.loaded, self.session.solvers
         for request in requests:
             generate(loaded, replace(request, steps=2), solvers)  # warm this shape
         runs: list[list[Any]] = [[] for _ in requests]
-        for _ in range(self.repeats):
-            for done, request in zip(runs, requests):
+        for round_ in range(self.repeats):
+            order = list(zip(runs, requests))
+            for done, request in order if round_ % 2 == 0 else reversed(order):
                 done.append(generate(loaded, request, solvers))
         return [self._point(label, request, done) for (label, _), request, done in zip(configs, requests, runs)]
 
@@ -88,7 +91,7 @@ class Sweep:
         return Point(
             label=label,
             steps=request.steps,
-            passes=2 if request.guidance > 1 else 1,
+            passes=2 if request.guided_steps else 1,  # the official worker runs both passes at any guidance
             tokens=self.session.loaded.latent_grid(shape.width, shape.height, shape.num_frames)[1],
             wall_s=statistics.median(walls),
             denoise_s=statistics.median(r.denoise_s for r in runs),
@@ -117,8 +120,28 @@ class Sweep:
             points[group] = self.measure_group(labelled)
         return points
 
-    def claims(self) -> tuple[Point, dict[str, Point]]:
-        """The baseline, and the baseline with each claimed knob turned, measured round-robin together."""
-        configs = [("baseline", {}), *((name, knobs) for name, (_, knobs) in CLAIMS.items())]
-        baseline, *turned = self.measure_group(configs)
-        return baseline, {name: point for (name, _), point in zip(configs[1:], turned)}
+    def claims(self, rounds: int) -> tuple[Point, dict[str, Point], dict[str, PairedSpeedup]]:
+        """The baseline, the baseline with each claimed knob turned, and each claim's paired speed-up.
+
+        Paired as ``harness.run`` pairs a preset: in each of ``rounds`` rounds the baseline is generated beside
+        each turned knob, alternating which goes first, so a load that comes and goes falls on both sides; a
+        claim's speed-up is the median of its pairs' ratios, with a 95% interval from
+        :data:`harness.measure.pairing.MIN_PAIRS` rounds on.
+        """
+        baseline_request = self._request(**self._settings({}))
+        turned = {name: self._request(**self._settings(knobs)) for name, (_, knobs) in CLAIMS.items()}
+        loaded, solvers = self.session.loaded, self.session.solvers
+        for request in (baseline_request, *turned.values()):
+            generate(loaded, replace(request, steps=2), solvers)  # warm this shape
+        beside: dict[str, list[Any]] = {name: [] for name in turned}
+        runs: dict[str, list[Any]] = {name: [] for name in turned}
+        for pair_index in range(rounds):
+            for name, request in turned.items():
+                pair = [(runs[name], request), (beside[name], baseline_request)]
+                for done, each in pair if preset_first(pair_index) else reversed(pair):
+                    done.append(generate(loaded, each, solvers))
+        baseline = self._point("baseline", baseline_request, [run for done in beside.values() for run in done])
+        speedups = {
+            name: paired_speedup([r.wall_s for r in beside[name]], [r.wall_s for r in runs[name]]) for name in turned
+        }
+        return baseline, {name: self._point(name, turned[name], runs[name]) for name in turned}, speedups
