@@ -28,7 +28,7 @@ BAD_INPUTS = [
     ("run", "tracking.uri=garbage://x"),
     ("run", "paths.cache_dir=/proc/harness-cache"),
     ("run", "model=wan2.1-t2v-1.3b model.path=/nowhere/wan"),
-    ("run", "speed.quant=float8_dynamic"),  # on a machine without CUDA
+    ("run", "speed.quant=float8_dynamic"),  # model=tiny runs on the CPU
     ("search", "search.floors.psnr_db.value=nan"),
     ("search", "search.study_name=a/b"),
     ("search", "search.storage=redis://x/y"),

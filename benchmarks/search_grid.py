@@ -161,7 +161,7 @@ def _save(grid: dict, path: Path) -> None:
     os.replace(partial, path)  # atomic: an interrupted build leaves the last complete write
 
 
-def summary(grid: dict[str, Any]) -> dict[str, float]:
+def summary(grid: dict[str, Any]) -> dict[str, Any]:
     """Grid totals: presets, videos and their generation-seconds."""
     walls = [v["wall_time_s"] for p in grid["presets"].values() for v in p["videos"]]
     return {"presets": len(grid["presets"]), "videos": len(walls), "seconds": float(np.sum(walls)),

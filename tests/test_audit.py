@@ -1,6 +1,7 @@
 """The audit runs on the tiny model and writes a report with the proposal's claims beside measurements."""
 
 import re
+from types import SimpleNamespace
 
 import pytest
 from conftest import store_client
@@ -65,13 +66,14 @@ def test_each_claim_is_generated_beside_the_baseline_alternating_which_goes_firs
     cfg = make_cfg("preset.sample_steps=3")
     base_plan = plan(cfg)
     session = open_session(cfg, base_plan)
-    order, real = [], sweep_module.generate
+    order = []
 
-    def recording(loaded, request, solvers):
+    def timed_by_steps(loaded, request, solvers):  # a video's seconds: a tenth of its steps, whatever else changed
         order.append((request.solver, request.steps))
-        return real(loaded, request, solvers)
+        wall = request.steps / 10
+        return SimpleNamespace(wall_s=wall, denoise_s=wall, text_encode_s=0.0, decode_s=0.0, step_times=[0.1])
 
-    monkeypatch.setattr(sweep_module, "generate", recording)
+    monkeypatch.setattr(sweep_module, "generate", timed_by_steps)
     baseline, claims, speedups = Sweep(cfg, base_plan, session, repeats=1).claims(rounds=2)
     rounds = order[1 + len(CLAIMS) :]  # after a warm-up of each shape
     assert rounds[:2] == [("unipc", 18), ("unipc", 3)]  # the steps claim (18), then the baseline (3) beside it
@@ -79,7 +81,10 @@ def test_each_claim_is_generated_beside_the_baseline_alternating_which_goes_firs
     assert rounds[10:12] == [("unipc", 3), ("unipc", 18)]  # the second round: the baseline goes first
     assert len(rounds) == 2 * 2 * len(CLAIMS)
     assert set(speedups) == set(claims) == set(CLAIMS) and all(s.pairs == 2 for s in speedups.values())
-    assert baseline.wall_s > 0
+    # baseline seconds over the turned knob's: 3 steps against 18 is 6 times slower, not 6 times faster
+    assert speedups["steps 25 -> 18"].median == pytest.approx(3 / 18)
+    assert speedups["solver unipc -> euler"].median == pytest.approx(1.0)
+    assert baseline.wall_s == pytest.approx(0.3) and claims["steps 25 -> 18"].wall_s == pytest.approx(1.8)
 
 
 def test_guidance_1_runs_both_passes_for_the_official_worker_and_the_audit_says_what_that_saves(make_cfg):
@@ -145,16 +150,22 @@ def test_each_claim_s_speed_up_is_paired_round_by_round_with_its_interval():
     assert first[2] == "+25.0% [+25.0%, +25.0%]" and first[3] == "faster |"
     # no change, only drift: the interval holds 0 and the verdict says so
     rows = claims_table(claims_audit(baseline, [b * f for b, f in zip(baseline, (1.02, 0.98) * 3)]))
-    assert rows[2].endswith("| within noise: no speed-up |") and "[" in rows[2]
+    assert rows[2].endswith("| not resolved: its interval holds no change |") and "[" in rows[2]
     # slower beyond doubt
     assert claims_table(claims_audit(baseline, [b * 1.3 for b in baseline]))[2].endswith("| slower |")
+    # the interval decides, not the noise: +10% whose pairs hold no change, and a steady +4% under 9% resolution
+    split = claims_table(claims_audit([1.0] * 6, [0.8, 1.05] * 3))[2]
+    assert "| +10.1% [" in split and split.endswith("| not resolved: its interval holds no change |")
+    assert claims_table(claims_audit(baseline, [b / 1.04 for b in baseline]))[2].endswith(
+        "| +4.0% [+4.0%, +4.0%] | faster |"
+    )
 
 
 def test_a_claim_measured_in_too_few_rounds_has_no_interval_and_is_judged_against_the_noise():
     from harness.cost.audit_report import claims_table
 
     row = claims_table(claims_audit([1.0, 1.0], [0.95, 0.95]))[2]  # +5.3% under 3% noise: resolves 9%
-    assert "+5.3% (2 pairs: too few for a 95% interval, 6 needed) | within noise: no speed-up |" in row
+    assert "+5.3% (2 pairs: too few for a 95% interval, 6 needed) | within noise: not resolved |" in row
     assert claims_table(claims_audit([1.0, 1.0], [0.5, 0.5]))[2].endswith("| faster |")
 
 

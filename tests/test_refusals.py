@@ -401,6 +401,28 @@ def test_float8_on_a_cpu_is_refused_without_importing_torch():
     assert imported == "False"
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the driver's traces are Linux paths")
+def test_a_gpu_driver_s_trace_sends_float8_to_torch_s_own_check(tmp_path, monkeypatch):
+    from omegaconf import OmegaConf
+
+    from harness.pipeline import levers
+
+    (tmp_path / "dev").mkdir()
+    assert levers._no_cuda_here(tmp_path)  # no driver's trace: torch could not see a GPU here
+    for trace in ("dev/nvidia0", "proc/driver/nvidia", "dev/dxg", "dev/kfd"):  # NVIDIA, its driver, WSL, ROCm
+        marked = tmp_path / trace.replace("/", "_")
+        (marked / trace).parent.mkdir(parents=True)
+        (marked / trace).touch()
+        (marked / "dev").mkdir(exist_ok=True)
+        assert not levers._no_cuda_here(marked), trace
+
+    asked = []
+    monkeypatch.setattr(levers, "check_quant", lambda quant, device: asked.append((quant, device.type)))
+    monkeypatch.setattr(levers, "_no_cuda_here", lambda: False)  # a driver is there: torch decides
+    levers.check_quant_here(OmegaConf.create({"speed": {"quant": "float8_dynamic"}, "model": {"device": "auto"}}))
+    assert asked == [("float8_dynamic", "cpu")]  # torch finds no CUDA device on this machine and says so
+
+
 def test_hydra_full_error_keeps_the_traceback_for_developers(tmp_path):
     environment = {**os.environ, "HYDRA_FULL_ERROR": "1"}
     result = subprocess.run([sys.executable, "-m", "harness.run", f"paths.root_dir={tmp_path}", "preset.size=12"],

@@ -336,6 +336,10 @@ def test_the_report_page_opens_with_the_winner_and_marks_the_exported_preset():
     assert speedup_text(study, study.trials[1]) == (  # a quoted speed-up says which pairs it comes from
         "1.75x [1.67, 1.83] (paired with the baseline, 6 pairs: harness.select, held-out seeds [100, 101])"
     )
+    record_pairing(study, 1, paired_speedup([1.0] * 12, [0.5] * 12), "the end of a search session")
+    assert speedup_text(study, study.trials[1]) == (  # the latest pairing, and its own source
+        "2.00x [2.00, 2.00] (paired with the baseline, 12 pairs: the end of a search session)"
+    )
     baseline, searched, aggressive = study.trials
     assert "<b>searched</b> <mark>exported</mark> — feasible" in _caption("searched", searched, study)
     assert "<mark>" not in _caption("baseline", baseline, study) + _caption("aggressive", aggressive, study)

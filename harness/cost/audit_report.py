@@ -17,7 +17,7 @@ from harness.cost.model import CostModel, fit_cost_model
 from harness.cost.sweep import CLAIMS, Point, Sweep
 from harness.measure import noise_floor, tracking
 from harness.measure.figures import save_figure
-from harness.measure.pairing import PairedSpeedup
+from harness.measure.pairing import MIN_PAIRS, PairedSpeedup
 from harness.measure.plan import plan
 from harness.measure.session import open_session
 from harness.pipeline.device import device_label, dtype_name, load_average, load_line, machine_name
@@ -65,6 +65,12 @@ def _rounds(audit: Audit) -> int:
     return next(iter(audit.claim_speedups.values())).pairs if audit.claim_speedups else 0
 
 
+def _interval_clause(audit: Audit) -> str:
+    if _rounds(audit) >= MIN_PAIRS:
+        return " with a 95% bootstrap interval"
+    return f" (no interval under {MIN_PAIRS} rounds: judged against the noise)"
+
+
 def claims_table(audit: Audit) -> list[str]:
     """Markdown rows: each claimed speed-up beside the measured one (paired, with its interval) and a verdict."""
     lines = ["| knob | claimed speed-up | measured speed-up [95% interval] | verdict |", "|---|---|---|---|"]
@@ -97,11 +103,11 @@ def _verdict(paired: PairedSpeedup, noise: float) -> str:
     if paired.low is None:
         measured = paired.median - 1
         if abs(measured) <= _resolution(noise):
-            return "within noise: no speed-up"
+            return "within noise: not resolved"
         return "faster" if measured > 0 else "slower"
     if paired.clears(1.0):
         return "faster"
-    return "slower" if paired.high < 1.0 else "within noise: no speed-up"
+    return "slower" if paired.high < 1.0 else "not resolved: its interval holds no change"
 
 
 def knob_sentence(knob: str, points: list[Point], noise: float) -> str:
@@ -130,7 +136,7 @@ def guidance_sentence(audit: Audit) -> str:
     )
     if abs(ratio - 1) <= _resolution(audit.noise):
         sentence += f", within what this audit resolves ({_resolution(audit.noise):.1%})"
-    if guided.passes == unguided.passes:
+    if unguided.passes == 2:
         sentence += (
             ". The worker runs the unconditional pass at any guidance (`worker.guidance_passes=always`, as the "
             "official code does), so guidance 1 saves no time; `worker=diffusers` skips that pass at guidance 1"
@@ -139,7 +145,7 @@ def guidance_sentence(audit: Audit) -> str:
 
 
 def _passes(point: Point) -> str:
-    return f"{point.passes} pass{'es' if point.passes > 1 else ''}"
+    return f"{point.passes:g} pass{'es' if point.passes != 1 else ''}"
 
 
 def noise_line(audit: Audit) -> str:
@@ -222,7 +228,7 @@ def report_lines(audit: Audit) -> list[str]:
         "the configurations of a knob generated round-robin, one of each per round (every other round in reverse "
         "order), so a machine's drift slows them alike. The proposal's claims are paired as `harness.run` pairs a "
         f"preset: in each of {_rounds(audit)} rounds the baseline is generated beside each turned knob, alternating "
-        "which goes first, and a claim's speed-up is the median of its pairs' ratios with a 95% bootstrap interval."
+        f"which goes first, and a claim's speed-up is the median of its pairs' ratios{_interval_clause(audit)}."
         f" Baseline preset as the model generates it: {audit.baseline.tokens} tokens, {audit.base.sample_steps} "
         f"steps, {audit.baseline.wall_s:.3f} s per video. {audit.load}".rstrip()
         + "\n",

@@ -32,7 +32,7 @@ class Point:
 
     label: str
     steps: int
-    passes: int
+    passes: float  # transformer passes per step: 2 with both guidance passes on every step
     tokens: int
     wall_s: float
     denoise_s: float
@@ -91,7 +91,8 @@ class Sweep:
         return Point(
             label=label,
             steps=request.steps,
-            passes=2 if request.guided_steps else 1,  # the official worker runs both passes at any guidance
+            # per step, as the worker runs them: both at any guidance (official), the second only while guided
+            passes=(request.steps + request.guided_steps) / request.steps,
             tokens=self.session.loaded.latent_grid(shape.width, shape.height, shape.num_frames)[1],
             wall_s=statistics.median(walls),
             denoise_s=statistics.median(r.denoise_s for r in runs),
@@ -135,7 +136,9 @@ class Sweep:
             generate(loaded, replace(request, steps=2), solvers)  # warm this shape
         beside: dict[str, list[Any]] = {name: [] for name in turned}
         runs: dict[str, list[Any]] = {name: [] for name in turned}
-        for pair_index in range(rounds):
+        videos = rounds * len(turned) * 2
+        print(f"claims: {rounds} rounds x {len(turned)} claims x 2 (the baseline beside each) = {videos} videos")
+        for pair_index in tqdm(range(rounds), desc="claims", unit="round"):
             for name, request in turned.items():
                 pair = [(runs[name], request), (beside[name], baseline_request)]
                 for done, each in pair if preset_first(pair_index) else reversed(pair):

@@ -179,10 +179,17 @@ def check_quant_here(cfg: Any) -> None:
     check_quant(quant, resolve_device(device))
 
 
-def _no_cuda_here() -> bool:
-    """True where CUDA cannot be available: Linux with no NVIDIA device node (nor WSL's ``/dev/dxg``)."""
-    dev = Path("/dev")
-    return sys.platform.startswith("linux") and not (dev / "dxg").exists() and not any(dev.glob("nvidia[0-9]*"))
+def _no_cuda_here(root: Path = Path("/")) -> bool:
+    """True where torch cannot see a GPU: Linux with no GPU driver's trace (checked without importing torch).
+
+    Any of these says there may be one: an NVIDIA device node, the NVIDIA driver loaded (``/proc/driver/nvidia``,
+    there before a first CUDA call makes the nodes on a headless host), WSL's ``/dev/dxg``, ROCm's ``/dev/kfd``
+    (torch's ROCm build reports AMD GPUs as CUDA). Elsewhere than Linux, torch is asked.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    markers = [root / "proc/driver/nvidia", root / "dev/dxg", root / "dev/kfd"]
+    return not any(m.exists() for m in markers) and not any((root / "dev").glob("nvidia[0-9]*"))
 
 
 def _check_torchao(quant: str) -> None:

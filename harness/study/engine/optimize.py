@@ -41,7 +41,7 @@ from harness.study.engine.floors import (
 )
 from harness.study.engine.pruning import summary as pruning_summary
 from harness.study.engine.settings import check_study_settings
-from harness.study.export.drift import latest_pairing, latest_pairing_where, noise_lines, pair_best
+from harness.study.export.drift import latest_pairing, noise_lines, pair_best, pairs_text
 from harness.study.report.summary import record_on_study_run
 from harness.study.workers.lock import StudyLock
 from harness.study.workers.loop import Worker
@@ -73,8 +73,7 @@ def speedup_text(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
     """A trial's paired speed-up with its interval, or why there is none."""
     paired = latest_pairing(study, trial)
     if paired is not None:
-        where = latest_pairing_where(study, trial)
-        return f"{paired.cell()} (paired with the baseline, {paired.pairs} pairs{f': {where}' if where else ''})"
+        return f"{paired.cell()} (paired with the baseline, {pairs_text(study, trial)})"
     return (
         f"{NOT_PAIRED} (measured alone, minutes from the baseline trial: the end of a search session pairs its best "
         f"trial with the baseline; harness.select pairs its candidates on held-out seeds)"

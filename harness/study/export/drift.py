@@ -71,20 +71,27 @@ def record_pairing(study: optuna.Study, trial: int, speedup: PairedSpeedup, wher
     study.set_user_attr("pairings", [*study.user_attrs.get("pairings", []), record])
 
 
+def _latest_record(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict[str, Any] | None:
+    for record in reversed(study.user_attrs.get("pairings", [])):
+        if record["trial"] == trial.number:
+            return record
+    return None
+
+
 def latest_pairing(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> PairedSpeedup | None:
     """The latest paired speed-up measured for a trial (at a session's end, or by harness.select), or None."""
-    for record in reversed(study.user_attrs.get("pairings", [])):
-        if record["trial"] == trial.number:
-            return PairedSpeedup.from_dict(record["speedup"])
-    return None
+    record = _latest_record(study, trial)
+    return PairedSpeedup.from_dict(record["speedup"]) if record else None
 
 
-def latest_pairing_where(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str | None:
-    """Where a trial's latest paired speed-up was measured (a session's end, or harness.select's held-out seeds)."""
-    for record in reversed(study.user_attrs.get("pairings", [])):
-        if record["trial"] == trial.number:
-            return record.get("where")
-    return None
+def pairs_text(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
+    """``12 pairs: harness.select, held-out seeds [100, 101]``: how many pairs the latest speed-up has, and where
+    they were measured (empty where the trial has none)."""
+    record = _latest_record(study, trial)
+    if record is None:
+        return ""
+    where = record.get("where")
+    return f"{record['speedup']['pairs']} pairs" + (f": {where}" if where else "")
 
 
 def speedup_cell(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:

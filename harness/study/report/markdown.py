@@ -24,7 +24,7 @@ from harness.stores import storage_url
 from harness.study.engine.floors import best_feasible, failure, fastest_feasible, feasible, shortfalls, status
 from harness.study.engine.pruning import summary as pruning_summary
 from harness.study.engine.space import LEVERS, SWITCHES
-from harness.study.export.drift import latest_pairing, latest_pairing_where, noise_lines, speedup_cell
+from harness.study.export.drift import latest_pairing, noise_lines, pairs_text, speedup_cell
 from harness.study.report.comparison_page import write_page
 from harness.study.report.folder import study_folder
 from harness.study.report.plots import plot_history, plot_importances, plot_pareto
@@ -93,11 +93,6 @@ UNPAIRED_NOTE = (
 )
 
 
-def _where(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
-    where = latest_pairing_where(study, trial)
-    return f": {where}" if where else ""
-
-
 def comparison(study: optuna.Study) -> str:
     """Baseline, the proposal's presets and the best feasible trial, side by side."""
     trials = study.get_trials(deepcopy=False)
@@ -126,7 +121,7 @@ def comparison(study: optuna.Study) -> str:
         paired = latest_pairing(study, best)
         speed = f"speed-up {NOT_PAIRED} (not paired yet)"
         if paired:
-            speed = f"paired with the baseline: **{paired.cell()}** ({paired.pairs} pairs{_where(study, best)})"
+            speed = f"paired with the baseline: **{paired.cell()}** ({pairs_text(study, best)})"
         summary = (
             f"\nBest feasible trial #{best.number} takes **{best.value:.3f} s** per video measured alone (the "
             f"baseline trial {baseline.value:.3f} s); {speed}; PSNR "
