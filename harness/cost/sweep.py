@@ -76,14 +76,18 @@ class Sweep:
         """
         requests = [self._request(**self._settings(knobs)) for _, knobs in configs]
         loaded, solvers = self.session.loaded, self.session.solvers
-        for request in requests:
-            generate(loaded, replace(request, steps=2), solvers)  # warm this shape
+        self._warm(requests)
         runs: list[list[Any]] = [[] for _ in requests]
         for round_ in range(self.repeats):
             order = list(zip(runs, requests))
             for done, request in order if round_ % 2 == 0 else reversed(order):
                 done.append(generate(loaded, request, solvers))
         return [self._point(label, request, done) for (label, _), request, done in zip(configs, requests, runs)]
+
+    def _warm(self, requests: list[Any]) -> None:
+        """Generate each shape once, two steps, before any is timed (its first run pays for allocation)."""
+        for request in requests:
+            generate(self.session.loaded, replace(request, steps=2), self.session.solvers)
 
     def _point(self, label: str, request: Any, runs: list[Any]) -> Point:
         walls = [r.wall_s for r in runs]
@@ -132,8 +136,7 @@ class Sweep:
         baseline_request = self._request(**self._settings({}))
         turned = {name: self._request(**self._settings(knobs)) for name, (_, knobs) in CLAIMS.items()}
         loaded, solvers = self.session.loaded, self.session.solvers
-        for request in (baseline_request, *turned.values()):
-            generate(loaded, replace(request, steps=2), solvers)  # warm this shape
+        self._warm([baseline_request, *turned.values()])
         beside: dict[str, list[Any]] = {name: [] for name in turned}
         runs: dict[str, list[Any]] = {name: [] for name in turned}
         videos = rounds * len(turned) * 2
