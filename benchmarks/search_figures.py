@@ -19,6 +19,12 @@ def by_strategy(results: dict) -> dict[str, list[dict]]:
     return grouped
 
 
+def _load(grid: dict) -> str:
+    """The load average the grid's measurement started and ended at, as ``grid.json`` records it."""
+    loads = grid.get("load_average") or []
+    return f" at load average {min(loads):.2f}-{max(loads):.2f}" if loads else ""
+
+
 def table(results: dict, name: str = "grid", picture: str = "search_cost.png") -> str:
     """Per strategy: every seed's cost to reach, how many seeds reached within the budget, pruning counts."""
     grid, budget, within = results["grid"], results["budget"], results["within"]
@@ -31,7 +37,8 @@ def table(results: dict, name: str = "grid", picture: str = "search_cost.png") -
         f"Space: {space}.",
         "",
         f"Grid: {grid['presets']} presets x {grid['videos'] // grid['presets']} videos = {grid['seconds']:.0f} "
-        f"generation-seconds ({grid['spec']['model']}, {grid['spec']['device']}, {grid['spec']['output_spec']}). "
+        f"generation-seconds ({grid['spec']['model']}, {grid['spec']['device']}, {grid['spec']['output_spec']}; "
+        f"measured {grid.get('measured_at', 'on an unrecorded date')}{_load(grid)}). "
         f"Feasible (CLIP >= 0.95 x baseline, PSNR >= 30 dB): {grid['feasible']}.",
         "",
         "A preset's time is judged by the median of every grid video that did the same work (transformer calls x "

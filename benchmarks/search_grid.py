@@ -162,7 +162,8 @@ def _save(grid: dict, path: Path) -> None:
 
 
 def summary(grid: dict[str, Any]) -> dict[str, Any]:
-    """Grid totals: presets, videos and their generation-seconds."""
+    """Grid totals: presets, videos and their generation-seconds; when and under what load they were measured."""
     walls = [v["wall_time_s"] for p in grid["presets"].values() for v in p["videos"]]
     return {"presets": len(grid["presets"]), "videos": len(walls), "seconds": float(np.sum(walls)),
-            "measured_at": grid.get("measured_at", "unknown")}  # fmt: skip
+            "measured_at": grid.get("measured_at", "unknown"),
+            "load_average": grid.get("load_average", [])}  # fmt: skip
